@@ -1,0 +1,37 @@
+# Everything a fresh machine needs, in two commands: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+# The CPU build of torch on these machines; on a GPU cluster use the CUDA build your site provides.
+TORCH ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: setup quickstart test lint bench cluster-up cluster-down
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet "$(TORCH)"
+	$(VENV)/bin/pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	touch $@
+
+quickstart: setup
+	$(VENV)/bin/sft-launch recipes/quickstart.toml
+
+cluster-up:
+	bash slurm/testcluster.sh up --nodes 4
+
+cluster-down:
+	bash slurm/testcluster.sh down
+
+# Lint, then the whole suite, against a real 4-node Slurm test cluster on this machine (root).
+test: setup
+	$(VENV)/bin/ruff check launcher tests bench
+	bash slurm/testcluster.sh up --nodes 4
+	. $${SFT_CLUSTER_DIR:-/tmp/sft-launch-cluster}/env.sh && $(VENV)/bin/pytest -q tests; \
+	  status=$$?; bash slurm/testcluster.sh down; exit $$status
+
+bench: setup
+	$(VENV)/bin/python bench/quickstart_bench.py

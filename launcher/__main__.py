@@ -1,0 +1,5 @@
+"""`python -m launcher` is `sft-launch`."""
+
+from launcher.cli import main
+
+main()

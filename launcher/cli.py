@@ -1,0 +1,166 @@
+"""The `sft-launch` command line: `sft-launch RECIPE [options]` plus a few subcommands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from launcher.errors import LaunchError, UsageError
+from launcher.progress import console, summary_table
+from launcher.recipe.load import load_recipe
+from launcher.recipe.schema import Recipe
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help=(
+        "Fine-tune a model from one TOML recipe, on this machine or on a Slurm cluster.\n\n"
+        "[bold]sft-launch RECIPE[/bold] validates the recipe, plans the run, writes a run folder "
+        "and launches it (same as [bold]sft-launch launch RECIPE[/bold]).\n\n"
+        "Examples:\n\n"
+        "  sft-launch recipes/quickstart.toml                 # train on this machine\n\n"
+        "  sft-launch recipes/quickstart.toml --dry-run       # only write the run folder\n\n"
+        "  sft-launch recipe.toml --nodes 4 --set train.lr=2e-5   # Slurm, 4 nodes\n\n"
+        "Exit codes: 0 success, 2 bad recipe/arguments/data, 1 training or job failure."
+    ),
+)
+
+SUBCOMMANDS = {"launch", "plan", "schema", "status", "logs", "cancel", "export", "make-tiny-model"}
+
+RecipeArg = Annotated[Path, typer.Argument(help="The recipe TOML file.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe key, e.g. --set train.lr=2e-5 (repeatable)."),
+]
+NodesOpt = Annotated[int | None, typer.Option("--nodes", help="Nodes (overrides the recipe).")]
+PpnOpt = Annotated[
+    int | None, typer.Option("--procs-per-node", help="Worker processes per node (GPUs per node).")
+]
+
+
+@app.command()
+def launch(
+    recipe_file: RecipeArg,
+    nodes: NodesOpt = None,
+    procs_per_node: PpnOpt = None,
+    backend: Annotated[str, typer.Option(help="auto (Slurm if present), local or slurm.")] = "auto",
+    set_: SetOpt = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder (default: runs/<name>-<UTC time>).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Write the run folder, do not launch.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --run-dir from its newest checkpoint.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Validate, plan, write the run folder and launch (the default command)."""
+    from launcher.backends.local import run_local
+    from launcher.plan.plan import check_data_files, gpus_on_this_machine, make_plan
+    from launcher.render.run_folder import write_run_folder
+    from launcher.tasks.data import load_splits
+
+    recipe = _recipe_with_cli(recipe_file, set_, nodes, procs_per_node)
+    chosen = _backend(backend, recipe)
+    plan = make_plan(recipe, recipe_file=str(recipe_file), backend=chosen,
+                     gpus_here=gpus_on_this_machine() if chosen == "local" else 0)
+    check_data_files(recipe, str(recipe_file))
+    load_splits(recipe)
+    if resume and run_dir is None:
+        raise UsageError("--resume needs --run-dir: the run folder to continue")
+    folder_path = run_dir or Path("runs") / f"{plan.recipe_name}-{_utc_stamp()}"
+    folder = write_run_folder(folder_path, recipe, plan)
+    console.print(f"run folder: [bold]{folder.path}[/bold]")
+    console.print(f"plan: {plan.world_size} process(es) = {plan.nodes} node(s) x "
+                  f"{plan.procs_per_node}, {plan.device}, {plan.precision}, {plan.strategy}; "
+                  f"batch {plan.batch.global_size} = micro {plan.batch.micro} x accum "
+                  f"{plan.batch.grad_accum} x world {plan.batch.world}")
+    if plan.tracking_mode == "offline":
+        console.print("W&B: no WANDB_API_KEY, logging offline; upload later with "
+                      f"`wandb sync {folder.path}/wandb/offline-run-*`")
+    if dry_run:
+        console.print("dry run: nothing launched")
+        return
+    code = run_local(folder, resume=resume, quiet=quiet)
+    _finish(folder, code)
+
+
+def _finish(folder, code: int) -> None:
+    if folder.summary.exists():
+        console.print(summary_table(json.loads(folder.summary.read_text())))
+    if code != 0:
+        log = folder.logs / "launch.log"
+        tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
+        console.print("\n".join(tail), markup=False, highlight=False)
+        raise LaunchError(f"training failed (exit code {code}); full log: {log}")
+    console.print(f"done: model in {folder.final}, summary in {folder.summary}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the recipe's JSON schema (for editor completion and validation)."""
+    print(json.dumps(Recipe.model_json_schema(), indent=2))
+
+
+def _recipe_with_cli(path: Path, sets: list[str] | None, nodes: int | None,
+                     procs_per_node: int | None) -> Recipe:
+    extra = list(sets or [])
+    if nodes is not None:
+        extra.append(f"distributed.nodes={nodes}")
+    if procs_per_node is not None:
+        extra.append(f"distributed.procs_per_node={procs_per_node}")
+    return load_recipe(path, extra)
+
+
+def _backend(wanted: str, recipe: Recipe) -> str:
+    if wanted not in ("auto", "local", "slurm"):
+        raise UsageError(f"--backend {wanted}: expected auto, local or slurm")
+    has_slurm = shutil.which("sbatch") is not None
+    if wanted == "slurm" and not has_slurm:
+        raise UsageError("--backend slurm: no `sbatch` on PATH on this machine")
+    chosen = wanted if wanted != "auto" else ("slurm" if has_slurm else "local")
+    if chosen == "local" and recipe.distributed.nodes > 1:
+        raise UsageError(
+            f"{recipe.distributed.nodes} nodes need Slurm, and the local backend runs on this "
+            "machine only (no `sbatch` found); use --nodes 1, or run where Slurm is available"
+        )
+    return chosen
+
+
+def _utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: `sft-launch RECIPE ...` means `sft-launch launch RECIPE ...`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-") and args[0] not in SUBCOMMANDS:
+        args.insert(0, "launch")
+    try:
+        app(args, prog_name="sft-launch", standalone_mode=False)
+    except LaunchError as err:
+        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(err.exit_code)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Plan a run: world size, batch arithmetic, device, precision and strategy (no torch here)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import RecipeError
+from launcher.recipe.schema import Recipe
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Batch:
+    global_size: int
+    micro: int
+    grad_accum: int
+    world: int
+
+
+@dataclass
+class Plan:
+    """Everything a worker needs besides the recipe; written as `plan.json`."""
+
+    recipe_name: str
+    recipe_file: str
+    backend: str
+    nodes: int
+    procs_per_node: int
+    world_size: int
+    device: str
+    precision: str
+    strategy: str
+    strategy_reason: str
+    batch: Batch
+    model_path: str
+    tokenizer_path: str
+    tracking_mode: str
+    threads_per_proc: int
+    memory: dict[str, Any] = field(default_factory=dict)
+    version: int = PLAN_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        data = json.loads(text)
+        data["batch"] = Batch(**data["batch"])
+        return cls(**data)
+
+
+def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int) -> Plan:
+    """Resolve every 'auto' in the recipe into a concrete, checkable decision."""
+    dist = recipe.distributed
+    world = dist.nodes * dist.procs_per_node
+    device = _device(recipe, backend, gpus_here)
+    if device == "cuda" and backend == "local" and dist.procs_per_node > gpus_here:
+        raise RecipeError(recipe_file, "distributed.procs_per_node",
+                          f"{dist.procs_per_node} processes but {gpus_here} GPU(s) on this machine",
+                          f"use --procs-per-node {gpus_here}")
+    precision = _precision(recipe, device, recipe_file)
+    strategy, reason = _strategy(recipe, world)
+    model_path = resolve_model_path(recipe.model.path, recipe_file)
+    tokenizer = recipe.model.tokenizer
+    return Plan(
+        recipe_name=recipe.name or Path(recipe_file).stem,
+        recipe_file=str(Path(recipe_file).resolve()),
+        backend=backend,
+        nodes=dist.nodes,
+        procs_per_node=dist.procs_per_node,
+        world_size=world,
+        device=device,
+        precision=precision,
+        strategy=strategy,
+        strategy_reason=reason,
+        batch=batch_arithmetic(recipe, world, recipe_file),
+        model_path=model_path,
+        tokenizer_path=resolve_model_path(tokenizer, recipe_file) if tokenizer else model_path,
+        tracking_mode=tracking_mode(recipe.tracking.mode),
+        threads_per_proc=max(1, (os.cpu_count() or 1) // dist.procs_per_node),
+    )
+
+
+def batch_arithmetic(recipe: Recipe, world: int, recipe_file: str) -> Batch:
+    """global = micro x grad_accum x world, or a clear error."""
+    train = recipe.train
+    global_size = train.global_batch_size
+    micro = train.micro_batch_size
+    if micro is None:
+        if global_size % world:
+            raise RecipeError(
+                recipe_file, "train.global_batch_size",
+                f"{global_size} is not divisible by the world size {world} "
+                f"({recipe.distributed.nodes} node(s) x {recipe.distributed.procs_per_node} "
+                "process(es))",
+                f"use a multiple of {world}, e.g. {_next_multiple(global_size, world)}",
+            )
+        micro = global_size // world
+    per_step = micro * world
+    if global_size % per_step:
+        raise RecipeError(
+            recipe_file, "train.global_batch_size",
+            f"{global_size} is not divisible by micro_batch_size {micro} x world size {world} "
+            f"= {per_step}",
+            f"use a multiple of {per_step}, e.g. {_next_multiple(global_size, per_step)}, "
+            "or change train.micro_batch_size",
+        )
+    return Batch(global_size=global_size, micro=micro, grad_accum=global_size // per_step,
+                 world=world)
+
+
+def _next_multiple(value: int, base: int) -> int:
+    return max(base, (value + base - 1) // base * base)
+
+
+def _device(recipe: Recipe, backend: str, gpus_here: int) -> str:
+    if backend == "slurm":
+        return "cuda" if recipe.slurm.gpus_per_node > 0 else "cpu"
+    return "cuda" if gpus_here > 0 else "cpu"
+
+
+def _precision(recipe: Recipe, device: str, recipe_file: str) -> str:
+    wanted = recipe.train.precision
+    if wanted == "auto":
+        return "bf16" if device == "cuda" else "fp32"
+    if device == "cpu" and wanted == "fp16":
+        raise RecipeError(recipe_file, "train.precision", "fp16 needs a GPU",
+                          "use 'fp32' or 'bf16' on CPU, or 'auto'")
+    return wanted
+
+
+def _strategy(recipe: Recipe, world: int) -> tuple[str, str]:
+    wanted = recipe.distributed.strategy
+    if wanted == "auto":
+        return "ddp", "auto: data parallel (model replicated on every rank)"
+    return wanted, "set in the recipe"
+
+
+def tracking_mode(mode: str) -> str:
+    """auto -> online only when an API key is available; the key itself is never recorded."""
+    if mode != "auto":
+        return mode
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def resolve_model_path(value: str, recipe_file: str) -> str:
+    """`package:<module>` -> the folder its get_model_path() names; other values unchanged."""
+    if not value.startswith("package:"):
+        return value
+    module_name = value.removeprefix("package:")
+    try:
+        module = importlib.import_module(module_name)
+        return str(Path(module.get_model_path()).resolve())
+    except (ImportError, AttributeError) as err:
+        raise RecipeError(recipe_file, "model.path",
+                          f"cannot get a model folder from package {module_name!r} ({err})",
+                          f"pip install the package that provides {module_name}") from None
+
+
+def gpus_on_this_machine() -> int:
+    """Count NVIDIA GPUs without importing torch."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def check_data_files(recipe: Recipe, recipe_file: str) -> None:
+    """Every data file must exist before anything is launched."""
+    for key in ("train", "eval"):
+        for path in getattr(recipe.data, key):
+            if not Path(path).is_file():
+                raise RecipeError(recipe_file, f"data.{key}", f"data file not found: {path}",
+                                  "check the path (relative paths start at the recipe's folder)")

@@ -1,0 +1,192 @@
+"""The recipe schema: typed settings are the single source of truth (and `sft-launch schema`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TaskKind = Literal["sequence_classification", "causal_lm", "token_classification"]
+DataFormat = Literal[
+    "alpaca", "messages", "sharegpt", "prompt_completion", "text", "classification", "conll",
+    "tokens",
+]
+Strategy = Literal["auto", "ddp", "fsdp", "zero2", "zero3"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+DEFAULT_FORMAT: dict[str, str] = {
+    "sequence_classification": "classification",
+    "causal_lm": "alpaca",
+    "token_classification": "conll",
+}
+
+
+class Section(BaseModel):
+    """Every recipe section refuses unknown keys and validates assignments (for --set)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSettings(Section):
+    """Low-rank adapters through peft; `final/` then holds the adapter."""
+
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: int = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+
+
+class ModelSettings(Section):
+    path: str = Field(
+        description="Local folder, hub id, or 'package:<module>' for a model shipped in a Python "
+        "package (its get_model_path() is used)."
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer location; defaults to model.path.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype the weights are loaded in; auto follows train.precision."
+    )
+    trust_remote_code: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
+    lora: LoraSettings | None = None
+
+
+class TaskSettings(Section):
+    kind: TaskKind
+    num_labels: int | None = Field(
+        None, gt=1, description="Classification labels; inferred from the training data if unset."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="causal_lm: 'chatml', a Jinja template, or unset for the tokenizer's own.",
+    )
+    train_on: Literal["assistant", "last_assistant", "all"] = Field(
+        "assistant", description="causal_lm: which tokens carry loss."
+    )
+    packing: bool = Field(False, description="causal_lm: padding-free packing of sequences.")
+
+
+class DataSettings(Section):
+    train: list[str] = Field(description="Training file(s): jsonl, json, csv, tsv, parquet, conll.")
+    eval: list[str] = Field(default_factory=list, description="Evaluation file(s).")
+    format: DataFormat | None = Field(None, description="Row format; defaults by task kind.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Map canonical field -> column name in your files."
+    )
+    max_length: int = Field(512, gt=8, description="Tokens per sequence (longer: truncation).")
+    truncation: Literal["truncate", "drop"] = "truncate"
+    eval_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Held-out share of train when no eval file is given."
+    )
+    split_seed: int = 0
+    max_train_samples: int | None = Field(None, gt=0, description="Use the first N rows only.")
+    max_eval_samples: int | None = Field(None, gt=0)
+    on_bad_row: Literal["error", "skip"] = "error"
+
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("train")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one training file is required")
+        return value
+
+
+class TrainSettings(Section):
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored if max_steps).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
+    global_batch_size: int = Field(32, gt=0, description="Samples per optimizer step, all ranks.")
+    micro_batch_size: int | None = Field(
+        None, gt=0, description="Samples per forward pass per rank; default global / world."
+    )
+    lr: float = Field(5e-5, gt=0)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio.")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; unset: off.")
+    seed: int = 42
+    precision: Precision = Field("auto", description="auto: bf16 on GPUs, fp32 on CPU.")
+    activation_checkpointing: bool = False
+    eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: at the end only).")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
+    log_every: int = Field(10, gt=0, description="Log train metrics every N steps.")
+    keep_checkpoints: int = Field(2, gt=0, description="Newest checkpoints kept on disk.")
+
+
+class DistributedSettings(Section):
+    strategy: Strategy = Field("auto", description="auto picks the fastest that fits in memory.")
+    offload_optimizer: bool = Field(False, description="zero3: optimizer state in CPU memory.")
+    offload_params: bool = Field(False, description="zero3: parameters in CPU memory.")
+    nodes: int = Field(1, gt=0)
+    procs_per_node: int = Field(1, gt=0, description="Worker processes per node (GPUs per node).")
+    device_memory: str | None = Field(
+        None, description="Memory of one device for the plan, e.g. '80GiB' (default: detected)."
+    )
+
+
+class TrackingSettings(Section):
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online with WANDB_API_KEY set, else offline."
+    )
+    project: str = "sft-launch"
+    entity: str | None = None
+    run_name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class SlurmSettings(Section):
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str = Field("01:00:00", description="Wall-time limit, e.g. '02:00:00' or '1-00:00:00'.")
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: int | None = Field(None, gt=0)
+    mem: str | None = Field(None, description="Memory per node, e.g. '200G'.")
+    signal_grace_s: int = Field(
+        60, ge=10, description="Seconds before the limit when the job checkpoints and requeues."
+    )
+    extra_sbatch: list[str] = Field(
+        default_factory=list, description="Extra '#SBATCH' options, e.g. '--constraint=a100'."
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="Shell lines run before launch (module load, venv)."
+    )
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _options_only(cls, value: list[str]) -> list[str]:
+        for line in value:
+            if not line.startswith("--") or "\n" in line:
+                raise ValueError(f"{line!r} is not one sbatch option starting with '--'")
+        return value
+
+
+class Recipe(Section):
+    """A whole fine-tuning recipe."""
+
+    name: str | None = Field(None, description="Run name prefix; defaults to the file's stem.")
+    extends: str | None = Field(None, description="Recipe file this one inherits from.")
+    model: ModelSettings
+    task: TaskSettings
+    data: DataSettings
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.data.format is None:
+            self.data.format = DEFAULT_FORMAT[self.task.kind]  # type: ignore[assignment]
+        offload = self.distributed.offload_optimizer or self.distributed.offload_params
+        if offload and self.distributed.strategy not in ("zero3", "auto"):
+            raise ValueError("distributed.offload_* needs distributed.strategy = 'zero3'")
+        if self.task.packing and self.task.kind != "causal_lm":
+            raise ValueError("task.packing applies to causal_lm only")
+        return self

@@ -1,0 +1,79 @@
+"""Sequence classification: fine-tune a pretrained encoder (BERT & co.) to label texts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
+from launcher.tasks.data import load_splits
+
+
+class SequenceClassification(Task):
+    """Text (or text pair) -> one label; metrics: accuracy and macro-F1."""
+
+    def load_tokenizer(self) -> Any:
+        return AutoTokenizer.from_pretrained(
+            self.plan.tokenizer_path, trust_remote_code=self.recipe.model.trust_remote_code
+        )
+
+    def prepare(self, tokenizer: Any) -> Prepared:
+        self.tokenizer = tokenizer
+        splits = load_splits(self.recipe)
+        labels = splits.label_map
+        max_length = self.recipe.data.max_length
+
+        def encode(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            texts = [row["text"] for row in rows]
+            pairs = [row.get("text_pair") for row in rows]
+            encoded = tokenizer(texts, pairs if any(pairs) else None, truncation=True,
+                                max_length=max_length)
+            return [
+                {"input_ids": ids, "attention_mask": mask, "labels": row["label"]}
+                for ids, mask, row in zip(encoded["input_ids"], encoded["attention_mask"], rows,
+                                          strict=True)
+            ]
+
+        names = list(labels.names) if labels is not None else None
+        return Prepared(train=encode(splits.train), eval=encode(splits.eval), label_names=names,
+                        stats=splits.stats)
+
+    def load_model(self, prepared: Prepared) -> torch.nn.Module:
+        names = prepared.label_names or []
+        num_labels = self.recipe.task.num_labels or len(names)
+        return AutoModelForSequenceClassification.from_pretrained(
+            self.plan.model_path,
+            num_labels=num_labels,
+            id2label=dict(enumerate(names)) if names else None,
+            label2id={n: i for i, n in enumerate(names)} if names else None,
+            dtype=model_dtype(self.recipe, self.plan),
+            trust_remote_code=self.recipe.model.trust_remote_code,
+            attn_implementation=self.recipe.model.attn_implementation,
+        )
+
+    def collate(self, examples: list[dict[str, Any]]) -> Batch:
+        return dict(self.tokenizer.pad(examples, return_tensors="pt"))
+
+    def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.numel())
+
+    def evaluate(self, model: torch.nn.Module, batch: Batch) -> EvalOutput:
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        return EvalOutput(loss_sum=float(loss), count=int(labels.numel()),
+                          predictions=logits.argmax(-1).tolist(), references=labels.tolist())
+
+    def metrics(self, loss_sum: float, count: int, predictions: list[Any],
+                references: list[Any]) -> dict[str, float]:
+        return {
+            "loss": loss_sum / max(count, 1),
+            "accuracy": float(accuracy_score(references, predictions)),
+            "macro_f1": float(f1_score(references, predictions, average="macro")),
+        }

@@ -1,0 +1,36 @@
+"""`python -m launcher.worker RUN_DIR [--resume]`: the training worker, started on every rank."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from launcher.errors import LaunchError
+from launcher.plan.plan import Plan
+from launcher.recipe.load import load_recipe
+from launcher.render.run_folder import RunFolder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.worker",
+                                     description="Train the run described by RUN_DIR/plan.json.")
+    parser.add_argument("run_dir", type=Path, help="the run folder written by sft-launch")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest complete checkpoint")
+    args = parser.parse_args(argv)
+    folder = RunFolder(args.run_dir.resolve())
+    plan = Plan.from_json(folder.plan.read_text())
+    recipe = load_recipe(folder.recipe)
+    from launcher.worker.train import run
+
+    try:
+        run(folder, recipe, plan, resume=args.resume)
+    except LaunchError as err:
+        print(f"sft-launch worker: error: {err}", file=sys.stderr, flush=True)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The training run on one rank, start to finish, in the order it happens."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from contextlib import nullcontext
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from transformers import get_scheduler
+
+from launcher.plan.plan import Plan
+from launcher.recipe.schema import Recipe
+from launcher.render.run_folder import RunFolder
+from launcher.tasks.base import Prepared, Task, build_task
+from launcher.worker.checkpoint import TrainerState, load_latest, save_checkpoint
+from launcher.worker.events import EventLog
+from launcher.worker.startup import (
+    make_accelerator,
+    verify_strategy,
+    verify_world,
+    write_rank_report,
+)
+
+
+def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
+    """Train, evaluate, checkpoint and save the final model as the plan says."""
+    started = time.time()
+    torch.set_num_threads(plan.threads_per_proc)
+    accelerator = make_accelerator(plan, folder)
+    report = verify_world(accelerator, plan)
+    events = EventLog(folder.events, accelerator.is_main_process)
+    set_seed(recipe.train.seed)
+    torch.use_deterministic_algorithms(plan.device == "cpu", warn_only=True)
+
+    task = build_task(recipe, plan)
+    tokenizer = task.load_tokenizer()
+    with accelerator.main_process_first():
+        prepared = task.prepare(tokenizer)
+    if not prepared.train:
+        raise ValueError("no training examples left after loading and filtering the data")
+    model = task.load_model(prepared)
+    optimizer = torch.optim.AdamW(_param_groups(model, recipe.train.weight_decay),
+                                  lr=recipe.train.lr)
+    steps_per_epoch = len(prepared.train) // plan.batch.global_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(prepared.train)} training examples are fewer than one global "
+                         f"batch ({plan.batch.global_size})")
+    total_steps = recipe.train.max_steps or math.ceil(recipe.train.epochs * steps_per_epoch)
+    warmup = recipe.train.warmup_steps
+    if warmup is None:
+        warmup = round(recipe.train.warmup_ratio * total_steps)
+    scheduler = get_scheduler(recipe.train.schedule if recipe.train.schedule != "constant"
+                              else "constant_with_warmup", optimizer,
+                              num_warmup_steps=warmup, num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    report.update(verify_strategy(accelerator, model, plan))
+    write_rank_report(folder, accelerator.process_index, report)
+
+    state = TrainerState()
+    if resume:
+        loaded = load_latest(accelerator, folder.checkpoints)
+        if loaded is None:
+            events.message("--resume: no complete checkpoint yet, starting from step 0")
+        else:
+            state = loaded
+            events.message(f"resumed from checkpoints/step-{state.step}")
+    _start_tracking(accelerator, recipe, plan, folder)
+    events.write("start", total_steps=total_steps, step=state.step,
+                 steps_per_epoch=steps_per_epoch, world_size=plan.world_size)
+
+    loop = _Loop(accelerator, task, prepared, plan, recipe, model, optimizer, scheduler, events)
+    eval_metrics = loop.train(state, total_steps, steps_per_epoch, folder, started)
+    _save_final(accelerator, model, tokenizer, folder)
+    report["final_weights_sha256"] = weights_fingerprint(accelerator.unwrap_model(model))
+    write_rank_report(folder, accelerator.process_index, report)
+    if accelerator.is_main_process:
+        summary = {
+            "status": "completed",
+            **loop.summary(state, steps_per_epoch, started),
+            **{f"eval_{k}": v for k, v in eval_metrics.items()},
+            "world_size": plan.world_size,
+            "strategy": report["strategy"],
+            **prepared.stats,
+        }
+        _write_json_atomic(folder.summary, summary)
+        events.write("end", summary=summary)
+    accelerator.end_training()
+
+
+class _Loop:
+    """The optimizer-step loop with manual, deterministic data sharding."""
+
+    def __init__(self, accelerator: Accelerator, task: Task, prepared: Prepared, plan: Plan,
+                 recipe: Recipe, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, events: EventLog) -> None:
+        self.acc, self.task, self.data, self.plan, self.recipe = (accelerator, task, prepared,
+                                                                  plan, recipe)
+        self.model, self.optimizer, self.scheduler, self.events = (model, optimizer, scheduler,
+                                                                   events)
+        self.window: list[float] = []
+        self.first_step_s: float | None = None
+        self.train_s = 0.0
+        self.steps_run = 0
+        self.last_loss: float | None = None
+
+    def global_batch(self, step: int, steps_per_epoch: int) -> list[dict[str, Any]]:
+        """This rank's examples for optimizer step `step` (0-based): a pure function of step."""
+        epoch, position = divmod(step, steps_per_epoch)
+        generator = torch.Generator().manual_seed(self.recipe.train.seed + epoch)
+        order = torch.randperm(len(self.data.train), generator=generator).tolist()
+        size = self.plan.batch.global_size
+        chunk = size // self.plan.world_size
+        start = position * size + self.acc.process_index * chunk
+        return [self.data.train[i] for i in order[start:start + chunk]]
+
+    def train(self, state: TrainerState, total_steps: int, steps_per_epoch: int,
+              folder: RunFolder, started: float) -> dict[str, float]:
+        train = self.recipe.train
+        self.model.train()
+        while state.step < total_steps:
+            t0 = time.time()
+            loss, tokens, samples, grad_norm = self.step(
+                self.global_batch(state.step, steps_per_epoch)
+            )
+            state.step += 1
+            state.samples += samples
+            state.tokens += tokens
+            self.train_s += time.time() - t0
+            self.steps_run += 1
+            if self.first_step_s is None:
+                self.first_step_s = time.time() - started
+            self.window.append(loss)
+            if state.step % train.log_every == 0 or state.step == total_steps:
+                self.log_train(state, steps_per_epoch, grad_norm, tokens, samples,
+                               time.time() - t0)
+            if train.eval_every and state.step % train.eval_every == 0 and state.step < total_steps:
+                self.log_eval(state.step)
+            if train.save_every and state.step % train.save_every == 0:
+                save_checkpoint(self.acc, folder.checkpoints, state, train.keep_checkpoints)
+                self.events.write("checkpoint", step=state.step)
+        return self.log_eval(state.step)
+
+    def step(self, examples: list[dict[str, Any]]) -> tuple[float, int, int, float]:
+        """One optimizer step over grad_accum micro-batches; the loss is the global mean."""
+        micro = self.plan.batch.micro
+        batches = [examples[i:i + micro] for i in range(0, len(examples), micro)]
+        counts = sum(self.task.count_units(e) for e in examples)
+        total = self.acc.reduce(torch.tensor([float(counts)], device=self.acc.device), "sum")
+        scale = self.plan.world_size / max(float(total.item()), 1.0)
+        loss_sum = 0.0
+        for i, chunk in enumerate(batches):
+            batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
+            last = i == len(batches) - 1
+            with self.acc.no_sync(self.model) if not last else nullcontext():
+                with self.acc.autocast():
+                    summed, _ = self.task.loss_sum(self.model, batch)
+                self.acc.backward(summed * scale)
+            loss_sum += float(summed.detach())
+        max_norm = self.recipe.train.max_grad_norm or float("inf")
+        grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        tokens = sum(self.task.tokens_in(e) for e in examples)
+        stats = torch.tensor([loss_sum, float(tokens), float(len(examples))],
+                             device=self.acc.device)
+        stats = self.acc.reduce(stats, "sum")
+        return (float(stats[0]) / max(float(total.item()), 1.0), int(stats[1]), int(stats[2]),
+                float(grad_norm))
+
+    def log_train(self, state: TrainerState, steps_per_epoch: int, grad_norm: float,
+                  tokens: int, samples: int, step_s: float) -> None:
+        loss = sum(self.window) / len(self.window)
+        self.window = []
+        self.last_loss = loss
+        metrics = {
+            "train/loss": loss,
+            "train/lr": self.scheduler.get_last_lr()[0],
+            "train/grad_norm": grad_norm,
+            "train/epoch": state.step / steps_per_epoch,
+            "train/tokens_per_s": tokens / max(step_s, 1e-9),
+            "train/samples_per_s": samples / max(step_s, 1e-9),
+        }
+        self.acc.log(metrics, step=state.step)
+        self.events.write("train", step=state.step, loss=loss, lr=metrics["train/lr"],
+                          grad_norm=grad_norm, epoch=metrics["train/epoch"])
+
+    def log_eval(self, step: int) -> dict[str, float]:
+        metrics = self.evaluate()
+        self.acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+        self.events.write("eval", step=step, metrics=metrics)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Every rank evaluates its share; sums and predictions are combined across ranks."""
+        self.model.eval()
+        mine = self.data.eval[self.acc.process_index::self.plan.world_size]
+        micro = self.plan.batch.micro
+        loss_sum, count, predictions, references = 0.0, 0, [], []
+        for i in range(0, len(mine), micro):
+            chunk = mine[i:i + micro]
+            batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
+            with self.acc.autocast():
+                out = self.task.evaluate(self.model, batch)
+            loss_sum += out.loss_sum
+            count += out.count
+            predictions.extend(out.predictions)
+            references.extend(out.references)
+        totals = self.acc.reduce(torch.tensor([loss_sum, float(count)], device=self.acc.device),
+                                 "sum")
+        if self.plan.world_size > 1:
+            predictions, references = gather_object([predictions]), gather_object([references])
+            predictions = [p for part in predictions for p in part]
+            references = [r for part in references for r in part]
+        self.model.train()
+        return self.task.metrics(float(totals[0]), int(totals[1]), predictions, references)
+
+    def summary(self, state: TrainerState, steps_per_epoch: int, started: float) -> dict:
+        return {
+            "steps": state.step,
+            "epochs": round(state.step / steps_per_epoch, 4),
+            "samples": state.samples,
+            "tokens": state.tokens,
+            "train_loss": self.last_loss,
+            "wall_time_s": round(time.time() - started, 2),
+            "time_to_first_step_s": round(self.first_step_s or 0.0, 2),
+            "train_samples_per_s": round(
+                self.steps_run * self.plan.batch.global_size / max(self.train_s, 1e-9), 2),
+        }
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and norm weights (1-D parameters)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _start_tracking(accelerator: Accelerator, recipe: Recipe, plan: Plan,
+                    folder: RunFolder) -> None:
+    if plan.tracking_mode == "disabled":
+        return
+    tracking = recipe.tracking
+    config = {"recipe": recipe.model_dump(mode="json"), "plan": asdict(plan)}
+    init = {"dir": str(folder.path), "mode": plan.tracking_mode,
+            "name": tracking.run_name or folder.path.name, "tags": tracking.tags}
+    if tracking.entity:
+        init["entity"] = tracking.entity
+    accelerator.init_trackers(tracking.project, config=config, init_kwargs={"wandb": init})
+
+
+def _save_final(accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any,
+                folder: RunFolder) -> None:
+    """Consolidated Hugging Face model + tokenizer in `final/`, written then renamed."""
+    state_dict = accelerator.get_state_dict(model)
+    tmp = folder.path / ".final.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict,
+                                                        safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(folder.final, ignore_errors=True)
+        tmp.rename(folder.final)
+    accelerator.wait_for_everyone()
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over every parameter, in order: equal on all ranks iff the weights are equal."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
