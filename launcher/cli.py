@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from launcher.errors import LaunchError, UsageError
 from launcher.progress import console, summary_table
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 app = typer.Typer(
     add_completion=False,
@@ -63,7 +66,7 @@ def launch(
 ) -> None:
     """Validate, plan, write the run folder and launch (the default command)."""
     from launcher.backends.local import run_local
-    from launcher.plan.plan import check_data_files, gpus_on_this_machine, make_plan
+    from launcher.plan.plan import check_inputs, gpus_on_this_machine, make_plan
     from launcher.render.run_folder import write_run_folder
     from launcher.tasks.data import load_splits
 
@@ -71,7 +74,7 @@ def launch(
     chosen = _backend(backend, recipe)
     plan = make_plan(recipe, recipe_file=str(recipe_file), backend=chosen,
                      gpus_here=gpus_on_this_machine() if chosen == "local" else 0)
-    check_data_files(recipe, str(recipe_file))
+    check_inputs(recipe, plan, str(recipe_file))
     load_splits(recipe)
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run folder to continue")
@@ -88,6 +91,8 @@ def launch(
     if dry_run:
         console.print("dry run: nothing launched")
         return
+    if plan.backend == "slurm":
+        raise UsageError("the Slurm backend is not available yet; use --backend local")
     code = run_local(folder, resume=resume, quiet=quiet)
     _finish(folder, code)
 
@@ -109,6 +114,38 @@ def schema() -> None:
     print(json.dumps(Recipe.model_json_schema(), indent=2))
 
 
+@app.command("make-tiny-model")
+def make_tiny_model(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer to.")],
+    corpus: Annotated[
+        list[Path] | None,
+        typer.Option(help="Text file(s) to train the tokenizer on (repeatable)."),
+    ] = None,
+    hidden: Annotated[int, typer.Option(help="Hidden size.")] = 128,
+    layers: Annotated[int, typer.Option(help="Transformer layers.")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Seed of the random init.")] = 0,
+) -> None:
+    """Write a tiny random-init Llama and a locally trained BPE tokenizer (no hub needed).
+
+    For trying causal-LM recipes offline, e.g.
+    sft-launch make-tiny-model .cache/tiny-llama && sft-launch recipes/alpaca-tiny-llama.toml
+    """
+    from launcher.data.tiny_model import build_tiny_causal_lm, build_tokenizer
+
+    files = corpus or [REPO_ROOT / "recipes/data/alpaca/alpaca_en_demo.json"]
+    for file in files:
+        if not file.is_file():
+            raise UsageError(f"--corpus {file}: file not found")
+    tokenizer_dir = out_dir / "tokenizer"
+    build_tokenizer(files, tokenizer_dir, vocab_size)
+    model = build_tiny_causal_lm(out_dir, tokenizer_dir, hidden, layers, heads, seed)
+    shutil.rmtree(tokenizer_dir)
+    count = sum(p.numel() for p in model.parameters())
+    console.print(f"wrote a {count:,}-parameter Llama and its tokenizer to {out_dir}")
+
+
 def _recipe_with_cli(path: Path, sets: list[str] | None, nodes: int | None,
                      procs_per_node: int | None) -> Recipe:
     extra = list(sets or [])
@@ -122,7 +159,9 @@ def _recipe_with_cli(path: Path, sets: list[str] | None, nodes: int | None,
 def _backend(wanted: str, recipe: Recipe) -> str:
     if wanted not in ("auto", "local", "slurm"):
         raise UsageError(f"--backend {wanted}: expected auto, local or slurm")
-    has_slurm = shutil.which("sbatch") is not None
+    has_slurm = shutil.which("sbatch") is not None and (
+        "SLURM_CONF" in os.environ or Path("/etc/slurm/slurm.conf").exists()
+    )
     if wanted == "slurm" and not has_slurm:
         raise UsageError("--backend slurm: no `sbatch` on PATH on this machine")
     chosen = wanted if wanted != "auto" else ("slurm" if has_slurm else "local")
@@ -144,23 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     if args and not args[0].startswith("-") and args[0] not in SUBCOMMANDS:
         args.insert(0, "launch")
     try:
-        app(args, prog_name="sft-launch", standalone_mode=False)
+        app(args, prog_name="sft-launch")
     except LaunchError as err:
         console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
         sys.exit(err.exit_code)
-    except typer.Exit as err:
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
-    except Exception as err:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2)
-        raise
-
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,11 @@ def run_local(folder: RunFolder, *, resume: bool, quiet: bool = False) -> int:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def stop(signum: int, _frame: object) -> None:
+            os.killpg(proc.pid, signum)
+
+        previous = signal.signal(signal.SIGTERM, stop)
         try:
             follow(folder, is_running=lambda: proc.poll() is None, quiet=quiet)
             return proc.wait()
@@ -24,3 +29,5 @@ def run_local(folder: RunFolder, *, resume: bool, quiet: bool = False) -> int:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)

@@ -179,8 +179,13 @@ def gpus_on_this_machine() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def check_data_files(recipe: Recipe, recipe_file: str) -> None:
-    """Every data file must exist before anything is launched."""
+def check_inputs(recipe: Recipe, plan: Plan, recipe_file: str) -> None:
+    """The model folder (when local) and every data file must exist before anything launches."""
+    for key, value in (("model.path", plan.model_path), ("model.tokenizer", plan.tokenizer_path)):
+        if value.startswith("/") and not Path(value).is_dir():
+            raise RecipeError(recipe_file, key, f"model folder not found: {value}",
+                              "check the path (relative paths start at the recipe's folder); "
+                              "for a tiny offline model: sft-launch make-tiny-model DIR")
     for key in ("train", "eval"):
         for path in getattr(recipe.data, key):
             if not Path(path).is_file():

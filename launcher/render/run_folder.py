@@ -61,6 +61,10 @@ class RunFolder:
     def summary(self) -> Path:
         return self.path / "summary.json"
 
+    @property
+    def predictions(self) -> Path:
+        return self.path / "eval_predictions.jsonl"
+
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -74,8 +78,8 @@ def environment() -> jinja2.Environment:
 
 
 def default_port(run_dir: Path) -> int:
-    """A port derived from the run folder, so two local runs do not collide."""
-    return 20000 + zlib.crc32(str(run_dir.resolve()).encode()) % 20000
+    """A port derived from the run folder's name, so two local runs do not collide."""
+    return 20000 + zlib.crc32(run_dir.resolve().name.encode()) % 20000
 
 
 def recipe_toml(recipe: Recipe) -> str:
@@ -84,7 +88,8 @@ def recipe_toml(recipe: Recipe) -> str:
     return tomli_w.dumps(data)
 
 
-def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan) -> RunFolder:
+def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
+                     python: str = sys.executable) -> RunFolder:
     """Render every file of the run folder; returns its layout."""
     folder = RunFolder(run_dir)
     for sub in (folder.path, folder.logs, folder.checkpoints):
@@ -94,7 +99,7 @@ def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan) -> RunFolder:
         "plan": plan,
         "recipe": recipe,
         "run_dir": str(run_dir.resolve()),
-        "python": sys.executable,
+        "python": python,
         "port": default_port(run_dir),
         "mixed_precision": MIXED_PRECISION[plan.precision],
     }

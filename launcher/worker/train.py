@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from contextlib import nullcontext
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,7 @@ class _Loop:
             if train.save_every and state.step % train.save_every == 0:
                 save_checkpoint(self.acc, folder.checkpoints, state, train.keep_checkpoints)
                 self.events.write("checkpoint", step=state.step)
-        return self.log_eval(state.step)
+        return self.log_eval(state.step, folder.predictions)
 
     def step(self, examples: list[dict[str, Any]]) -> tuple[float, int, int, float]:
         """One optimizer step over grad_accum micro-batches; the loss is the global mean."""
@@ -195,21 +195,21 @@ class _Loop:
         self.events.write("train", step=state.step, loss=loss, lr=metrics["train/lr"],
                           grad_norm=grad_norm, epoch=metrics["train/epoch"])
 
-    def log_eval(self, step: int) -> dict[str, float]:
-        metrics = self.evaluate()
+    def log_eval(self, step: int, predictions_file: Path | None = None) -> dict[str, float]:
+        metrics = self.evaluate(predictions_file)
         self.acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
         self.events.write("eval", step=step, metrics=metrics)
         return metrics
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, predictions_file: Path | None = None) -> dict[str, float]:
         """Every rank evaluates its share; sums and predictions are combined across ranks."""
         self.model.eval()
-        mine = self.data.eval[self.acc.process_index::self.plan.world_size]
+        indices = list(range(self.acc.process_index, len(self.data.eval), self.plan.world_size))
         micro = self.plan.batch.micro
         loss_sum, count, predictions, references = 0.0, 0, [], []
-        for i in range(0, len(mine), micro):
-            chunk = mine[i:i + micro]
+        for i in range(0, len(indices), micro):
+            chunk = [self.data.eval[j] for j in indices[i:i + micro]]
             batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
             with self.acc.autocast():
                 out = self.task.evaluate(self.model, batch)
@@ -219,12 +219,18 @@ class _Loop:
             references.extend(out.references)
         totals = self.acc.reduce(torch.tensor([loss_sum, float(count)], device=self.acc.device),
                                  "sum")
+        rows = list(zip(indices, predictions, references, strict=False)) if predictions else []
         if self.plan.world_size > 1:
-            predictions, references = gather_object([predictions]), gather_object([references])
-            predictions = [p for part in predictions for p in part]
-            references = [r for part in references for r in part]
+            rows = gather_object(rows)
+        rows.sort()
         self.model.train()
-        return self.task.metrics(float(totals[0]), int(totals[1]), predictions, references)
+        if predictions_file is not None and rows and self.acc.is_main_process:
+            with predictions_file.open("w", encoding="utf-8") as handle:
+                for index, prediction, reference in rows:
+                    handle.write(json.dumps({"index": index, "prediction": prediction,
+                                             "reference": reference}) + "\n")
+        return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
+                                 [r[2] for r in rows])
 
     def summary(self, state: TrainerState, steps_per_epoch: int, started: float) -> dict:
         return {

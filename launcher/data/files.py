@@ -1,0 +1,213 @@
+"""Read records from data files; every record carries its origin (file and line, or row).
+
+No torch or transformers here: the control plane uses this module to validate data files before
+any process starts. Readers, chosen by file extension unless named explicitly:
+
+- ``jsonl``: one JSON object per line; blank lines are ignored.
+- ``json``: a JSON array of objects (each record's origin is the line its object starts on), or
+  JSON lines when the file does not start with ``[``. A syntax error inside an array is always
+  fatal: the rest of the array cannot be recovered.
+- ``csv`` / ``tsv``: a header line naming the columns, then one record per row. TSV fields are
+  taken verbatim (no quoting), so quotes inside sentences survive.
+- ``parquet``: one record per row; the origin is the 0-based row index.
+- ``conll``: one ``token<TAB or space>tag`` per line (extra middle columns are ignored), sentences
+  split by blank or whitespace-only lines, ``-DOCSTART-`` lines skipped. A record is
+  ``{"tokens": [...], "tags": [...]}`` whose origin is the line of its first token.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
+
+READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll")
+_BY_SUFFIX = {f".{name}": name for name in READERS}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw record and where it came from."""
+
+    data: dict[str, Any]
+    origin: Origin
+
+
+@dataclass
+class ReadResult:
+    """The records read from one file, and the bad rows skipped (empty under "error")."""
+
+    records: list[Record] = field(default_factory=list)
+    skipped: list[DataError] = field(default_factory=list)
+
+
+def reader_for(path: str | Path, reader: str | None = None) -> str:
+    """The reader for `path`: `reader` when given, else the one its extension names."""
+    if reader is not None and reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}; expected one of {READERS}")
+    name = reader or _BY_SUFFIX.get(Path(path).suffix.lower())
+    if name is None:
+        raise ValueError(
+            f"{path}: cannot tell the file type from its extension; name a reader, one of {READERS}"
+        )
+    return name
+
+
+def read_records(
+    path: str | Path, reader: str | None = None, on_bad_row: BadRowPolicy = "error"
+) -> ReadResult:
+    """Read every record of `path`; a malformed one raises `DataError` or is skipped and counted."""
+    readers = {
+        "jsonl": _read_json_lines,
+        "json": _read_json,
+        "csv": _read_csv,
+        "tsv": _read_tsv,
+        "parquet": _read_parquet,
+        "conll": _read_conll,
+    }
+    result = ReadResult()
+    for item in readers[reader_for(path, reader)](str(path)):
+        if isinstance(item, DataError):
+            handle_bad_row(item, on_bad_row, result.skipped)
+        else:
+            result.records.append(item)
+    return result
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """A short rendering of a value for error messages."""
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text_lines(path: str) -> Iterator[str]:
+    """The lines of a UTF-8 file, line endings kept; bad encoding is fatal and names the line."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(Origin(path, number), f"not valid UTF-8 ({exc.reason})") from None
+            yield text.removeprefix("\ufeff") if number == 1 else text
+
+
+def _object(value: Any, origin: Origin) -> Record | DataError:
+    if isinstance(value, dict):
+        return Record(value, origin)
+    return DataError(origin, f"expected a JSON object, got {describe(value)}")
+
+
+def _read_json_lines(path: str) -> Iterator[Record | DataError]:
+    for number, text in enumerate(_text_lines(path), start=1):
+        if not text.strip():
+            continue
+        origin = Origin(path, number)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield DataError(origin, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        yield _object(value, origin)
+
+
+def _read_json(path: str) -> Iterator[Record | DataError]:
+    text = "".join(_text_lines(path))
+    if not text.lstrip().startswith("["):
+        yield from _read_json_lines(path)
+        return
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, text.index("[") + 1)
+    line = 1 + text.count("\n", 0, position)
+    expect_item = text[position : position + 1] != "]"
+    while expect_item:
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise DataError(Origin(path, exc.lineno), f"invalid JSON: {exc.msg}") from None
+        yield _object(value, Origin(path, line))
+        after = _skip_space(text, end)
+        separator = text[after : after + 1]
+        if separator not in (",", "]"):
+            line_at = 1 + text.count("\n", 0, after)
+            raise DataError(Origin(path, line_at), "invalid JSON: expected ',' or ']' in the array")
+        next_position = _skip_space(text, after + 1)
+        line += text.count("\n", position, next_position)
+        position = next_position
+        expect_item = separator == ","
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _read_csv(path: str) -> Iterator[Record | DataError]:
+    yield from _read_delimited(path, csv.reader(_text_lines(path)))
+
+
+def _read_tsv(path: str) -> Iterator[Record | DataError]:
+    rows = csv.reader(_text_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    yield from _read_delimited(path, rows)
+
+
+def _read_delimited(path: str, rows: Any) -> Iterator[Record | DataError]:
+    header: list[str] | None = None
+    start = 1
+    try:
+        for row in rows:
+            origin = Origin(path, start)
+            start = rows.line_num + 1
+            if not row:
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                continue
+            if len(row) != len(header):
+                reason = f"expected {len(header)} columns {header}, got {len(row)}: {describe(row)}"
+                yield DataError(origin, reason)
+                continue
+            yield Record(dict(zip(header, row, strict=True)), origin)
+    except csv.Error as exc:
+        raise DataError(Origin(path, start), f"malformed CSV: {exc}") from None
+
+
+def _read_parquet(path: str) -> Iterator[Record | DataError]:
+    import pyarrow.parquet as pq
+
+    for index, row in enumerate(pq.read_table(path).to_pylist()):
+        yield Record(row, Origin(path, index, "row"))
+
+
+def _read_conll(path: str) -> Iterator[Record | DataError]:
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
+    error: DataError | None = None
+    for number, text in enumerate([*_text_lines(path), ""], start=1):
+        content = text.rstrip("\r\n")
+        if not content.strip():
+            if error is not None:
+                yield error
+            elif tokens:
+                yield Record({"tokens": tokens, "tags": tags}, Origin(path, first))
+            tokens, tags, error = [], [], None
+            continue
+        parts = content.split("\t") if "\t" in content else content.split(" ")
+        token, tag = parts[0], parts[-1].strip()
+        if token == "-DOCSTART-":
+            continue
+        if not tokens and error is None:
+            first = number
+        if len(parts) < 2 or not token or not tag:
+            error = error or DataError(
+                Origin(path, number), f"expected 'token<TAB>tag', got {describe(content)}"
+            )
+            continue
+        tokens.append(token)
+        tags.append(tag)

@@ -1,0 +1,284 @@
+"""Normalise every supported data format into one canonical row shape per task family.
+
+No torch or transformers here (the control plane validates data files with it).
+
+Canonical rows:
+
+- causal LM, chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}]}``
+  from "alpaca" (instruction, input, output, optional system; the user turn is the instruction,
+  then a blank line and the input when the input is not empty), "messages" (content a string or a
+  list of typed parts, text parts joined by newlines, part key ``text`` or ``value``), "sharegpt"
+  (``conversations: [{from, value}]``, optional ``system``) and "prompt_completion" (prompt,
+  completion, optional system). Every conversation holds at least one assistant turn.
+- causal LM, plain text: ``{"text": str}`` ("text"): loss on every token.
+- classification: ``{"text": str, "text_pair": str | None, "label": int}`` ("classification").
+- token classification: ``{"tokens": list[str], "tags": list[int]}`` ("conll", or "tokens" for
+  JSON-like rows ``{"tokens": [...], "tags": [...]}``).
+
+Labels and tags become ids through a `LabelMap` built from the rows loaded (the training files),
+or through the one passed in (for eval files). ``columns`` renames fields: ``{"instruction":
+"prompt_text"}`` reads the canonical ``instruction`` field from the ``prompt_text`` column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.data.errors import BadRowPolicy, DataError, handle_bad_row
+from launcher.data.files import Record, describe, read_records
+from launcher.data.labels import LabelMap
+
+FORMATS = (
+    "alpaca",
+    "messages",
+    "sharegpt",
+    "prompt_completion",
+    "text",
+    "classification",
+    "conll",
+    "tokens",
+)
+ROLES = ("system", "user", "assistant", "tool")
+SHAREGPT_ROLES = {
+    "human": "user",
+    "gpt": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function_call": "assistant",
+    "observation": "tool",
+}
+# Canonical input fields of each format (the keys a column mapping may rename).
+FIELDS: dict[str, tuple[str, ...]] = {
+    "alpaca": ("instruction", "input", "output", "system"),
+    "messages": ("messages",),
+    "sharegpt": ("conversations", "system"),
+    "prompt_completion": ("prompt", "completion", "system"),
+    "text": ("text",),
+    "classification": ("text", "text_pair", "label"),
+    "conll": (),
+    "tokens": ("tokens", "tags"),
+}
+LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags"}
+
+
+class RowError(ValueError):
+    """A row that does not fit its format; `load_rows` adds the file and line."""
+
+
+@dataclass
+class LoadedRows:
+    """Canonical rows, the bad rows skipped (``len(skipped)`` is the count), the label map."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[DataError] = field(default_factory=list)
+    label_map: LabelMap | None = None
+
+
+def load_rows(
+    paths: Sequence[str | Path],
+    fmt: str,
+    columns: Mapping[str, str] | None = None,
+    on_bad_row: BadRowPolicy = "error",
+    label_map: LabelMap | None = None,
+    reader: str | None = None,
+) -> LoadedRows:
+    """Read `paths` in order and normalise each record of format `fmt` to its canonical row.
+
+    A bad row raises `DataError` (file and line) under "error", or is skipped and kept in
+    `skipped` under "skip". `reader` overrides the file type told by the extension ("conll" is
+    always read as CoNLL). Labelled formats map labels through `label_map`, or through a map
+    built from these rows when it is None.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(FIELDS[fmt]))
+    if unknown:
+        raise ValueError(
+            f"columns {unknown} are not fields of format {fmt!r} (fields: {list(FIELDS[fmt])})"
+        )
+    normalise = _NORMALISERS[fmt]
+    loaded = LoadedRows()
+    records: list[Record] = []
+    for path in paths:
+        result = read_records(path, "conll" if fmt == "conll" else reader, on_bad_row)
+        loaded.skipped.extend(result.skipped)
+        for record in result.records:
+            try:
+                loaded.rows.append(normalise(_Fields(record.data, columns)))
+                records.append(record)
+            except RowError as exc:
+                handle_bad_row(DataError(record.origin, str(exc)), on_bad_row, loaded.skipped)
+    if fmt in LABELLED and loaded.rows:
+        _map_labels(loaded, records, LABELLED[fmt], label_map, on_bad_row)
+    return loaded
+
+
+def _map_labels(
+    loaded: LoadedRows,
+    records: list[Record],
+    key: str,
+    label_map: LabelMap | None,
+    on_bad_row: BadRowPolicy,
+) -> None:
+    """Replace label names by ids in place, dropping (or raising on) rows with unknown labels."""
+    if label_map is None:
+        values = (v for row in loaded.rows for v in (row[key] if key == "tags" else [row[key]]))
+        label_map = LabelMap.build(values)
+    kept = []
+    for row, record in zip(loaded.rows, records, strict=True):
+        try:
+            if key == "tags":
+                row[key] = [label_map.id_of(tag) for tag in row[key]]
+            else:
+                row[key] = label_map.id_of(row[key])
+        except KeyError as exc:
+            handle_bad_row(DataError(record.origin, exc.args[0]), on_bad_row, loaded.skipped)
+            continue
+        kept.append(row)
+    loaded.rows = kept
+    loaded.label_map = label_map
+
+
+class _Fields:
+    """Typed access to a raw record's fields, through the column mapping."""
+
+    def __init__(self, data: dict[str, Any], columns: Mapping[str, str]) -> None:
+        self.data = data
+        self.columns = columns
+
+    def column(self, name: str) -> str:
+        return self.columns.get(name, name)
+
+    def require(self, *names: str) -> None:
+        """Fail with the list of required columns when any of them is missing or null."""
+        if any(self.data.get(self.column(name)) is None for name in names):
+            wanted = " and ".join(f'"{self.column(name)}"' for name in names)
+            raise RowError(f"expected an object with {wanted}, got {describe(self.data)}")
+
+    def get(self, name: str) -> Any:
+        return self.data.get(self.column(name))
+
+    def text(self, name: str) -> str | None:
+        """A string field; None when absent or null."""
+        value = self.get(name)
+        if value is not None and not isinstance(value, str):
+            raise RowError(f'"{self.column(name)}" must be a string, got {describe(value)}')
+        return value
+
+    def items(self, name: str) -> list[Any]:
+        value = self.get(name)
+        if not isinstance(value, list) or not value:
+            raise RowError(f'"{self.column(name)}" must be a non-empty list, got {describe(value)}')
+        return value
+
+
+def _chat(turns: list[tuple[str, str]], system: str | None) -> dict[str, Any]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": role, "content": content} for role, content in turns]
+    if not any(message["role"] == "assistant" for message in messages):
+        raise RowError("the conversation has no assistant turn to learn from")
+    return {"messages": messages}
+
+
+def _alpaca(row: _Fields) -> dict[str, Any]:
+    row.require("instruction", "output")
+    instruction, extra = row.text("instruction"), row.text("input")
+    user = f"{instruction}\n\n{extra}" if extra else instruction
+    return _chat([("user", user), ("assistant", row.text("output"))], row.text("system"))
+
+
+def _prompt_completion(row: _Fields) -> dict[str, Any]:
+    row.require("prompt", "completion")
+    turns = [("user", row.text("prompt")), ("assistant", row.text("completion"))]
+    return _chat(turns, row.text("system"))
+
+
+def _messages(row: _Fields) -> dict[str, Any]:
+    row.require("messages")
+    turns = []
+    for index, message in enumerate(row.items("messages")):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise RowError(
+                f"message {index} must be an object with a role in {list(ROLES)}, "
+                f"got {describe(message)}"
+            )
+        turns.append((message["role"], _content(message.get("content"), index)))
+    return _chat(turns, None)
+
+
+def _content(content: Any, index: int) -> str:
+    """A message's content: a string, or the text of a list of typed parts joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            text = part.get("text", part.get("value")) if isinstance(part, dict) else None
+            if not isinstance(text, str) or part.get("type", "text") != "text":
+                raise RowError(
+                    f"message {index}: content parts must be text parts "
+                    f'{{"type": "text", "text"|"value": str}}, got {describe(part)}'
+                )
+            texts.append(text)
+        return "\n".join(texts)
+    raise RowError(
+        f"message {index}: content must be a string or a list of parts, got {describe(content)}"
+    )
+
+
+def _sharegpt(row: _Fields) -> dict[str, Any]:
+    row.require("conversations")
+    turns = []
+    for index, turn in enumerate(row.items("conversations")):
+        speaker = turn.get("from") if isinstance(turn, dict) else None
+        if speaker not in SHAREGPT_ROLES or not isinstance(turn.get("value"), str):
+            raise RowError(
+                f'turn {index} must be {{"from": one of {list(SHAREGPT_ROLES)}, "value": str}}, '
+                f"got {describe(turn)}"
+            )
+        turns.append((SHAREGPT_ROLES[speaker], turn["value"]))
+    return _chat(turns, row.text("system"))
+
+
+def _text(row: _Fields) -> dict[str, Any]:
+    row.require("text")
+    text = row.text("text")
+    if not text.strip():
+        raise RowError(f'"{row.column("text")}" is empty')
+    return {"text": text}
+
+
+def _classification(row: _Fields) -> dict[str, Any]:
+    row.require("text", "label")
+    label = row.get("label")
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        raise RowError(f'"{row.column("label")}" must be a string or an integer, got {label!r}')
+    return {"text": row.text("text"), "text_pair": row.text("text_pair"), "label": label}
+
+
+def _tokens(row: _Fields) -> dict[str, Any]:
+    row.require("tokens", "tags")
+    tokens, tags = row.items("tokens"), row.items("tags")
+    if not all(isinstance(token, str) for token in tokens):
+        raise RowError(f'"{row.column("tokens")}" must hold strings, got {describe(tokens)}')
+    if not all(isinstance(tag, str | int) and not isinstance(tag, bool) for tag in tags):
+        raise RowError(f'"{row.column("tags")}" must hold strings or ints, got {describe(tags)}')
+    if len(tokens) != len(tags):
+        raise RowError(f"{len(tokens)} tokens but {len(tags)} tags")
+    return {"tokens": tokens, "tags": tags}
+
+
+_NORMALISERS: dict[str, Callable[[_Fields], dict[str, Any]]] = {
+    "alpaca": _alpaca,
+    "messages": _messages,
+    "sharegpt": _sharegpt,
+    "prompt_completion": _prompt_completion,
+    "text": _text,
+    "classification": _classification,
+    "conll": _tokens,
+    "tokens": _tokens,
+}

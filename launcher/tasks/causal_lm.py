@@ -1,0 +1,91 @@
+"""Causal-LM SFT: chat/instruction rows rendered with a chat template, loss on responses."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from launcher.data.chat import IGNORE_INDEX, encode_rows
+from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
+from launcher.tasks.data import load_splits
+
+
+class CausalLM(Task):
+    """Next-token prediction on the loss-bearing tokens; metrics: eval loss and perplexity."""
+
+    def load_tokenizer(self) -> Any:
+        tokenizer = AutoTokenizer.from_pretrained(
+            self.plan.tokenizer_path, trust_remote_code=self.recipe.model.trust_remote_code
+        )
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def prepare(self, tokenizer: Any) -> Prepared:
+        self.tokenizer = tokenizer
+        splits = load_splits(self.recipe)
+        data, task = self.recipe.data, self.recipe.task
+
+        def encode(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
+            return encode_rows(rows, tokenizer, data.max_length, data.truncation, task.train_on,
+                               task.chat_template)
+
+        train, train_stats = encode(splits.train)
+        evaluation, eval_stats = encode(splits.eval)
+        stats = {**splits.stats, "truncated": train_stats.truncated + eval_stats.truncated,
+                 "dropped_too_long": train_stats.dropped + eval_stats.dropped}
+        return Prepared(train=train, eval=evaluation, stats=stats)
+
+    def load_model(self, prepared: Prepared) -> torch.nn.Module:
+        model = AutoModelForCausalLM.from_pretrained(
+            self.plan.model_path,
+            dtype=model_dtype(self.recipe, self.plan),
+            trust_remote_code=self.recipe.model.trust_remote_code,
+            attn_implementation=self.recipe.model.attn_implementation,
+        )
+        if self.recipe.train.activation_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model
+
+    def collate(self, examples: list[dict[str, Any]]) -> Batch:
+        longest = max(len(e["input_ids"]) for e in examples)
+        pad = self.tokenizer.pad_token_id
+        ids, labels, mask = [], [], []
+        for e in examples:
+            gap = longest - len(e["input_ids"])
+            ids.append(e["input_ids"] + [pad] * gap)
+            labels.append(e["labels"] + [IGNORE_INDEX] * gap)
+            mask.append([1] * len(e["input_ids"]) + [0] * gap)
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+                "attention_mask": torch.tensor(mask)}
+
+    def count_units(self, example: dict[str, Any]) -> int:
+        """Tokens that are predicted (a label at position >= 1, after the shift)."""
+        return sum(1 for label in example["labels"][1:] if label != IGNORE_INDEX)
+
+    def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits
+        return token_loss_sum(logits, batch["labels"])
+
+    def evaluate(self, model: torch.nn.Module, batch: Batch) -> EvalOutput:
+        loss, count = self.loss_sum(model, batch)
+        return EvalOutput(loss_sum=float(loss), count=count)
+
+    def metrics(self, loss_sum: float, count: int, predictions: list[Any],
+                references: list[Any]) -> dict[str, float]:
+        loss = loss_sum / max(count, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over labelled positions, and how many there are."""
+    shifted_logits = logits[:, :-1].float().reshape(-1, logits.size(-1))
+    shifted_labels = labels[:, 1:].reshape(-1)
+    loss = F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX,
+                           reduction="sum")
+    return loss, int((shifted_labels != IGNORE_INDEX).sum())

@@ -1,0 +1,127 @@
+"""Packing and batching: packs keep examples apart, so a packed batch's loss is the token-weighted
+mean of its examples' losses run one by one (tiny random Llama, fp32, eval mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from launcher.data.chat import IGNORE_INDEX, encode_rows
+from launcher.data.formats import load_rows
+from launcher.data.packing import (
+    length_grouped_batches,
+    pack_indices,
+    packed_collator,
+    packed_efficiency,
+    padded_collator,
+    padded_efficiency,
+    prepare_for_packing,
+)
+
+MAX_LENGTH = 96
+PACK_TOKENS = 256
+
+
+@pytest.fixture(scope="module")
+def examples(tiny_tokenizer: Any, fixture_data: Path) -> list[dict[str, list[int]]]:
+    alpaca = load_rows([fixture_data / "alpaca.json"], "alpaca").rows
+    messages = load_rows([fixture_data / "messages.jsonl"], "messages").rows
+    text = load_rows([fixture_data / "wikisql.jsonl"], "text").rows[:6]
+    encoded, _ = encode_rows(alpaca + messages + text, tiny_tokenizer, max_length=MAX_LENGTH)
+    return encoded
+
+
+@pytest.fixture(scope="module")
+def model(tiny_llama_dir: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32)
+    assert model.config._attn_implementation == "sdpa"
+    prepare_for_packing(model)
+    return model.eval()
+
+
+def loss_and_count(model: Any, example: dict[str, list[int]]) -> tuple[float, int]:
+    """One example alone: its mean loss and the number of tokens it is taken over."""
+    input_ids = torch.tensor([example["input_ids"]])
+    labels = torch.tensor([example["labels"]])
+    with torch.no_grad():
+        loss = model(input_ids=input_ids, labels=labels).loss.item()
+    return loss, sum(label != IGNORE_INDEX for label in example["labels"][1:])
+
+
+def weighted_mean(model: Any, group: list[dict[str, list[int]]]) -> float:
+    pairs = [loss_and_count(model, example) for example in group]
+    return sum(loss * count for loss, count in pairs) / sum(count for _, count in pairs)
+
+
+@pytest.mark.parametrize("strategy", ["best_fit", "sequential"])
+def test_packs_hold_every_example_once_within_budget(strategy: str) -> None:
+    lengths = [5, 9, 3, 10, 1, 7, 7, 2]
+    packs = pack_indices(lengths, 10, strategy)
+    assert sorted(i for pack in packs for i in pack) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in pack) <= 10 for pack in packs)
+    if strategy == "sequential":
+        assert packs == [[0], [1], [2], [3], [4, 5], [6, 7]]
+    else:
+        assert len(packs) == 5 and packed_efficiency(lengths, packs, 10) == 44 / 50
+    with pytest.raises(ValueError, match="longer than the pack size 9"):
+        pack_indices(lengths, 9, strategy)
+
+
+def test_packed_batch_layout(examples: list[dict[str, list[int]]]) -> None:
+    group = examples[:3]
+    batch = packed_collator()(group)
+    assert set(batch) == {"input_ids", "labels", "position_ids"}
+    lengths = [len(example["input_ids"]) for example in group]
+    assert batch["input_ids"].shape == (1, sum(lengths))
+    starts = [0, lengths[0], lengths[0] + lengths[1]]
+    positions = batch["position_ids"][0].tolist()
+    assert [positions[s] for s in starts] == [0, 0, 0]
+    assert all(batch["labels"][0, s].item() == IGNORE_INDEX for s in starts)
+    assert batch["input_ids"][0].tolist() == [t for example in group for t in example["input_ids"]]
+
+
+def test_packed_loss_equals_token_weighted_mean_of_examples(
+    model: Any, examples: list[dict[str, list[int]]]
+) -> None:
+    lengths = [len(example["input_ids"]) for example in examples]
+    packs = pack_indices(lengths, PACK_TOKENS)
+    assert packed_efficiency(lengths, packs, PACK_TOKENS) > 0.9
+    collate = packed_collator()
+    for pack in packs[:4]:
+        group = [examples[i] for i in pack]
+        assert len(group) > 1
+        with torch.no_grad():
+            packed = model(**collate(group)).loss.item()
+        assert packed == pytest.approx(weighted_mean(model, group), abs=1e-5)
+
+
+def test_padded_loss_equals_token_weighted_mean_of_examples(
+    model: Any, tiny_tokenizer: Any, examples: list[dict[str, list[int]]]
+) -> None:
+    group = examples[:4]
+    batch = padded_collator(tiny_tokenizer, pad_to_multiple_of=8)(group)
+    longest = max(len(example["input_ids"]) for example in group)
+    assert batch["input_ids"].shape == (4, 8 * -(-longest // 8))
+    assert batch["attention_mask"].sum().item() == sum(len(e["input_ids"]) for e in group)
+    with torch.no_grad():
+        padded = model(**batch).loss.item()
+    assert padded == pytest.approx(weighted_mean(model, group), abs=1e-5)
+
+
+def test_length_grouping_is_seeded_and_pads_less(examples: list[dict[str, list[int]]]) -> None:
+    lengths = [len(example["input_ids"]) for example in examples]
+    batches = length_grouped_batches(lengths, 4, seed=0)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert length_grouped_batches(lengths, 4, seed=0) == batches
+    in_order = [list(range(i, min(i + 4, len(lengths)))) for i in range(0, len(lengths), 4)]
+    assert padded_efficiency(lengths, batches) > padded_efficiency(lengths, in_order)
+
+
+def test_padded_efficiency_counts_padding() -> None:
+    assert padded_efficiency([3, 5, 8], [[0, 1], [2]]) == 16 / 18
+    assert padded_efficiency([3, 5, 8], [[0, 1], [2]], pad_to_multiple_of=8) == 16 / 24
