@@ -82,10 +82,12 @@ def default_port(run_dir: Path) -> int:
     return 20000 + zlib.crc32(run_dir.resolve().name.encode()) % 20000
 
 
-def recipe_toml(recipe: Recipe) -> str:
-    """The fully resolved recipe (every default written out)."""
+def recipe_toml(recipe: Recipe, source: str) -> str:
+    """The fully resolved recipe (extends merged, --set applied, every default written out)."""
     data = recipe.model_dump(mode="json", exclude_none=True, exclude={"extends"})
-    return tomli_w.dumps(data)
+    header = (f"# Resolved by sft-launch from {source}: extends merged, --set applied,\n"
+              "# every default written out. The workers read this file.\n\n")
+    return header + tomli_w.dumps(data)
 
 
 def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
@@ -103,7 +105,7 @@ def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
         "port": default_port(run_dir),
         "mixed_precision": MIXED_PRECISION[plan.precision],
     }
-    folder.recipe.write_text(recipe_toml(recipe))
+    folder.recipe.write_text(recipe_toml(recipe, plan.recipe_file))
     folder.plan.write_text(plan.to_json())
     folder.accelerate.write_text(env.get_template("ddp.yaml.j2").render(context))
     if plan.backend == "local":

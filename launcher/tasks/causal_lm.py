@@ -47,6 +47,7 @@ class CausalLM(Task):
             trust_remote_code=self.recipe.model.trust_remote_code,
             attn_implementation=self.recipe.model.attn_implementation,
         )
+        model.config.use_cache = False  # training: no KV cache (and packing needs none)
         if self.recipe.train.activation_checkpointing:
             model.gradient_checkpointing_enable()
         return model

@@ -1,0 +1,67 @@
+"""Causal-LM SFT through the CLI on the alpaca demo data with a tiny local Llama."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_env
+from tests.e2e.conftest import ALPACA, rank_reports, read_json
+
+pytestmark = pytest.mark.slow
+
+
+def test_alpaca_sft_runs_and_the_model_reloads(run_cli, tiny_llama: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
+                     "--set", f"model.path='{tiny_llama}'", "--set", "train.max_steps=6",
+                     "--set", "data.max_train_samples=200", "--set", "data.max_length=128",
+                     "--set", "tracking.mode=disabled")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = read_json(run_dir / "summary.json")
+    assert summary["steps"] == 6
+    assert summary["eval_perplexity"] > 1.0
+    assert summary["eval_rows"] == 10  # 5% of 200, held out by seed
+    reports = rank_reports(run_dir)
+    assert len({r["final_weights_sha256"] for r in reports}) == 1
+    script = f"""
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained({str(run_dir / 'final')!r})
+model = AutoModelForCausalLM.from_pretrained({str(run_dir / 'final')!r})
+ids = tok.apply_chat_template([{{"role": "user", "content": "Hi"}}], add_generation_prompt=True,
+                              return_tensors="pt", return_dict=True)["input_ids"]
+out = model.generate(ids, max_new_tokens=5, do_sample=False)
+print(out.shape[1] - ids.shape[1])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=cli_env(), cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip().splitlines()[-1]) >= 1
+
+
+def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> None:
+    """The worker's own prepared examples: decoded loss tokens == each response + end of turn."""
+    from launcher.data.formats import load_rows
+    from launcher.plan.plan import make_plan
+    from launcher.recipe.load import load_recipe
+    from launcher.tasks.causal_lm import CausalLM
+
+    recipe = load_recipe(ALPACA, [f"model.path='{tiny_llama}'", "data.max_train_samples=40",
+                                  "data.max_length=2048", "data.eval_fraction=0.1"])
+    plan = make_plan(recipe, recipe_file=str(ALPACA), backend="local", gpus_here=0)
+    task = CausalLM(recipe, plan)
+    tokenizer = task.load_tokenizer()
+    prepared = task.prepare(tokenizer)
+    rows = load_rows(recipe.data.train, "alpaca").rows[:40]
+    responses = {row["messages"][-1]["content"] for row in rows}
+    assert len(prepared.train) == 36
+    for example in prepared.train:
+        kept = [t for t, label in zip(example["input_ids"], example["labels"], strict=True)
+                if label != -100]
+        text = tokenizer.decode(kept)
+        assert text.endswith("<|im_end|>")
+        assert text.removesuffix("<|im_end|>") in responses

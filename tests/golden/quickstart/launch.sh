@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Written by sft-launch: runs "quickstart" on this machine with 2 process(es).
+# Re-run by hand (add --resume to continue from the newest checkpoint):
+#   bash <RUNS>/golden-run/launch.sh [--resume]
+set -euo pipefail
+cd "$(dirname "$0")"
+export OMP_NUM_THREADS=1
+export TOKENIZERS_PARALLELISM=false
+export WANDB_DIR="$PWD"
+export WANDB_MODE=offline
+exec /opt/venv/bin/python -m accelerate.commands.launch \
+  --config_file accelerate.yaml \
+  --main_process_port "${SFT_LAUNCH_PORT:-35932}" \
+  -m launcher.worker . "$@"
