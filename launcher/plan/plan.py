@@ -44,6 +44,7 @@ class Plan:
     tokenizer_path: str
     tracking_mode: str
     threads_per_proc: int
+    offload: list[str] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     version: int = PLAN_VERSION
 
@@ -86,6 +87,8 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int)
         tokenizer_path=resolve_model_path(tokenizer, recipe_file) if tokenizer else model_path,
         tracking_mode=tracking_mode(recipe.tracking.mode),
         threads_per_proc=max(1, (os.cpu_count() or 1) // dist.procs_per_node),
+        offload=[name for name, on in (("optimizer", dist.offload_optimizer),
+                                       ("params", dist.offload_params)) if on],
     )
 
 

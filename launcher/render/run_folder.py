@@ -13,9 +13,12 @@ import tomli_w
 
 from launcher.plan.plan import Plan
 from launcher.recipe.schema import Recipe
+from launcher.render.sbatch import render_job_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_DIRS = [REPO_ROOT / "accelerate_configs", REPO_ROOT / "slurm", Path(__file__).parent]
+ACCELERATE_TEMPLATE = {"ddp": "ddp.yaml.j2", "fsdp": "fsdp2.yaml.j2", "zero2": "zero.yaml.j2",
+                       "zero3": "zero.yaml.j2"}
 MIXED_PRECISION = {"fp32": "'no'", "bf16": "bf16", "fp16": "fp16"}
 
 
@@ -38,8 +41,16 @@ class RunFolder:
         return self.path / "accelerate.yaml"
 
     @property
+    def deepspeed(self) -> Path:
+        return self.path / "deepspeed.json"
+
+    @property
     def launch_script(self) -> Path:
         return self.path / "launch.sh"
+
+    @property
+    def job_script(self) -> Path:
+        return self.path / "job.sbatch"
 
     @property
     def logs(self) -> Path:
@@ -94,8 +105,6 @@ def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
                      python: str = sys.executable) -> RunFolder:
     """Render every file of the run folder; returns its layout."""
     folder = RunFolder(run_dir)
-    for sub in (folder.path, folder.logs, folder.checkpoints):
-        sub.mkdir(parents=True, exist_ok=True)
     env = environment()
     context = {
         "plan": plan,
@@ -105,10 +114,23 @@ def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
         "port": default_port(run_dir),
         "mixed_precision": MIXED_PRECISION[plan.precision],
     }
+    job_script = render_job_script(env, context) if plan.backend == "slurm" else None
+    for sub in (folder.path, folder.logs, folder.checkpoints):
+        sub.mkdir(parents=True, exist_ok=True)
     folder.recipe.write_text(recipe_toml(recipe, plan.recipe_file))
     folder.plan.write_text(plan.to_json())
-    folder.accelerate.write_text(env.get_template("ddp.yaml.j2").render(context))
+    zero_stage = {"zero2": 2, "zero3": 3}.get(plan.strategy, 0)
+    offload_optimizer = "optimizer" in plan.offload and zero_stage == 3
+    offload_params = "params" in plan.offload and zero_stage == 3
+    context.update(zero_stage=zero_stage, offload_optimizer=offload_optimizer,
+                   offload_params=offload_params, offload=offload_optimizer or offload_params)
+    folder.accelerate.write_text(env.get_template(ACCELERATE_TEMPLATE[plan.strategy])
+                                 .render(context))
+    if zero_stage:
+        folder.deepspeed.write_text(env.get_template("deepspeed.json.j2").render(context))
     if plan.backend == "local":
         folder.launch_script.write_text(env.get_template("launch.sh.j2").render(context))
         folder.launch_script.chmod(0o755)
+    if job_script is not None:
+        folder.job_script.write_text(job_script)
     return folder

@@ -89,4 +89,8 @@ def build_task(recipe: Recipe, plan: Plan) -> Task:
         from launcher.tasks.causal_lm import CausalLM
 
         return CausalLM(recipe, plan)
+    if kind == "token_classification":
+        from launcher.tasks.token_classification import TokenClassification
+
+        return TokenClassification(recipe, plan)
     raise NotImplementedError(f"task.kind = {kind!r} is not available yet")

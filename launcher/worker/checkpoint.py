@@ -8,7 +8,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from accelerate import Accelerator
+from launcher.worker.engines import Engine
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -31,14 +31,15 @@ def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(accelerator: Accelerator, root: Path, state: TrainerState, keep: int) -> Path:
+def save_checkpoint(engine: Engine, root: Path, state: TrainerState, keep: int) -> Path:
     """All ranks write into `.step-N.tmp`; rank 0 renames it to `step-N` after a barrier."""
+    accelerator = engine.accelerator
     final = root / f"step-{state.step}"
     tmp = root / f".step-{state.step}.tmp"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    engine.save(tmp)
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state)) + "\n")
     accelerator.wait_for_everyone()
@@ -52,11 +53,11 @@ def save_checkpoint(accelerator: Accelerator, root: Path, state: TrainerState, k
     return final
 
 
-def load_latest(accelerator: Accelerator, root: Path) -> TrainerState | None:
+def load_latest(engine: Engine, root: Path) -> TrainerState | None:
     """Restore model, optimizer, scheduler and RNG states from the newest complete checkpoint."""
     found = complete_checkpoints(root)
     if not found:
         return None
     _, path = found[-1]
-    accelerator.load_state(str(path))
+    engine.load(path)
     return TrainerState(**json.loads((path / STATE_FILE).read_text()))

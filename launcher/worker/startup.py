@@ -1,4 +1,4 @@
-"""Start-up on every rank: build the Accelerator the plan asks for and prove it is what we got.
+"""Start-up on every rank: prove the process group and strategy are the planned ones.
 
 Accelerate on a GPU-less host can silently start unconnected processes or drop DeepSpeed, so
 the worker refuses to train unless world size, rank, node rank and the active strategy match
@@ -12,37 +12,26 @@ import os
 import socket
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, InitProcessGroupKwargs
+from accelerate.utils import DistributedType
 
 from launcher.errors import LaunchError
 from launcher.plan.plan import Plan
 from launcher.render.run_folder import RunFolder
+from launcher.worker.shards import local_shard
 
-MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+if TYPE_CHECKING:
+    from launcher.worker.engines import Engine
+
 # Long enough for preprocessing a large dataset on rank 0 while the others wait.
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
 
 
 class StartupMismatch(LaunchError):
     """The processes that started are not the run the plan describes."""
-
-
-def make_accelerator(plan: Plan, folder: RunFolder) -> Accelerator:
-    """The Accelerator for the plan's strategy, with trackers when tracking is on."""
-    kwargs = InitProcessGroupKwargs(
-        backend="nccl" if plan.device == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT
-    )
-    return Accelerator(
-        cpu=plan.device == "cpu",
-        mixed_precision=MIXED[plan.precision],
-        kwargs_handlers=[kwargs],
-        log_with="wandb" if plan.tracking_mode != "disabled" else None,
-        project_dir=str(folder.path),
-    )
 
 
 def expected_ranks() -> tuple[int, int]:
@@ -76,6 +65,10 @@ def verify_world(accelerator: Accelerator, plan: Plan) -> dict[str, Any]:
                         f"{node_rank} local rank {local_rank}")
     if node_rank >= plan.nodes:
         problems.append(f"node rank {node_rank} but the plan has {plan.nodes} node(s)")
+    slurm_node = os.environ.get("SLURM_NODEID")  # set by srun on each node of a Slurm job
+    if plan.backend == "slurm" and slurm_node is not None and int(slurm_node) != node_rank:
+        problems.append(f"node rank {node_rank} (GROUP_RANK) but Slurm says this is node "
+                        f"{slurm_node} (SLURM_NODEID)")
     if plan.world_size > 1 and accelerator.distributed_type == DistributedType.NO:
         problems.append("accelerate started without a process group")
     if problems:
@@ -86,21 +79,17 @@ def verify_world(accelerator: Accelerator, plan: Plan) -> dict[str, Any]:
     return seen
 
 
-def verify_strategy(accelerator: Accelerator, model: torch.nn.Module, plan: Plan) -> dict[str, Any]:
+def verify_strategy(engine: Engine, plan: Plan) -> dict[str, Any]:
     """The strategy really active after `prepare`, and this rank's parameter count."""
-    if plan.world_size == 1:
-        active = "single"
-    elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        active = "ddp"
-    else:
-        active = type(model).__name__
-    wanted = "single" if plan.world_size == 1 else plan.strategy
+    active = engine.active_strategy()
+    wanted = "single" if plan.world_size == 1 and plan.strategy in ("ddp", "fsdp") else (
+        plan.strategy)
     if active != wanted:
         raise StartupMismatch(
-            f"rank {accelerator.process_index}: strategy {active!r} is active, the plan says "
-            f"{wanted!r}. Refusing to train."
+            f"rank {engine.accelerator.process_index}: strategy {active!r} is active, the plan "
+            f"says {wanted!r}. Refusing to train on a setup that differs from plan.json."
         )
-    local = sum(p.numel() for p in model.parameters())
+    local = sum(local_shard(p).numel() for p in engine.model.parameters())
     return {"strategy": active, "local_param_numel": local}
 
 

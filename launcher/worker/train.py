@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,21 +20,19 @@ from launcher.plan.plan import Plan
 from launcher.recipe.schema import Recipe
 from launcher.render.run_folder import RunFolder
 from launcher.tasks.base import Prepared, Task, build_task
+from launcher.tasks.lora import apply_lora
 from launcher.worker.checkpoint import TrainerState, load_latest, save_checkpoint
+from launcher.worker.engines import Engine, make_engine
 from launcher.worker.events import EventLog
-from launcher.worker.startup import (
-    make_accelerator,
-    verify_strategy,
-    verify_world,
-    write_rank_report,
-)
+from launcher.worker.startup import verify_strategy, verify_world, write_rank_report
 
 
 def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
     """Train, evaluate, checkpoint and save the final model as the plan says."""
     started = time.time()
     torch.set_num_threads(plan.threads_per_proc)
-    accelerator = make_accelerator(plan, folder)
+    engine = make_engine(plan, folder.path, "wandb" if plan.tracking_mode != "disabled" else None)
+    accelerator = engine.accelerator
     report = verify_world(accelerator, plan)
     events = EventLog(folder.events, accelerator.is_main_process)
     set_seed(recipe.train.seed)
@@ -45,30 +42,24 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
     tokenizer = task.load_tokenizer()
     with accelerator.main_process_first():
         prepared = task.prepare(tokenizer)
-    if not prepared.train:
-        raise ValueError("no training examples left after loading and filtering the data")
-    model = task.load_model(prepared)
-    optimizer = torch.optim.AdamW(_param_groups(model, recipe.train.weight_decay),
-                                  lr=recipe.train.lr)
     steps_per_epoch = len(prepared.train) // plan.batch.global_size
     if steps_per_epoch == 0:
         raise ValueError(f"{len(prepared.train)} training examples are fewer than one global "
                          f"batch ({plan.batch.global_size})")
     total_steps = recipe.train.max_steps or math.ceil(recipe.train.epochs * steps_per_epoch)
-    warmup = recipe.train.warmup_steps
-    if warmup is None:
-        warmup = round(recipe.train.warmup_ratio * total_steps)
-    scheduler = get_scheduler(recipe.train.schedule if recipe.train.schedule != "constant"
-                              else "constant_with_warmup", optimizer,
-                              num_warmup_steps=warmup, num_training_steps=total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    report.update(verify_strategy(accelerator, model, plan))
+    model = apply_lora(task.load_model(prepared), recipe)
+    scheduler = engine.prepare(
+        model,
+        lambda m: torch.optim.AdamW(_param_groups(m, recipe.train.weight_decay),
+                                    lr=recipe.train.lr),
+        lambda optimizer: _scheduler(optimizer, recipe, total_steps),
+    )
+    report.update(verify_strategy(engine, plan))
     write_rank_report(folder, accelerator.process_index, report)
 
     state = TrainerState()
     if resume:
-        loaded = load_latest(accelerator, folder.checkpoints)
+        loaded = load_latest(engine, folder.checkpoints)
         if loaded is None:
             events.message("--resume: no complete checkpoint yet, starting from step 0")
         else:
@@ -78,10 +69,12 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
     events.write("start", total_steps=total_steps, step=state.step,
                  steps_per_epoch=steps_per_epoch, world_size=plan.world_size)
 
-    loop = _Loop(accelerator, task, prepared, plan, recipe, model, optimizer, scheduler, events)
+    loop = _Loop(engine, task, prepared, plan, recipe, scheduler, events)
     eval_metrics = loop.train(state, total_steps, steps_per_epoch, folder, started)
-    _save_final(accelerator, model, tokenizer, folder)
-    report["final_weights_sha256"] = weights_fingerprint(accelerator.unwrap_model(model))
+    report["memory_bytes"] = loop.memory_bytes
+    _save_final(engine, tokenizer, folder)
+    if report["strategy"] in ("single", "ddp", "zero2"):  # replicated weights: comparable
+        report["final_weights_sha256"] = weights_fingerprint(engine.unwrapped())
     write_rank_report(folder, accelerator.process_index, report)
     if accelerator.is_main_process:
         summary = {
@@ -97,16 +90,24 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
     accelerator.end_training()
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int) -> Any:
+    train = recipe.train
+    warmup = train.warmup_steps
+    if warmup is None:
+        warmup = round(train.warmup_ratio * total_steps)
+    name = "constant_with_warmup" if train.schedule == "constant" else train.schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
 class _Loop:
     """The optimizer-step loop with manual, deterministic data sharding."""
 
-    def __init__(self, accelerator: Accelerator, task: Task, prepared: Prepared, plan: Plan,
-                 recipe: Recipe, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Any, events: EventLog) -> None:
-        self.acc, self.task, self.data, self.plan, self.recipe = (accelerator, task, prepared,
-                                                                  plan, recipe)
-        self.model, self.optimizer, self.scheduler, self.events = (model, optimizer, scheduler,
-                                                                   events)
+    def __init__(self, engine: Engine, task: Task, prepared: Prepared, plan: Plan,
+                 recipe: Recipe, scheduler: Any, events: EventLog) -> None:
+        self.engine, self.acc, self.task, self.data = engine, engine.accelerator, task, prepared
+        self.plan, self.recipe, self.scheduler, self.events = plan, recipe, scheduler, events
+        self.model = engine.model
+        self.memory_bytes: dict[str, int] = {}
         self.window: list[float] = []
         self.first_step_s: float | None = None
         self.train_s = 0.0
@@ -146,7 +147,7 @@ class _Loop:
             if train.eval_every and state.step % train.eval_every == 0 and state.step < total_steps:
                 self.log_eval(state.step)
             if train.save_every and state.step % train.save_every == 0:
-                save_checkpoint(self.acc, folder.checkpoints, state, train.keep_checkpoints)
+                save_checkpoint(self.engine, folder.checkpoints, state, train.keep_checkpoints)
                 self.events.write("checkpoint", step=state.step)
         return self.log_eval(state.step, folder.predictions)
 
@@ -160,23 +161,20 @@ class _Loop:
         loss_sum = 0.0
         for i, chunk in enumerate(batches):
             batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
-            last = i == len(batches) - 1
-            with self.acc.no_sync(self.model) if not last else nullcontext():
-                with self.acc.autocast():
-                    summed, _ = self.task.loss_sum(self.model, batch)
-                self.acc.backward(summed * scale)
+            with self.engine.micro_step(last=i == len(batches) - 1), self.acc.autocast():
+                summed, _ = self.task.loss_sum(self.model, batch)
+                self.engine.backward(summed * scale)
             loss_sum += float(summed.detach())
-        max_norm = self.recipe.train.max_grad_norm or float("inf")
-        grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), max_norm)
-        self.optimizer.step()
+        grad_norm = self.engine.step(self.recipe.train.max_grad_norm or float("inf"))
+        if not self.memory_bytes:  # after the first step, when the optimizer state exists
+            self.memory_bytes = self.engine.local_bytes()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         tokens = sum(self.task.tokens_in(e) for e in examples)
         stats = torch.tensor([loss_sum, float(tokens), float(len(examples))],
                              device=self.acc.device)
         stats = self.acc.reduce(stats, "sum")
         return (float(stats[0]) / max(float(total.item()), 1.0), int(stats[1]), int(stats[2]),
-                float(grad_norm))
+                grad_norm)
 
     def log_train(self, state: TrainerState, steps_per_epoch: int, grad_norm: float,
                   tokens: int, samples: int, step_s: float) -> None:
@@ -197,8 +195,9 @@ class _Loop:
 
     def log_eval(self, step: int, predictions_file: Path | None = None) -> dict[str, float]:
         metrics = self.evaluate(predictions_file)
-        self.acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
-        self.events.write("eval", step=step, metrics=metrics)
+        self.acc.log(_flatten(metrics, "eval/"), step=step)
+        self.events.write("eval", step=step,
+                          metrics={k: v for k, v in metrics.items() if not isinstance(v, dict)})
         return metrics
 
     @torch.no_grad()
@@ -246,6 +245,17 @@ class _Loop:
         }
 
 
+def _flatten(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    """Scalars for W&B: a nested table (per-entity scores) becomes `eval/per_entity/person/f1`."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases and norm weights (1-D parameters)."""
     decay, no_decay = [], []
@@ -269,19 +279,17 @@ def _start_tracking(accelerator: Accelerator, recipe: Recipe, plan: Plan,
     accelerator.init_trackers(tracking.project, config=config, init_kwargs={"wandb": init})
 
 
-def _save_final(accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any,
-                folder: RunFolder) -> None:
+def _save_final(engine: Engine, tokenizer: Any, folder: RunFolder) -> None:
     """Consolidated Hugging Face model + tokenizer in `final/`, written then renamed."""
-    state_dict = accelerator.get_state_dict(model)
+    state_dict = engine.full_state_dict()
     tmp = folder.path / ".final.tmp"
-    if accelerator.is_main_process:
+    if engine.accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict,
-                                                        safe_serialization=True)
+        engine.unwrapped().save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(folder.final, ignore_errors=True)
         tmp.rename(folder.final)
-    accelerator.wait_for_everyone()
+    engine.accelerator.wait_for_everyone()
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:

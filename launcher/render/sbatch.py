@@ -1,0 +1,57 @@
+"""Render `job.sbatch`: the Slurm batch script of a run (one launcher per node)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jinja2
+
+from launcher.errors import RecipeError, UsageError
+from launcher.plan.plan import Plan
+from launcher.recipe.schema import Recipe
+
+# `#SBATCH` lines are not shell, but sbatch splits them on whitespace, strips quotes and
+# backslashes and cuts them at '#'; '%' starts a file-name pattern in paths. Values that reach
+# such a line may hold none of these: they are checked here, never quoted.
+SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:+=@/-]+")
+SBATCH_PATH_UNSAFE = re.compile(r"[\s\"'\\#%]|[\x00-\x1f\x7f]")
+DEEPSPEED_STRATEGIES = ("zero2", "zero3")
+
+
+def render_job_script(env: jinja2.Environment, context: dict[str, Any]) -> str:
+    """The batch script for `context` (run_folder's template context), after safety checks."""
+    recipe: Recipe = context["recipe"]
+    plan: Plan = context["plan"]
+    _check_sbatch_values(recipe, plan)
+    _check_run_dir(context["run_dir"])
+    slurm = recipe.slurm
+    return env.get_template("job.sbatch.j2").render(
+        context,
+        slurm=slurm,
+        job_name=job_name(plan.recipe_name),
+        cpus_per_task=slurm.cpus_per_task or plan.procs_per_node * plan.threads_per_proc,
+        deepspeed=plan.strategy in DEEPSPEED_STRATEGIES,
+    )
+
+
+def job_name(recipe_name: str) -> str:
+    """The recipe name cut down to characters that are safe in `#SBATCH` and comment lines."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", recipe_name)[:64] or "sft-launch"
+
+
+def _check_sbatch_values(recipe: Recipe, plan: Plan) -> None:
+    slurm = recipe.slurm
+    for key in ("partition", "account", "qos", "time", "mem"):
+        value = getattr(slurm, key)
+        if value is not None and not SBATCH_VALUE.fullmatch(value):
+            raise RecipeError(plan.recipe_file, f"slurm.{key}",
+                              f"{value!r} cannot go into an #SBATCH line",
+                              "use letters, digits and _ . , : + = @ / - only")
+
+
+def _check_run_dir(run_dir: str) -> None:
+    if SBATCH_PATH_UNSAFE.search(run_dir):
+        raise UsageError(f"run folder {run_dir!r}: a Slurm job's folder cannot contain spaces, "
+                         "quotes, backslashes, '#' or '%' (#SBATCH lines cannot hold them); "
+                         "choose another --run-dir")

@@ -1,0 +1,39 @@
+"""LoRA through peft: wrap a task's model so only the adapters and the task head train."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import PartialState
+
+from launcher.recipe.schema import Recipe
+
+# peft's task type makes the task head (classifier / score) trainable and saved with the adapter.
+PEFT_TASK_TYPES = {
+    "sequence_classification": "SEQ_CLS",
+    "token_classification": "TOKEN_CLS",
+    "causal_lm": "CAUSAL_LM",
+}
+
+
+def apply_lora(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    """`model` with LoRA adapters as `[model.lora]` says; `model` itself when it says nothing."""
+    lora = recipe.model.lora
+    if lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model  # imported only here: it takes seconds
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora.target_modules,
+                        task_type=PEFT_TASK_TYPES[recipe.task.kind])
+    model = get_peft_model(model, config)
+    trainable, total = param_counts(model)
+    if PartialState().is_main_process:
+        print(f"LoRA r={lora.r} alpha={lora.alpha} on {lora.target_modules}: {trainable:,} "
+              f"trainable of {total:,} parameters ({100 * trainable / total:.2f}%)", flush=True)
+    return model
+
+
+def param_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
