@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from launcher.errors import LaunchError, UsageError
 from launcher.progress import console, summary_table
@@ -63,10 +64,13 @@ def launch(
         bool, typer.Option(help="Continue the run in --run-dir from its newest checkpoint.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Slurm: follow the job to its end and exit with its result.")
+    ] = False,
 ) -> None:
     """Validate, plan, write the run folder and launch (the default command)."""
     from launcher.backends.local import run_local
-    from launcher.plan.plan import check_inputs, gpus_on_this_machine, make_plan
+    from launcher.plan.plan import check_inputs, check_same_plan, gpus_on_this_machine, make_plan
     from launcher.render.run_folder import write_run_folder
     from launcher.tasks.data import load_splits
 
@@ -79,6 +83,8 @@ def launch(
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run folder to continue")
     folder_path = run_dir or Path("runs") / f"{plan.recipe_name}-{_utc_stamp()}"
+    if resume:
+        check_same_plan(folder_path / "plan.json", plan)
     folder = write_run_folder(folder_path, recipe, plan)
     console.print(f"run folder: [bold]{folder.path}[/bold]")
     console.print(f"plan: {plan.world_size} process(es) = {plan.nodes} node(s) x "
@@ -92,7 +98,10 @@ def launch(
         console.print("dry run: nothing launched")
         return
     if plan.backend == "slurm":
-        raise UsageError("the Slurm backend is not available yet; use --backend local")
+        from launcher.jobs import launch_slurm
+
+        launch_slurm(folder, resume=resume, wait=wait, quiet=quiet)
+        return
     code = run_local(folder, resume=resume, quiet=quiet)
     _finish(folder, code)
 
@@ -108,10 +117,117 @@ def _finish(folder, code: int) -> None:
     console.print(f"done: model in {folder.final}, summary in {folder.summary}")
 
 
+RunDirArg = Annotated[Path, typer.Argument(help="The run folder.", show_default=False)]
+
+
+@app.command()
+def status(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="The run folder (default: the newest under runs/).")
+    ] = None,
+) -> None:
+    """State, elapsed time, nodes, last step and loss, eval metrics of a run."""
+    from launcher.jobs import find_run
+    from launcher.jobs import status as run_status
+
+    for label, value in run_status(find_run(run_dir)):
+        print(f"{label + ':':<9} {value}")
+
+
+@app.command()
+def logs(
+    run_dir: RunDirArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run "
+                                         "ends.")] = False,
+    node: Annotated[int | None, typer.Option(help="Only node K's lines (0-based).")] = None,
+) -> None:
+    """Print a run's output (Slurm: logs/slurm-<job>.out; local: logs/launch.log)."""
+    from launcher.jobs import find_run
+    from launcher.jobs import logs as run_logs
+
+    run_logs(find_run(run_dir), follow=follow, node=node)
+
+
+@app.command()
+def cancel(run_dir: RunDirArg) -> None:
+    """Cancel a run's Slurm job (scancel); the run folder stays as it is."""
+    from launcher.jobs import cancel as cancel_run
+    from launcher.jobs import find_run
+
+    folder = find_run(run_dir)
+    console.print(f"job state: {cancel_run(folder)}; run folder kept: {folder.path}",
+                  markup=False)
+
+
+@app.command("plan")
+def plan_command(
+    recipe_file: RecipeArg,
+    nodes: NodesOpt = None,
+    procs_per_node: PpnOpt = None,
+    device_memory: Annotated[
+        str | None, typer.Option(help="Memory of one device, e.g. 80GiB (default: detected).")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Show the memory plan: bytes per device for every strategy, and what auto picks.
+
+    Reads the model's config.json only (no weights), so it sizes a 70B model on a laptop.
+    """
+    from launcher.plan.memory import format_bytes
+    from launcher.plan.plan import make_plan
+
+    extra = list(set_ or []) + ([f"distributed.device_memory='{device_memory}'"]
+                                if device_memory else [])
+    recipe = _recipe_with_cli(recipe_file, extra, nodes, procs_per_node)
+    on_cluster = recipe.distributed.nodes > 1 or recipe.slurm.gpus_per_node > 0
+    backend = "slurm" if on_cluster else "local"
+    plan = make_plan(recipe, recipe_file=str(recipe_file), backend=backend, gpus_here=0)
+    memory = plan.memory
+    if "estimates" not in memory:
+        console.print(memory.get("note", "no memory estimate"))
+        return
+    table = Table(title=f"{plan.recipe_name}: {memory['model_parameters']:,} parameters, "
+                  f"{plan.world_size} processes ({plan.nodes} x {plan.procs_per_node}), "
+                  f"{plan.precision}, micro batch {plan.batch.micro} x "
+                  f"{recipe.data.max_length} tokens")
+    table.add_column("strategy", no_wrap=True, min_width=13)
+    for column in ("params", "grads", "optimizer", "activ.", "per device", "fits"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, est in memory["estimates"].items():
+        fits = {True: "yes", False: "no", None: "?"}[est["fits"]]
+        table.add_row(name, *(format_bytes(est[k]) for k in (
+            "params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes",
+            "total_bytes")), fits)
+    console.print(table)
+    limit = memory["device_memory_bytes"]
+    offload = f" + offload of {' and '.join(plan.offload)}" if plan.offload else ""
+    console.print(f"device memory: {format_bytes(limit) if limit else 'unknown'}; "
+                  f"strategy: {plan.strategy}{offload} ({plan.strategy_reason})")
+
+
 @app.command()
 def schema() -> None:
     """Print the recipe's JSON schema (for editor completion and validation)."""
     print(json.dumps(Recipe.model_json_schema(), indent=2))
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.", show_default=False)],
+    merge: Annotated[
+        bool, typer.Option(help="Merge the LoRA adapter in final/ into the base model.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN_DIR/merged).")
+    ] = None,
+) -> None:
+    """Write a LoRA run's model as one plain transformers model (base + adapter, merged)."""
+    from launcher.export import merge_lora
+
+    if not merge:
+        raise UsageError("export writes merged LoRA models only: add --merge "
+                         f"({run_dir}/final already holds the adapter, or the full model)")
+    console.print(f"merged model in {merge_lora(run_dir, out or run_dir / 'merged')}")
 
 
 @app.command("make-tiny-model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from rich.table import Table
 
 from launcher.render.run_folder import RunFolder
 
-console = Console(stderr=True, soft_wrap=True)
+# Not a terminal (logs, CI, pipes): wide enough that tables are not cut.
+console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
 
 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:

@@ -11,7 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launcher.errors import RecipeError
+from launcher.errors import RecipeError, UsageError
+from launcher.plan.memory_plan import (
+    auto_strategy,
+    device_memory_bytes,
+    memory_section,
+    model_shape,
+)
 from launcher.recipe.schema import Recipe
 
 PLAN_VERSION = 1
@@ -68,9 +74,19 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int)
                           f"{dist.procs_per_node} processes but {gpus_here} GPU(s) on this machine",
                           f"use --procs-per-node {gpus_here}")
     precision = _precision(recipe, device, recipe_file)
-    strategy, reason = _strategy(recipe, world)
+    batch = batch_arithmetic(recipe, world, recipe_file)
     model_path = resolve_model_path(recipe.model.path, recipe_file)
     tokenizer = recipe.model.tokenizer
+    shape = model_shape(recipe, model_path)
+    device_memory = device_memory_bytes(recipe, device, recipe_file)
+    sizes = {"recipe": recipe, "world_size": world, "procs_per_node": dist.procs_per_node,
+             "micro": batch.micro, "precision": precision, "device_memory": device_memory}
+    if dist.strategy == "auto":
+        strategy, offload, reason = auto_strategy(shape, recipe_file=recipe_file, **sizes)
+    else:
+        strategy, reason = dist.strategy, "set in the recipe"
+        offload = [name for name, on in (("optimizer", dist.offload_optimizer),
+                                         ("params", dist.offload_params)) if on]
     return Plan(
         recipe_name=recipe.name or Path(recipe_file).stem,
         recipe_file=str(Path(recipe_file).resolve()),
@@ -82,13 +98,13 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int)
         precision=precision,
         strategy=strategy,
         strategy_reason=reason,
-        batch=batch_arithmetic(recipe, world, recipe_file),
+        batch=batch,
         model_path=model_path,
         tokenizer_path=resolve_model_path(tokenizer, recipe_file) if tokenizer else model_path,
         tracking_mode=tracking_mode(recipe.tracking.mode),
         threads_per_proc=max(1, (os.cpu_count() or 1) // dist.procs_per_node),
-        offload=[name for name, on in (("optimizer", dist.offload_optimizer),
-                                       ("params", dist.offload_params)) if on],
+        offload=offload,
+        memory=memory_section(shape, **sizes),
     )
 
 
@@ -140,13 +156,6 @@ def _precision(recipe: Recipe, device: str, recipe_file: str) -> str:
     return wanted
 
 
-def _strategy(recipe: Recipe, world: int) -> tuple[str, str]:
-    wanted = recipe.distributed.strategy
-    if wanted == "auto":
-        return "ddp", "auto: data parallel (model replicated on every rank)"
-    return wanted, "set in the recipe"
-
-
 def tracking_mode(mode: str) -> str:
     """auto -> online only when an API key is available; the key itself is never recorded."""
     if mode != "auto":
@@ -194,3 +203,19 @@ def check_inputs(recipe: Recipe, plan: Plan, recipe_file: str) -> None:
             if not Path(path).is_file():
                 raise RecipeError(recipe_file, f"data.{key}", f"data file not found: {path}",
                                   "check the path (relative paths start at the recipe's folder)")
+
+
+RESUME_KEYS = ("world_size", "nodes", "procs_per_node", "strategy", "offload", "precision",
+               "batch", "model_path")
+
+
+def check_same_plan(previous_file: Path, plan: Plan) -> None:
+    """--resume continues a run only under the plan its checkpoints were written with."""
+    if not previous_file.is_file():
+        raise UsageError(f"--resume: {previous_file.parent} is not a run folder (no plan.json)")
+    previous = Plan.from_json(previous_file.read_text())
+    changed = [f"{key}: {getattr(previous, key)} -> {getattr(plan, key)}" for key in RESUME_KEYS
+               if getattr(previous, key) != getattr(plan, key)]
+    if changed:
+        raise UsageError(f"--resume: the run in {previous_file.parent} was planned differently ("
+                         + "; ".join(changed) + "); resume with the same recipe and options")

@@ -91,7 +91,8 @@ class Engine(ABC):
 
     @abstractmethod
     def local_bytes(self) -> dict[str, int]:
-        """Bytes this rank holds for parameters, gradients and optimizer state."""
+        """Bytes this rank holds: parameters, gradients, optimizer state (Adam moments) and the
+        optimizer's fp32 master copy of the parameters (ZeRO keeps one even in fp32)."""
 
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
@@ -185,9 +186,9 @@ class AccelerateEngine(Engine):
         else:
             masters = []
             grads = _numel_bytes(p for p in self.model.parameters() if p.requires_grad)
-        state = _numel_bytes(_optimizer_state_tensors(inner))
         return {"params": _numel_bytes(iter(params)), "grads": grads,
-                "optimizer": state + _numel_bytes(iter(masters))}
+                "optimizer_state": _numel_bytes(_optimizer_state_tensors(inner)),
+                "master_params": _numel_bytes(iter(masters))}
 
 
 def _offloaded(config: Any) -> bool:
@@ -297,7 +298,8 @@ class Fsdp2Engine(Engine):
             grads = [p for p, q in zip(params, self.model.parameters(), strict=True)
                      if q.requires_grad]
         return {"params": _numel_bytes(iter(params)), "grads": _numel_bytes(iter(grads)),
-                "optimizer": _numel_bytes(_optimizer_state_tensors(self.optimizer))}
+                "optimizer_state": _numel_bytes(_optimizer_state_tensors(self.optimizer)),
+                "master_params": 0}
 
 
 def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:

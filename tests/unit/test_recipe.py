@@ -122,7 +122,7 @@ def test_set_overrides_with_type_checking(tmp_path: Path) -> None:
 
 def test_extra_sbatch_lines_must_be_options(tmp_path: Path) -> None:
     path = write(tmp_path, "r.toml", MINIMAL + '[slurm]\nextra_sbatch = ["--x=1\\nrm -rf /"]\n')
-    with pytest.raises(RecipeError, match="slurm.extra_sbatch"):
+    with pytest.raises(RecipeError, match=r"slurm\.extra_sbatch"):
         load_recipe(path)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.plan import memory_plan
 from launcher.plan.plan import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.render.run_folder import write_run_folder
@@ -36,6 +37,7 @@ def check_golden(name: str, text: str) -> None:
 def test_local_run_folder_matches_golden_files(recipe_name: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(memory_plan, "_host_memory", lambda: 24 * 2**30)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     recipe_file = REPO / "recipes" / f"{recipe_name}.toml"
     recipe = load_recipe(recipe_file)

@@ -1,0 +1,44 @@
+"""`sft-launch export RUN_DIR --merge`: fold a LoRA run's adapter into its base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from launcher.errors import UsageError
+from launcher.plan.plan import Plan
+from launcher.recipe.load import load_recipe
+from launcher.render.run_folder import RunFolder
+
+
+def merge_lora(run_dir: Path, out: Path) -> Path:
+    """Base model (built as in training) + the adapter in `final/`, merged, saved with the
+    tokenizer in `out` as a plain transformers model (safetensors). Returns `out`."""
+    folder = RunFolder(run_dir)
+    if not folder.plan.is_file() or not folder.recipe.is_file():
+        raise UsageError(f"{run_dir}: not a run folder (no plan.json / recipe.toml)")
+    recipe = load_recipe(folder.recipe)
+    if recipe.model.lora is None:
+        raise UsageError(f"{run_dir} trained the full model (no [model.lora]): {folder.final} "
+                         "is already a plain model, there is no adapter to merge")
+    if not (folder.final / "adapter_config.json").is_file():
+        raise UsageError(f"{folder.final}: no adapter_config.json; has the run finished?")
+
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from launcher.tasks.base import Prepared, build_task
+    from launcher.tasks.data import load_splits
+
+    plan = Plan.from_json(folder.plan.read_text())
+    task = build_task(recipe, plan)
+    # Label names (id2label of the merged model) come from the training data, as in training.
+    labels = load_splits(recipe).label_map if recipe.task.kind != "causal_lm" else None
+    base = task.load_model(Prepared(train=[], eval=[],
+                                    label_names=list(labels.names) if labels else None))
+    merged = PeftModel.from_pretrained(base, folder.final).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        folder.final, trust_remote_code=recipe.model.trust_remote_code
+    )
+    tokenizer.save_pretrained(out)
+    return out

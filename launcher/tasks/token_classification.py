@@ -1,0 +1,144 @@
+"""Token classification (NER): tag every word of a pre-split sentence with a BIO label."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from seqeval.metrics import accuracy_score, classification_report
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from launcher.errors import UsageError
+from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
+from launcher.tasks.data import load_splits
+
+IGNORE_INDEX = -100
+OUTSIDE = "O"
+
+
+def align_labels(word_ids: list[int | None], tags: list[int]) -> tuple[list[int], list[int]]:
+    """Subword labels (the first subword of a word carries its tag, the rest -100) and, per word,
+    the position of its first subword (-1 when truncation or the tokenizer left it none)."""
+    labels, starts = [], [-1] * len(tags)
+    previous = None
+    for position, word in enumerate(word_ids):
+        first = word is not None and word != previous
+        labels.append(tags[word] if first else IGNORE_INDEX)
+        if first:
+            starts[word] = position
+        previous = word
+    return labels, starts
+
+
+def word_predictions(predicted: list[int], starts: list[int], names: list[str]) -> list[str]:
+    """Word-level tags from subword predictions: each word's first subword, "O" if it has none."""
+    return [names[predicted[s]] if s >= 0 else OUTSIDE for s in starts]
+
+
+class TokenClassification(Task):
+    """Words -> one tag each; metrics: entity-level precision/recall/F1 (seqeval) per type."""
+
+    def load_tokenizer(self) -> Any:
+        tokenizer = AutoTokenizer.from_pretrained(
+            self.plan.tokenizer_path, trust_remote_code=self.recipe.model.trust_remote_code
+        )
+        if not tokenizer.is_fast:
+            raise UsageError(f"token classification needs a fast tokenizer (word_ids()); "
+                             f"{self.plan.tokenizer_path} has none")
+        return tokenizer
+
+    def prepare(self, tokenizer: Any) -> Prepared:
+        self.tokenizer = tokenizer
+        splits = load_splits(self.recipe)
+        self.names = list(splits.label_map.names) if splits.label_map else []
+        max_length = self.recipe.data.max_length
+        truncated = 0
+
+        def encode(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            nonlocal truncated
+            if not rows:
+                return []
+            encoded = tokenizer([row["tokens"] for row in rows], is_split_into_words=True,
+                                truncation=True, max_length=max_length)
+            examples = []
+            for index, row in enumerate(rows):
+                word_ids = encoded.word_ids(index)
+                labels, starts = align_labels(word_ids, row["tags"])
+                last = max((word for word in word_ids if word is not None), default=-1)
+                truncated += last < len(row["tags"]) - 1
+                examples.append({"input_ids": encoded["input_ids"][index],
+                                 "attention_mask": encoded["attention_mask"][index],
+                                 "labels": labels, "word_starts": starts, "tags": row["tags"]})
+            return examples
+
+        train, evaluation = encode(splits.train), encode(splits.eval)
+        return Prepared(train=train, eval=evaluation, label_names=self.names,
+                        stats={**splits.stats, "truncated": truncated})
+
+    def load_model(self, prepared: Prepared) -> torch.nn.Module:
+        names = prepared.label_names or []
+        return AutoModelForTokenClassification.from_pretrained(
+            self.plan.model_path,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={name: i for i, name in enumerate(names)},
+            dtype=model_dtype(self.recipe, self.plan),
+            trust_remote_code=self.recipe.model.trust_remote_code,
+            attn_implementation=self.recipe.model.attn_implementation,
+        )
+
+    def collate(self, examples: list[dict[str, Any]]) -> Batch:
+        pads = {"input_ids": self.tokenizer.pad_token_id, "attention_mask": 0,
+                "labels": IGNORE_INDEX, "word_starts": -1, "tags": IGNORE_INDEX}
+        batch = {}
+        for key, pad in pads.items():
+            longest = max(len(e[key]) for e in examples)
+            batch[key] = torch.tensor([e[key] + [pad] * (longest - len(e[key]))
+                                       for e in examples])
+        return batch
+
+    def count_units(self, example: dict[str, Any]) -> int:
+        """Words that carry loss (their first subword survived truncation)."""
+        return sum(1 for label in example["labels"] if label != IGNORE_INDEX)
+
+    def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+        return loss, int((labels != IGNORE_INDEX).sum())
+
+    def evaluate(self, model: torch.nn.Module, batch: Batch) -> EvalOutput:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+        predictions, references = [], []
+        for predicted, starts, tags in zip(logits.argmax(-1).tolist(),
+                                           batch["word_starts"].tolist(),
+                                           batch["tags"].tolist(), strict=True):
+            words = sum(1 for tag in tags if tag != IGNORE_INDEX)
+            predictions.append(word_predictions(predicted, starts[:words], self.names))
+            references.append([self.names[tag] for tag in tags[:words]])
+        return EvalOutput(loss_sum=float(loss), count=int((labels != IGNORE_INDEX).sum()),
+                          predictions=predictions, references=references)
+
+    def metrics(self, loss_sum: float, count: int, predictions: list[Any],
+                references: list[Any]) -> dict[str, Any]:
+        """Overall entity-level scores (conlleval-compatible) plus a per-entity-type table."""
+        scores: dict[str, Any] = {"loss": loss_sum / max(count, 1)}
+        if not references:
+            return scores
+        report = classification_report(references, predictions, output_dict=True,
+                                       zero_division=0)
+        overall = report.pop("micro avg")
+        scores.update(precision=float(overall["precision"]), recall=float(overall["recall"]),
+                      f1=float(overall["f1-score"]),
+                      accuracy=float(accuracy_score(references, predictions)))
+        scores["per_entity"] = {
+            kind: {"precision": float(row["precision"]), "recall": float(row["recall"]),
+                   "f1": float(row["f1-score"]), "support": int(row["support"])}
+            for kind, row in report.items() if not kind.endswith(" avg")
+        }
+        return scores
