@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Preprocessed data of this test session only (shared by its runs), never the user's cache.
+CACHE = tempfile.mkdtemp(prefix="sft-launch-test-cache-")
 SFT_LAUNCH = [sys.executable, "-m", "launcher"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment a user would have: offline hubs, no W&B key, this venv first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PYTEST_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
+               SFT_LAUNCH_CACHE=CACHE)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     env.update(extra)
     return env

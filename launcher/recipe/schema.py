@@ -80,6 +80,14 @@ class DataSettings(Section):
         0.0, ge=0, lt=1, description="Held-out share of train when no eval file is given."
     )
     split_seed: int = 0
+    train_weights: list[float] | None = Field(
+        None, description="Mix the train files: each file's share of the training rows, e.g. "
+        "[3, 1]; files are over/under-sampled, deterministically by split_seed.",
+    )
+    group_by_length: bool = Field(
+        False, description="Batch rows of similar length together (less padding; for tasks "
+        "that cannot pack).",
+    )
     max_train_samples: int | None = Field(None, gt=0, description="Use the first N rows only.")
     max_eval_samples: int | None = Field(None, gt=0)
     on_bad_row: Literal["error", "skip"] = "error"
@@ -95,6 +103,15 @@ class DataSettings(Section):
         if not value:
             raise ValueError("at least one training file is required")
         return value
+
+    @model_validator(mode="after")
+    def _weights_match_files(self) -> DataSettings:
+        if self.train_weights is not None and (
+            len(self.train_weights) != len(self.train) or min(self.train_weights) <= 0
+        ):
+            raise ValueError(f"data.train_weights needs one positive weight per train file "
+                             f"({len(self.train)} files)")
+        return self
 
 
 class TrainSettings(Section):

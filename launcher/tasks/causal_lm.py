@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from launcher.data.chat import IGNORE_INDEX, encode_rows
+from launcher.data.packing import pack_indices, packed_collator, prepare_for_packing
 from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
 from launcher.tasks.data import load_splits
 
@@ -38,6 +39,9 @@ class CausalLM(Task):
         evaluation, eval_stats = encode(splits.eval)
         stats = {**splits.stats, "truncated": train_stats.truncated + eval_stats.truncated,
                  "dropped_too_long": train_stats.dropped + eval_stats.dropped}
+        if task.packing:
+            train = pack(train, data.max_length)
+            stats["packs"] = len(train)
         return Prepared(train=train, eval=evaluation, stats=stats)
 
     def load_model(self, prepared: Prepared) -> torch.nn.Module:
@@ -48,11 +52,16 @@ class CausalLM(Task):
             attn_implementation=self.recipe.model.attn_implementation,
         )
         model.config.use_cache = False  # training: no KV cache (and packing needs none)
+        if self.recipe.task.packing:
+            prepare_for_packing(model)
         if self.recipe.train.activation_checkpointing:
             model.gradient_checkpointing_enable()
         return model
 
     def collate(self, examples: list[dict[str, Any]]) -> Batch:
+        if "position_ids" in examples[0]:  # packs: one padding-free row, no attention mask
+            return {key: torch.tensor([[v for e in examples for v in e[key]]])
+                    for key in ("input_ids", "labels", "position_ids")}
         longest = max(len(e["input_ids"]) for e in examples)
         pad = self.tokenizer.pad_token_id
         ids, labels, mask = [], [], []
@@ -69,9 +78,8 @@ class CausalLM(Task):
         return sum(1 for label in example["labels"][1:] if label != IGNORE_INDEX)
 
     def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits
-        return token_loss_sum(logits, batch["labels"])
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return token_loss_sum(model(**inputs).logits, batch["labels"])
 
     def evaluate(self, model: torch.nn.Module, batch: Batch) -> EvalOutput:
         loss, count = self.loss_sum(model, batch)
@@ -81,6 +89,18 @@ class CausalLM(Task):
                 references: list[Any]) -> dict[str, float]:
         loss = loss_sum / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def pack(examples: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:
+    """Examples packed (best fit) into rows of at most `max_tokens`: position ids restart at
+    every example and its first label is -100, so nothing is learned across a boundary."""
+    collate = packed_collator()
+    packs = pack_indices([len(e["input_ids"]) for e in examples], max_tokens)
+    rows = []
+    for indices in packs:
+        row = collate([examples[i] for i in indices])
+        rows.append({k: row[k][0].tolist() for k in ("input_ids", "labels", "position_ids")})
+    return rows
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:

