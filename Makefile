@@ -35,3 +35,5 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python bench/quickstart_bench.py
+	$(VENV)/bin/python bench/strategies_bench.py
+	$(VENV)/bin/python bench/packing_bench.py

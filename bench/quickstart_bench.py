@@ -1,41 +1,31 @@
-"""Benchmark the quickstart: samples/s and time to first step, 2 processes vs a 1-process peer.
+"""The quickstart: samples/s and time to first step, 2 processes vs a 1-process peer.
 
-Runs the real CLI (local backend) twice in this script, same recipe and step count, and reports
-absolute figures and the 2-vs-1 ratio. Writes bench/results/quickstart.{json,md}.
-
+Runs the real CLI (local backend) twice in this script, same recipe and steps, and reports the
+absolute figures and the 2-vs-1 ratio.
     .venv/bin/python bench/quickstart_bench.py [--steps 40] [--full]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from common import REPO, events, launch, read_json, write_report
 
 
 def run(procs: int, steps: int | None, run_dir: Path) -> dict[str, float]:
-    """One quickstart run; figures from the CLI's clock and the run's own event log."""
-    args = [sys.executable, "-m", "launcher", str(REPO / "recipes/quickstart.toml"),
-            "--backend", "local", "--run-dir", str(run_dir), "--quiet",
-            "--procs-per-node", str(procs), "--set", "train.log_every=1",
-            "--set", "tracking.mode=disabled"]
+    """One quickstart run; figures from this script's clock and the run's own event log."""
+    settings = [f"distributed.procs_per_node={procs}", "train.log_every=1"]
     if steps:
-        args += ["--set", f"train.max_steps={steps}"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        settings.append(f"train.max_steps={steps}")
     started = time.time()
-    subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True)
+    launch(REPO / "recipes/quickstart.toml", run_dir, *settings)
     wall = time.time() - started
-    events = [json.loads(line) for line in (run_dir / "logs/events.jsonl").read_text().splitlines()]
-    first_step = next(e["time"] for e in events if e["event"] == "train")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    first_step = next(e["time"] for e in events(run_dir) if e["event"] == "train")
+    summary = read_json(run_dir / "summary.json")
     return {
         "processes": procs,
         "steps": summary["steps"],
@@ -54,18 +44,14 @@ def main() -> None:
     steps = None if args.full else args.steps
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(procs, steps, Path(tmp) / f"p{procs}") for procs in (2, 1)]
-    two, one = rows
-    ratio = two["train_samples_per_s"] / one["train_samples_per_s"]
-    report = {"runs": rows, "samples_per_s_ratio_2_vs_1": round(ratio, 3), "cpus": os.cpu_count()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quickstart.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["| processes | steps | wall s | time to first step s | samples/s | eval acc |",
+    ratio = rows[0]["train_samples_per_s"] / rows[1]["train_samples_per_s"]
+    table = ["| processes | steps | wall s | time to first step s | samples/s | eval acc |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| {r['processes']} | {r['steps']} | {r['wall_s']} | {r['time_to_first_step_s']} "
+    table += [f"| {r['processes']} | {r['steps']} | {r['wall_s']} | {r['time_to_first_step_s']} "
               f"| {r['train_samples_per_s']} | {r['eval_accuracy']} |" for r in rows]
-    lines.append(f"\nsamples/s, 2 processes vs 1: {ratio:.2f}x on {os.cpu_count()} CPU(s)")
-    (RESULTS / "quickstart.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table.append(f"\nsamples/s, 2 processes vs 1: {ratio:.2f}x on {os.cpu_count()} CPU(s)")
+    write_report("quickstart", {"runs": rows, "samples_per_s_ratio_2_vs_1": round(ratio, 3)},
+                 table)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import resource
 import shutil
 import time
 from dataclasses import asdict
@@ -73,6 +74,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
     loop = _Loop(engine, task, prepared, plan, recipe, scheduler, events)
     eval_metrics = loop.train(state, total_steps, steps_per_epoch, folder, started)
     report["memory_bytes"] = loop.memory_bytes
+    report["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     _save_final(engine, tokenizer, folder)
     if report["strategy"] in ("single", "ddp", "zero2"):  # replicated weights: comparable
         report["final_weights_sha256"] = weights_fingerprint(engine.unwrapped())
