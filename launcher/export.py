@@ -25,6 +25,10 @@ def merge_lora(run_dir: Path, out: Path) -> Path:
 
     from peft import PeftModel
     from transformers import AutoTokenizer
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # the base load's "classifier newly initialized" is expected:
+    logging.disable_progress_bar()  # the adapter brings the trained head
 
     from launcher.tasks.base import Prepared, build_task
     from launcher.tasks.data import load_splits

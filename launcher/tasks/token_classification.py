@@ -51,7 +51,7 @@ class TokenClassification(Task):
     def prepare(self, tokenizer: Any) -> Prepared:
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
-        self.names = list(splits.label_map.names) if splits.label_map else []
+        names = list(splits.label_map.names) if splits.label_map else []
         max_length = self.recipe.data.max_length
         truncated = 0
 
@@ -73,11 +73,12 @@ class TokenClassification(Task):
             return examples
 
         train, evaluation = encode(splits.train), encode(splits.eval)
-        return Prepared(train=train, eval=evaluation, label_names=self.names,
+        return Prepared(train=train, eval=evaluation, label_names=names,
                         stats={**splits.stats, "truncated": truncated})
 
     def load_model(self, prepared: Prepared) -> torch.nn.Module:
-        names = prepared.label_names or []
+        """The encoder with a fresh tagging head; its tag names also decode eval predictions."""
+        self.names = names = list(prepared.label_names or [])
         return AutoModelForTokenClassification.from_pretrained(
             self.plan.model_path,
             num_labels=len(names),

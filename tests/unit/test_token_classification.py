@@ -32,9 +32,9 @@ def prepared() -> tuple[TokenClassification, Prepared]:
 
 
 def test_first_subword_of_each_word_carries_its_tag(prepared) -> None:
-    task, data = prepared
+    _, data = prepared
     assert len(data.train) == ROWS
-    assert task.names[-1] == "O" and "B-person" in task.names
+    assert data.label_names[-1] == "O" and "B-person" in data.label_names
     split_words = 0
     for example in data.train:
         labels, starts, tags = example["labels"], example["word_starts"], example["tags"]
