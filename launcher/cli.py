@@ -79,7 +79,10 @@ def launch(
     plan = make_plan(recipe, recipe_file=str(recipe_file), backend=chosen,
                      gpus_here=gpus_on_this_machine() if chosen == "local" else 0)
     check_inputs(recipe, plan, str(recipe_file))
-    load_splits(recipe)
+    rows = len(load_splits(recipe).train)
+    if rows < plan.batch.global_size:
+        raise UsageError(f"{recipe_file}: train.global_batch_size: {plan.batch.global_size} is "
+                         f"more than the {rows} training rows; lower it or add data")
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run folder to continue")
     folder_path = run_dir or Path("runs") / f"{plan.recipe_name}-{_utc_stamp()}"

@@ -105,6 +105,9 @@ def logs(folder: RunFolder, *, follow: bool, node: int | None) -> None:
             return not folder.summary.exists()
 
     select = _node_filter(node if plan.backend == "slurm" else None)
+    if not follow and not path.exists():
+        console.print(f"no output yet ({path} does not exist)", markup=False)
+        return
     try:
         for line in _tail(path, running if follow else lambda: False):
             if (shown := select(line)) is not None:

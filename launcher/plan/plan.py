@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -88,7 +89,7 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int)
         offload = [name for name, on in (("optimizer", dist.offload_optimizer),
                                          ("params", dist.offload_params)) if on]
     return Plan(
-        recipe_name=recipe.name or Path(recipe_file).stem,
+        recipe_name=recipe.name or safe_name(Path(recipe_file).stem),
         recipe_file=str(Path(recipe_file).resolve()),
         backend=backend,
         nodes=dist.nodes,
@@ -102,10 +103,17 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int)
         model_path=model_path,
         tokenizer_path=resolve_model_path(tokenizer, recipe_file) if tokenizer else model_path,
         tracking_mode=tracking_mode(recipe.tracking.mode),
-        threads_per_proc=max(1, (os.cpu_count() or 1) // dist.procs_per_node),
+        threads_per_proc=max(1, _cpus_per_node(recipe, backend) // dist.procs_per_node),
         offload=offload,
         memory=memory_section(shape, **sizes),
     )
+
+
+def _cpus_per_node(recipe: Recipe, backend: str) -> int:
+    """CPUs the processes of one node share: Slurm's allocation, else this machine's."""
+    if backend == "slurm" and recipe.slurm.cpus_per_task:
+        return recipe.slurm.cpus_per_task
+    return os.cpu_count() or 1
 
 
 def batch_arithmetic(recipe: Recipe, world: int, recipe_file: str) -> Batch:
@@ -154,6 +162,11 @@ def _precision(recipe: Recipe, device: str, recipe_file: str) -> str:
         raise RecipeError(recipe_file, "train.precision", "fp16 needs a GPU",
                           "use 'fp32' or 'bf16' on CPU, or 'auto'")
     return wanted
+
+
+def safe_name(text: str) -> str:
+    """A run name from a file name: letters, digits, '.', '_' and '-' only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
 
 
 def tracking_mode(mode: str) -> str:

@@ -6,6 +6,7 @@ what was expected and, where possible, a fix ("did you mean ...").
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import tomllib
 from pathlib import Path
@@ -87,7 +88,8 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> None:
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
-    """`train.lr=2e-5` -> ("train.lr", 2e-05); values are TOML, bare words are strings."""
+    """`train.lr=2e-5` -> ("train.lr", 2e-05); values are TOML, bare words and times (a Slurm
+    `01:00:00`) are strings."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -96,6 +98,8 @@ def _parse_override(item: str) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    if isinstance(value, datetime.date | datetime.time):
+        value = raw.strip()  # 01:00:00 is a Slurm time limit here, not a TOML time of day
     return key, value
 
 

@@ -172,7 +172,9 @@ class SlurmSettings(Section):
         default_factory=list, description="Extra '#SBATCH' options, e.g. '--constraint=a100'."
     )
     setup: list[str] = Field(
-        default_factory=list, description="Shell lines run before launch (module load, venv)."
+        default_factory=list,
+        description="Shell lines run in the job before launch (module load, venv activation). "
+        "Trusted: they run as written, like any line of your own sbatch script.",
     )
 
     @field_validator("extra_sbatch")
@@ -187,7 +189,11 @@ class SlurmSettings(Section):
 class Recipe(Section):
     """A whole fine-tuning recipe."""
 
-    name: str | None = Field(None, description="Run name prefix; defaults to the file's stem.")
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Run name (folder prefix, job name): letters, digits, '.', '_', '-'; "
+        "defaults to the file's stem.",
+    )
     extends: str | None = Field(None, description="Recipe file this one inherits from.")
     model: ModelSettings
     task: TaskSettings

@@ -134,3 +134,14 @@ def test_schema_command_prints_json_schema() -> None:
     assert {"model", "task", "data", "train", "distributed", "tracking", "slurm"} <= set(
         schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+def test_set_keeps_a_slurm_time_as_text(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, "r.toml", MINIMAL), ["slurm.time=00:10:00"])
+    assert recipe.slurm.time == "00:10:00"
+
+
+def test_run_name_cannot_inject_lines(tmp_path: Path) -> None:
+    text = 'name = "ok\\necho pwned"\n' + MINIMAL
+    with pytest.raises(RecipeError, match="name"):
+        load_recipe(write(tmp_path, "r.toml", text))

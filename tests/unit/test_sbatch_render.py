@@ -124,7 +124,8 @@ def test_run_dir_that_sbatch_cannot_hold_is_refused(name: str, tmp_path: Path) -
 
 def test_hostile_name_is_cut_down_to_a_safe_job_name(tmp_path: Path) -> None:
     recipe = recipe_from(tmp_path, CPU_RECIPE)
-    recipe.name = 'x$(touch /tmp/pwned)`id`"\'\nrm -rf /'
+    # The schema refuses such a name; the renderer must be safe on its own too.
+    recipe = recipe.model_copy(update={"name": 'x$(touch /tmp/pwned)`id`"\'\nrm -rf /'})
     script = render(tmp_path, recipe).job_script.read_text()
     assert "#SBATCH --job-name=x__touch__tmp_pwned__id____rm_-rf__\n" in script
     assert "touch /tmp/pwned" not in script and "`id`" not in script
@@ -173,7 +174,7 @@ def stubbed(tmp_path: Path) -> dict[str, Path]:
 
 def two_node_folder(tmp_path: Path, python: Path) -> RunFolder:
     recipe = recipe_from(tmp_path, CPU_RECIPE.replace("procs_per_node = 2", "nodes = 2"))
-    recipe.name = f"name{HOSTILE}\n{HOSTILE}"
+    recipe = recipe.model_copy(update={"name": f"name{HOSTILE}\n{HOSTILE}"})  # past the schema
     return render(tmp_path, recipe, run_dir=tmp_path / f"run{HOSTILE}", python=str(python))
 
 
