@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.helpers.wandb_file import find_run_files, read_config, read_history
 
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.e2e.conftest import QUICKSTART, rank_reports, read_events, read_json
+from tests.helpers.wandb_file import find_run_files, read_config, read_history
 
 pytestmark = pytest.mark.slow
 SECRET = "sk-test-0123456789-must-never-be-written"
