@@ -50,7 +50,10 @@ def follow(folder: RunFolder, *, is_running: Callable[[], bool], quiet: bool = F
 
 def _apply(bar: Progress, task: Any, event: dict[str, Any]) -> None:
     kind = event.get("event")
-    if kind == "start":
+    if kind == "preprocess":
+        bar.update(task, description=f"tokenizing {event['what']}", total=event["total"],
+                   completed=event["done"])
+    elif kind == "start":
         bar.update(task, description="training", total=event["total_steps"],
                    completed=event.get("step", 0))
     elif kind == "train":

@@ -18,7 +18,7 @@ Plain text rows (``{"text"}``) get the tokenizer's special tokens, eos appended,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -208,13 +208,17 @@ def encode_rows(
     truncation: Truncation = "truncate",
     train_on: TrainOn = "assistant",
     template: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Example], EncodeStats]:
     """Tokenize canonical causal-LM rows (``{"messages"}`` or ``{"text"}``) and fit each to
-    `max_length`; `template` as in `resolve_template`, looked up on the first chat row."""
+    `max_length`; `template` as in `resolve_template`, looked up on the first chat row.
+    `progress(rows_done)` is called as rows are done."""
     examples: list[Example] = []
     stats = EncodeStats()
     resolved: str | None = None
-    for row in rows:
+    for done, row in enumerate(rows, 1):
+        if progress is not None:
+            progress(done)
         if "messages" in row:
             resolved = resolved or resolve_template(tokenizer, template)
             example = encode_chat(tokenizer, row["messages"], resolved, train_on)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class Task(ABC):
     def __init__(self, recipe: Recipe, plan: Plan) -> None:
         self.recipe = recipe
         self.plan = plan
+        # (what, done, total) while preprocessing; the worker points it at the event log.
+        self.report_progress: Callable[[str, int, int], None] = lambda *_: None
 
     @abstractmethod
     def load_tokenizer(self) -> Any: ...

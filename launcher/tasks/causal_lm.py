@@ -31,12 +31,13 @@ class CausalLM(Task):
         splits = load_splits(self.recipe)
         data, task = self.recipe.data, self.recipe.task
 
-        def encode(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
+        def encode(rows: list[dict[str, Any]], what: str) -> tuple[list[dict[str, Any]], Any]:
             return encode_rows(rows, tokenizer, data.max_length, data.truncation, task.train_on,
-                               task.chat_template)
+                               task.chat_template,
+                               lambda done: self.report_progress(what, done, len(rows)))
 
-        train, train_stats = encode(splits.train)
-        evaluation, eval_stats = encode(splits.eval)
+        train, train_stats = encode(splits.train, "train")
+        evaluation, eval_stats = encode(splits.eval, "eval")
         stats = {**splits.stats, "truncated": train_stats.truncated + eval_stats.truncated,
                  "dropped_too_long": train_stats.dropped + eval_stats.dropped}
         if task.packing:

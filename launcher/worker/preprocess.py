@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +74,26 @@ def prepare_cached(task: Task, tokenizer: Any, recipe: Recipe, plan: Plan,
             events.message(f"preprocessing: reused the cached examples {entry}")
             return _load(entry)
         events.message("preprocessing: tokenizing the data (cached for later launches)")
+        task.report_progress = _throttled(events)
         prepared = task.prepare(tokenizer)
         if accelerator.is_main_process:
             _save(prepared, entry)
             events.message(f"preprocessing: {len(prepared.train)} train / {len(prepared.eval)} "
                            f"eval examples cached in {entry}")
         return prepared
+
+
+def _throttled(events: EventLog, every_s: float = 1.0) -> Callable[[str, int, int], None]:
+    """A progress reporter writing a `preprocess` event at most once a second (and at the end)."""
+    last = [0.0]
+
+    def report(what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= every_s:
+            last[0] = now
+            events.write("preprocess", what=what, done=done, total=total)
+
+    return report
 
 
 def _save(prepared: Prepared, entry: Path) -> None:
