@@ -16,6 +16,7 @@ from launcher.render.run_folder import write_run_folder
 from tests.conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden"
+TINY_LLAMA = REPO / "tests" / "fixtures" / "tiny-llama"
 UPDATE = os.environ.get("SFT_UPDATE_GOLDEN") == "1"
 
 
@@ -40,7 +41,9 @@ def test_local_run_folder_matches_golden_files(recipe_name: str, tmp_path: Path,
     monkeypatch.setattr(memory_plan, "_host_memory", lambda: 24 * 2**30)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     recipe_file = REPO / "recipes" / f"{recipe_name}.toml"
-    recipe = load_recipe(recipe_file)
+    # The tiny Llama is built by `make-tiny-model`; its config alone is a fixture.
+    overrides = [f"model.path='{TINY_LLAMA}'"] if recipe_name == "alpaca-tiny-llama" else []
+    recipe = load_recipe(recipe_file, overrides)
     plan = make_plan(recipe, recipe_file=str(recipe_file), backend="local", gpus_here=0)
     folder = write_run_folder(tmp_path / "golden-run", recipe, plan, python="/opt/venv/bin/python")
     for name in ("recipe.toml", "plan.json", "accelerate.yaml", "launch.sh"):
