@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from launcher.errors import LaunchError, UsageError
-from launcher.progress import console, summary_table
+from launcher.progress import console, report_end
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
 
@@ -106,18 +106,8 @@ def launch(
         launch_slurm(folder, resume=resume, wait=wait, quiet=quiet)
         return
     code = run_local(folder, resume=resume, quiet=quiet)
-    _finish(folder, code)
-
-
-def _finish(folder, code: int) -> None:
-    if folder.summary.exists():
-        console.print(summary_table(json.loads(folder.summary.read_text())))
-    if code != 0:
-        log = folder.logs / "launch.log"
-        tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
-        console.print("\n".join(tail), markup=False, highlight=False)
-        raise LaunchError(f"training failed (exit code {code}); full log: {log}")
-    console.print(f"done: model in {folder.final}, summary in {folder.summary}")
+    report_end(folder, folder.logs / "launch.log",
+               f"training failed (exit code {code})" if code else None)
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="The run folder.", show_default=False)]

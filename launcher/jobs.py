@@ -18,9 +18,9 @@ from typing import Any
 from rich.markup import escape
 
 from launcher.backends import slurm
-from launcher.errors import LaunchError, UsageError
+from launcher.errors import UsageError
 from launcher.plan.plan import Plan
-from launcher.progress import console, read_events, summary_table
+from launcher.progress import console, read_events, report_end
 from launcher.render.run_folder import RunFolder
 
 NODE_LABEL = re.compile(r"^\s*(\d+): ")  # srun --label: "<task id>: ", one task per node
@@ -55,16 +55,12 @@ def launch_slurm(folder: RunFolder, *, resume: bool, wait: bool, quiet: bool) ->
     except KeyboardInterrupt:
         console.print(f"stopped following; job {job_id} keeps running: sft-launch status {where}")
         raise SystemExit(130) from None
-    info = slurm.state(job_id)
-    if folder.summary.exists():
-        console.print(summary_table(json.loads(folder.summary.read_text())))
+    failure = None
     if code != 0 or not folder.summary.exists():
-        log = _slurm_log(folder, job_id)
-        console.print("\n".join(_read_lines(log)[-25:]), markup=False, highlight=False)
-        raise LaunchError(f"job {job_id} ended {info.state} (exit code {info.exit_code or '?'})"
-                          f"{'' if folder.summary.exists() else ', no summary.json'}; "
-                          f"full log: {log}")
-    console.print(f"done: model in {where}/final, summary in {where}/summary.json")
+        info = slurm.state(job_id)
+        failure = (f"job {job_id} ended {info.state} (exit code {info.exit_code or '?'})"
+                   f"{'' if folder.summary.exists() else ', no summary.json'}")
+    report_end(folder, _slurm_log(folder, job_id), failure)
 
 
 def status(folder: RunFolder) -> list[tuple[str, str]]:
@@ -223,7 +219,3 @@ def _tail(path: Path, running: Callable[[], bool], poll_s: float = 0.5) -> Itera
                 yield partial.decode(errors="replace") + "\n"
             return
         time.sleep(poll_s)
-
-
-def _read_lines(path: Path) -> list[str]:
-    return path.read_text(errors="replace").splitlines() if path.exists() else []

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from launcher.errors import LaunchError
 from launcher.render.run_folder import RunFolder
 
 # Not a terminal (logs, CI, pipes): wide enough that tables are not cut.
@@ -76,3 +78,15 @@ def summary_table(summary: dict[str, Any]) -> Table:
             continue
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     return table
+
+
+def report_end(folder: RunFolder, log: Path, failure: str | None) -> None:
+    """The summary table; on failure the log's tail and a LaunchError, else where things are."""
+    if folder.summary.exists():
+        console.print(summary_table(json.loads(folder.summary.read_text())))
+    if failure is not None:
+        tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
+        console.print("\n".join(tail), markup=False, highlight=False)
+        raise LaunchError(f"{failure}; full log: {log}")
+    console.print(f"done: model in {escape(str(folder.final))}, "
+                  f"summary in {escape(str(folder.summary))}")

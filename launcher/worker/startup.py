@@ -41,6 +41,20 @@ def expected_ranks() -> tuple[int, int]:
     )
 
 
+def verify_launch(plan: Plan) -> None:
+    """Before any process group: the launcher started as many processes as the plan says."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != plan.world_size:
+        node_rank, _ = expected_ranks()
+        raise StartupMismatch(
+            f"node {socket.gethostname()} (node rank {node_rank}, rank "
+            f"{os.environ.get('RANK', '0')}): world size is {launched} (WORLD_SIZE from the "
+            f"launcher), the plan says {plan.world_size}. Refusing to train on a setup that "
+            "differs from plan.json: start it with launch.sh, job.sbatch or "
+            "`accelerate launch --config_file accelerate.yaml -m launcher.worker .`"
+        )
+
+
 def verify_world(accelerator: Accelerator, plan: Plan) -> dict[str, Any]:
     """Fail loudly, naming this node and rank, unless the process group is the planned one."""
     node_rank, local_rank = expected_ranks()

@@ -27,13 +27,19 @@ from launcher.worker.checkpoint import TrainerState, load_latest, save_checkpoin
 from launcher.worker.engines import Engine, make_engine
 from launcher.worker.events import EventLog
 from launcher.worker.preprocess import prepare_cached
-from launcher.worker.startup import verify_strategy, verify_world, write_rank_report
+from launcher.worker.startup import (
+    verify_launch,
+    verify_strategy,
+    verify_world,
+    write_rank_report,
+)
 
 
 def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
     """Train, evaluate, checkpoint and save the final model as the plan says."""
     started = time.time()
     torch.set_num_threads(plan.threads_per_proc)
+    verify_launch(plan)
     engine = make_engine(plan, folder.path, "wandb" if plan.tracking_mode != "disabled" else None)
     accelerator = engine.accelerator
     report = verify_world(accelerator, plan)
@@ -177,11 +183,11 @@ class _Loop:
         counts = sum(self.task.count_units(e) for e in examples)
         total = self.acc.reduce(torch.tensor([float(counts)], device=self.acc.device), "sum")
         scale = self.plan.world_size / max(float(total.item()), 1.0)
-        loss_sum = 0.0
+        loss_sum, tokens = 0.0, 0
         for i, chunk in enumerate(batches):
             batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
+            tokens += sum(self.task.tokens_in(e) for e in chunk)
             self.computed_tokens += batch["input_ids"].numel()
-            self.real_tokens += sum(self.task.tokens_in(e) for e in chunk)
             with self.engine.micro_step(last=i == len(batches) - 1), self.acc.autocast():
                 summed, _ = self.task.loss_sum(self.model, batch)
                 self.engine.backward(summed * scale)
@@ -190,7 +196,7 @@ class _Loop:
         if not self.memory_bytes:  # after the first step, when the optimizer state exists
             self.memory_bytes = self.engine.local_bytes()
         self.scheduler.step()
-        tokens = sum(self.task.tokens_in(e) for e in examples)
+        self.real_tokens += tokens
         stats = torch.tensor([loss_sum, float(tokens), float(len(examples))],
                              device=self.acc.device)
         stats = self.acc.reduce(stats, "sum")

@@ -162,3 +162,19 @@ def test_dry_run_folder_launches_by_hand_with_accelerate(run_cli, tmp_path: Path
     assert done.returncode == 0, done.stdout + done.stderr
     assert read_json(run_dir / "summary.json")["steps"] == 2
     assert [r["world_size"] for r in rank_reports(run_dir)] == [2, 2]
+
+
+def test_worker_refuses_a_process_group_that_differs_from_the_plan(run_cli,
+                                                                   tmp_path: Path) -> None:
+    """One process started by hand for a 2-process plan: a loud refusal, no training."""
+    run_dir = tmp_path / "wrong-world"
+    result = run_cli(QUICKSTART, "--backend", "local", "--run-dir", run_dir, "--dry-run",
+                     "--set", "tracking.mode=disabled")
+    assert result.returncode == 0, result.stderr
+    done = subprocess.run([sys.executable, "-m", "launcher.worker", str(run_dir)], env=cli_env(),
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "world size is 1 (WORLD_SIZE from the launcher), the plan says 2" in done.stderr
+    assert "Refusing to train" in done.stderr
+    assert not (run_dir / "summary.json").exists()
+    assert not (run_dir / "logs" / "rank-0.json").exists()
