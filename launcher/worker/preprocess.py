@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from datasets import Dataset, load_from_disk
 
 from launcher.plan.plan import Plan
@@ -67,7 +68,9 @@ def _file_digest(path: Path) -> bytes:
 def prepare_cached(task: Task, tokenizer: Any, recipe: Recipe, plan: Plan,
                    accelerator: Accelerator, events: EventLog) -> Prepared:
     """The task's prepared data, from the cache when an entry for these inputs exists."""
-    key = cache_key(recipe, plan)
+    # Hashing the data files is I/O over all of them: rank 0 does it and tells the others.
+    key = broadcast_object_list([cache_key(recipe, plan) if accelerator.is_main_process
+                                 else None])[0]
     entry = cache_root() / key
     with accelerator.main_process_first():
         if (entry / "meta.json").is_file():
