@@ -36,7 +36,8 @@ def device_memory_bytes(recipe: Recipe, device: str, recipe_file: str) -> int | 
                               "e.g. '80GiB'") from None
     if device == "cuda":
         return _gpu_memory()
-    return _host_memory() // recipe.distributed.procs_per_node if _host_memory() else None
+    host = _host_memory()
+    return host // recipe.distributed.procs_per_node if host else None
 
 
 def _gpu_memory() -> int | None:

@@ -183,9 +183,9 @@ class AccelerateEngine(Engine):
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
         if self.zero_stage:
             inner = getattr(inner, "optimizer", inner)  # DeepSpeedZeroOptimizer -> torch AdamW
-            masters = getattr(self.model.optimizer, "single_partition_of_fp32_groups", None) or \
-                getattr(self.model.optimizer, "fp32_partitioned_groups_flat", [])
-            grads = _zero_grad_bytes(self.model.optimizer)
+            masters = _fp32_partitions(self.model.optimizer)
+            # This rank's gradient partition has the size of its fp32 partition.
+            grads = _numel_bytes(iter(masters))
         else:
             masters = []
             grads = _numel_bytes(p for p in self.model.parameters() if p.requires_grad)
@@ -200,11 +200,10 @@ def _offloaded(config: Any) -> bool:
     return device is not None and getattr(device, "value", device) != "none"
 
 
-def _zero_grad_bytes(zero_optimizer: Any) -> int:
-    """Bytes of this rank's gradient partition (the flat fp32 partitions' element size)."""
-    groups = getattr(zero_optimizer, "single_partition_of_fp32_groups", None) or getattr(
+def _fp32_partitions(zero_optimizer: Any) -> list[torch.Tensor]:
+    """This rank's flat fp32 partitions in a ZeRO-2 or ZeRO-3 optimizer."""
+    return getattr(zero_optimizer, "single_partition_of_fp32_groups", None) or getattr(
         zero_optimizer, "fp32_partitioned_groups_flat", [])
-    return _numel_bytes(iter(groups))
 
 
 class Fsdp2Engine(Engine):
