@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup quickstart test lint bench cluster-up cluster-down
+.PHONY: setup quickstart test lint bench cluster-up cluster-down golden
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 quickstart: setup
 	$(VENV)/bin/sft-launch recipes/quickstart.toml
+
+# Rewrite tests/golden/ from the current templates (the tests only compare); review the diff.
+golden: setup
+	$(VENV)/bin/python -m tests.helpers.golden
 
 cluster-up:
 	bash slurm/testcluster.sh up --nodes 4

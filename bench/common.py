@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: run the real CLI, read a run folder, write a report."""
+"""Shared by the benchmarks: run the real CLI, read a run folder (through the contract's
+types), write a report."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from launcher.contract.events import Event, TrainLogged, read_events
+from launcher.contract.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -27,20 +31,17 @@ def launch(recipe: Path, run_dir: Path, *settings: str) -> None:
         raise RuntimeError(f"run failed: {' '.join(args)}\n{result.stderr[-3000:]}")
 
 
-def events(run_dir: Path) -> list[dict[str, Any]]:
-    lines = (run_dir / "logs" / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+def train_events(run_dir: Path) -> list[TrainLogged]:
+    """The run's train events (one per optimizer step with log_every=1), in order."""
+    found: list[Event] = list(read_events(RunFolder(run_dir).events))
+    return [e for e in found if isinstance(e, TrainLogged)]
 
 
 def step_seconds(run_dir: Path, skip: int = 2) -> float:
     """Median wall time of one optimizer step (log_every=1), the first `skip` left out."""
-    times = [e["time"] for e in events(run_dir) if e["event"] == "train"]
+    times = [e.time for e in train_events(run_dir)]
     gaps = [b - a for a, b in itertools.pairwise(times)][skip:]
     return statistics.median(gaps)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
 
 
 def write_report(name: str, data: dict[str, Any], table: list[str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -11,14 +10,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
+from launcher.contract.vocabulary import BackendKind, TrackingMode
 from launcher.errors import LaunchError, UsageError
-from launcher.progress import console, report_end
+from launcher.progress import console
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = Path(__file__).resolve().parents[1] / "recipes/data/alpaca/alpaca_en_demo.json"
 
 app = typer.Typer(
     add_completion=False,
@@ -69,15 +69,16 @@ def launch(
     ] = False,
 ) -> None:
     """Validate, plan, write the run folder and launch (the default command)."""
-    from launcher.backends.local import run_local
+    from launcher.backends import backend_for
+    from launcher.data.splits import load_splits
+    from launcher.jobs import launch as launch_job
     from launcher.plan.plan import check_inputs, check_same_plan, gpus_on_this_machine, make_plan
     from launcher.render.run_folder import write_run_folder
-    from launcher.tasks.data import load_splits
 
     recipe = _recipe_with_cli(recipe_file, set_, nodes, procs_per_node)
-    chosen = _backend(backend, recipe)
+    chosen = _backend(backend, recipe, dry_run)
     plan = make_plan(recipe, recipe_file=str(recipe_file), backend=chosen,
-                     gpus_here=gpus_on_this_machine() if chosen == "local" else 0)
+                     gpus_here=gpus_on_this_machine() if chosen is BackendKind.LOCAL else 0)
     check_inputs(recipe, plan, str(recipe_file))
     rows = len(load_splits(recipe).train)
     if rows < plan.batch.global_size:
@@ -89,25 +90,18 @@ def launch(
     if resume:
         check_same_plan(folder_path / "plan.json", plan)
     folder = write_run_folder(folder_path, recipe, plan)
-    console.print(f"run folder: [bold]{folder.path}[/bold]")
+    console.print(f"run folder: [bold]{escape(str(folder.path))}[/bold]")
     console.print(f"plan: {plan.world_size} process(es) = {plan.nodes} node(s) x "
                   f"{plan.procs_per_node}, {plan.device}, {plan.precision}, {plan.strategy}; "
                   f"batch {plan.batch.global_size} = micro {plan.batch.micro} x accum "
                   f"{plan.batch.grad_accum} x world {plan.batch.world}")
-    if plan.tracking_mode == "offline":
+    if plan.tracking_mode is TrackingMode.OFFLINE:
         console.print("W&B: no WANDB_API_KEY, logging offline; upload later with "
-                      f"`wandb sync {folder.path}/wandb/offline-run-*`")
+                      f"`wandb sync {escape(str(folder.path))}/wandb/offline-run-*`")
     if dry_run:
         console.print("dry run: nothing launched")
         return
-    if plan.backend == "slurm":
-        from launcher.jobs import launch_slurm
-
-        launch_slurm(folder, resume=resume, wait=wait, quiet=quiet)
-        return
-    code = run_local(folder, resume=resume, quiet=quiet)
-    report_end(folder, folder.logs / "launch.log",
-               f"training failed (exit code {code})" if code else None)
+    launch_job(folder, backend_for(plan.backend), resume=resume, wait=wait, quiet=quiet)
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="The run folder.", show_default=False)]
@@ -143,12 +137,12 @@ def logs(
 
 @app.command()
 def cancel(run_dir: RunDirArg) -> None:
-    """Cancel a run's Slurm job (scancel); the run folder stays as it is."""
+    """Stop a run (Slurm: scancel; local: SIGTERM to its processes); the run folder stays."""
     from launcher.jobs import cancel as cancel_run
     from launcher.jobs import find_run
 
     folder = find_run(run_dir)
-    console.print(f"job state: {cancel_run(folder)}; run folder kept: {folder.path}",
+    console.print(f"job state: {cancel_run(folder).state}; run folder kept: {folder.path}",
                   markup=False)
 
 
@@ -166,36 +160,16 @@ def plan_command(
 
     Reads the model's config.json only (no weights), so it sizes a 70B model on a laptop.
     """
-    from launcher.plan.memory import format_bytes
     from launcher.plan.plan import make_plan
+    from launcher.plan.report import memory_report
 
     extra = list(set_ or []) + ([f"distributed.device_memory='{device_memory}'"]
                                 if device_memory else [])
     recipe = _recipe_with_cli(recipe_file, extra, nodes, procs_per_node)
     on_cluster = recipe.distributed.nodes > 1 or recipe.slurm.gpus_per_node > 0
-    backend = "slurm" if on_cluster else "local"
+    backend = BackendKind.SLURM if on_cluster else BackendKind.LOCAL
     plan = make_plan(recipe, recipe_file=str(recipe_file), backend=backend, gpus_here=0)
-    memory = plan.memory
-    if "estimates" not in memory:
-        console.print(memory.get("note", "no memory estimate"))
-        return
-    table = Table(title=f"{plan.recipe_name}: {memory['model_parameters']:,} parameters, "
-                  f"{plan.world_size} processes ({plan.nodes} x {plan.procs_per_node}), "
-                  f"{plan.precision}, micro batch {plan.batch.micro} x "
-                  f"{recipe.data.max_length} tokens")
-    table.add_column("strategy", no_wrap=True, min_width=13)
-    for column in ("params", "grads", "optimizer", "activ.", "per device", "fits"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for name, est in memory["estimates"].items():
-        fits = {True: "yes", False: "no", None: "?"}[est["fits"]]
-        table.add_row(name, *(format_bytes(est[k]) for k in (
-            "params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes",
-            "total_bytes")), fits)
-    console.print(table)
-    limit = memory["device_memory_bytes"]
-    offload = f" + offload of {' and '.join(plan.offload)}" if plan.offload else ""
-    console.print(f"device memory: {format_bytes(limit) if limit else 'unknown'}; "
-                  f"strategy: {plan.strategy}{offload} ({plan.strategy_reason})")
+    console.print(memory_report(plan, recipe))
 
 
 @app.command()
@@ -243,10 +217,12 @@ def make_tiny_model(
     """
     from launcher.data.tiny_model import build_tiny_causal_lm, build_tokenizer
 
-    files = corpus or [REPO_ROOT / "recipes/data/alpaca/alpaca_en_demo.json"]
+    files = corpus or [DEMO_CORPUS]
     for file in files:
         if not file.is_file():
-            raise UsageError(f"--corpus {file}: file not found")
+            raise UsageError(f"--corpus {file}: file not found" + (
+                "" if corpus else " (the default, the repository's alpaca demo, exists in a "
+                "checkout only): pass --corpus FILE"))
     tokenizer_dir = out_dir / "tokenizer"
     build_tokenizer(files, tokenizer_dir, vocab_size)
     model = build_tiny_causal_lm(out_dir, tokenizer_dir, hidden, layers, heads, seed)
@@ -265,16 +241,25 @@ def _recipe_with_cli(path: Path, sets: list[str] | None, nodes: int | None,
     return load_recipe(path, extra)
 
 
-def _backend(wanted: str, recipe: Recipe) -> str:
-    if wanted not in ("auto", "local", "slurm"):
-        raise UsageError(f"--backend {wanted}: expected auto, local or slurm")
-    has_slurm = shutil.which("sbatch") is not None and (
-        "SLURM_CONF" in os.environ or Path("/etc/slurm/slurm.conf").exists()
-    )
-    if wanted == "slurm" and not has_slurm:
-        raise UsageError("--backend slurm: no `sbatch` on PATH on this machine")
-    chosen = wanted if wanted != "auto" else ("slurm" if has_slurm else "local")
-    if chosen == "local" and recipe.distributed.nodes > 1:
+def _backend(wanted: str, recipe: Recipe, dry_run: bool) -> BackendKind:
+    """The backend `--backend` names; `auto`: Slurm where it is available, else this machine.
+    A dry run renders for any backend, available here or not (to read or copy the script)."""
+    from launcher.backends import backend_for
+
+    if wanted == "auto":
+        usable = backend_for(BackendKind.SLURM).unavailable() is None
+        chosen = BackendKind.SLURM if usable else BackendKind.LOCAL
+    else:
+        try:
+            chosen = BackendKind(wanted)
+        except ValueError:
+            raise UsageError(f"--backend {wanted}: expected auto, "
+                             f"{', '.join(BackendKind)}") from None
+        why = backend_for(chosen).unavailable()
+        if why and not dry_run:
+            raise UsageError(f"--backend {wanted}: {why} (add --dry-run to only write the run "
+                             "folder and its job script)")
+    if chosen is BackendKind.LOCAL and recipe.distributed.nodes > 1:
         raise UsageError(
             f"{recipe.distributed.nodes} nodes need Slurm, and the local backend runs on this "
             "machine only (no `sbatch` found); use --nodes 1, or run where Slurm is available"

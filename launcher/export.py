@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from launcher.contract.plan import Plan
+from launcher.contract.reports import DataStats, LabelNames
+from launcher.contract.run_folder import RunFolder
 from launcher.errors import UsageError
-from launcher.plan.plan import Plan
 from launcher.recipe.load import load_recipe
-from launcher.render.run_folder import RunFolder
 
 
 def merge_lora(run_dir: Path, out: Path) -> Path:
@@ -30,14 +31,14 @@ def merge_lora(run_dir: Path, out: Path) -> Path:
     logging.set_verbosity_error()  # the base load's "classifier newly initialized" is expected:
     logging.disable_progress_bar()  # the adapter brings the trained head
 
-    from launcher.tasks.base import Prepared, build_task
-    from launcher.tasks.data import load_splits
+    from launcher.tasks.base import Prepared
+    from launcher.tasks.registry import build_task
 
-    plan = Plan.from_json(folder.plan.read_text())
+    plan = Plan.read(folder.plan)
     task = build_task(recipe, plan)
-    # Label names (id2label of the merged model) come from the training data, as in training.
-    labels = load_splits(recipe).label_map if recipe.task.kind != "causal_lm" else None
-    base = task.load_model(Prepared(train=[], eval=[],
+    # Label names (id2label of the merged model): those stored by the training run.
+    labels = LabelNames.read_if_exists(folder.label_names)
+    base = task.load_model(Prepared(train=[], eval=[], stats=DataStats(0, 0),
                                     label_names=list(labels.names) if labels else None))
     merged = PeftModel.from_pretrained(base, folder.final).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)

@@ -1,30 +1,26 @@
-"""`sft-launch status | logs | cancel` and Slurm submission, for one run folder.
-
-A run folder says which backend ran it (plan.json); Slurm runs also hold job.json (see
-launcher.backends.slurm). Progress always comes from logs/events.jsonl, written by rank 0.
-"""
+"""A run folder's job, whatever backend runs it: launch and follow, status, logs, cancel."""
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from rich.markup import escape
 
-from launcher.backends import slurm
+from launcher.backends import backend_for
+from launcher.backends.base import Backend, JobStatus
+from launcher.contract.events import Evaluated, Started, TrainLogged, read_events
+from launcher.contract.plan import Plan
+from launcher.contract.reports import Summary
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import BackendKind, ExitCode
 from launcher.errors import UsageError
-from launcher.plan.plan import Plan
-from launcher.progress import console, read_events, report_end
-from launcher.render.run_folder import RunFolder
+from launcher.progress import console, metrics_text, report_end
 
 NODE_LABEL = re.compile(r"^\s*(\d+): ")  # srun --label: "<task id>: ", one task per node
-CANCEL_WAIT_S = 30.0
 
 
 def find_run(run_dir: Path | None, runs: Path = Path("runs")) -> RunFolder:
@@ -40,72 +36,89 @@ def find_run(run_dir: Path | None, runs: Path = Path("runs")) -> RunFolder:
     return folder
 
 
-def launch_slurm(folder: RunFolder, *, resume: bool, wait: bool, quiet: bool) -> None:
-    """Submit the job; with `wait`, follow it to its end and fail unless it completed."""
-    job_id = slurm.submit(folder, resume=resume)
+def backend_of(folder: RunFolder) -> Backend:
+    return backend_for(Plan.read(folder.plan).backend)
+
+
+def launch(folder: RunFolder, backend: Backend, *, resume: bool, wait: bool,
+           quiet: bool) -> None:
+    """Submit the run folder; follow it to its end (always for local runs) and report."""
+    job = backend.submit(folder, resume=resume)
     where = escape(str(folder.path))
-    console.print(f"submitted Slurm job [bold]{job_id}[/bold]; output in "
-                  f"{where}/logs/slurm-{job_id}.out")
-    console.print(f"follow it: sft-launch status {where}   |   sft-launch logs {where} --follow")
-    console.print(f"stop it:   sft-launch cancel {where}")
-    if not wait:
-        return
+    log = backend.logs(folder).path
+    detached = backend.kind is not BackendKind.LOCAL
+    if detached:
+        console.print(f"submitted {job}; output in {escape(str(log))}")
+        console.print(f"follow it: sft-launch status {where}   |   "
+                      f"sft-launch logs {where} --follow")
+        console.print(f"stop it:   sft-launch cancel {where}")
+        if not wait:
+            return
     try:
-        code = slurm.wait(folder, quiet=quiet)
+        code = backend.wait(folder, quiet=quiet)
     except KeyboardInterrupt:
-        console.print(f"stopped following; job {job_id} keeps running: sft-launch status {where}")
-        raise SystemExit(130) from None
+        if detached:
+            console.print(f"stopped following; {job} keeps running: sft-launch status {where}")
+        raise SystemExit(ExitCode.INTERRUPTED) from None
     failure = None
     if code != 0 or not folder.summary.exists():
-        info = slurm.state(job_id)
-        failure = (f"job {job_id} ended {info.state} (exit code {info.exit_code or '?'})"
-                   f"{'' if folder.summary.exists() else ', no summary.json'}")
-    report_end(folder, _slurm_log(folder, job_id), failure)
+        failure = backend.status(folder).ended() + (
+            "" if folder.summary.exists() else ", no summary.json")
+    report_end(folder, log, failure)
 
 
 def status(folder: RunFolder) -> list[tuple[str, str]]:
     """(label, value) rows: where, state, elapsed, nodes, progress and metrics."""
-    plan = Plan.from_json(folder.plan.read_text())
-    events = list(read_events(folder.events))
-    summary = json.loads(folder.summary.read_text()) if folder.summary.exists() else None
-    rows = [("run", str(folder.path))]
-    layout = f"{plan.nodes} node(s) x {plan.procs_per_node} process(es)"
-    if plan.backend == "slurm":
-        rows += _slurm_rows(folder, layout)
-    else:
-        rows += [("backend", "local"),
-                 ("state", "COMPLETED" if summary else
-                  "INCOMPLETE (no summary.json: running or stopped; see logs/launch.log)"),
-                 ("elapsed", _elapsed(events, summary)), ("nodes", f"this machine, {layout}")]
-    rows += _progress_rows(events)
+    plan = Plan.read(folder.plan)
+    job = backend_for(plan.backend).status(folder)
+    summary = Summary.read_if_exists(folder.summary)
+    rows = [("run", str(folder.path)), ("backend", f"{plan.backend}, {job.job}"),
+            ("state", job.state + (f" ({job.detail})" if job.detail else ""))]
+    if job.elapsed:
+        rows.append(("elapsed", job.elapsed))
+    rows.append(("nodes", job.nodes or f"{plan.nodes} node(s) x {plan.procs_per_node} "
+                 "process(es)"))
+    rows += _progress_rows(folder)
     if summary:
         rows.append(("summary", str(folder.summary)))
     return rows
 
 
+def _progress_rows(folder: RunFolder) -> list[tuple[str, str]]:
+    start = train = evaluated = None
+    for event in read_events(folder.events):
+        match event:
+            case Started():
+                start = event
+            case TrainLogged():
+                train = event
+            case Evaluated():
+                evaluated = event
+    rows = []
+    if start is not None:
+        if train is not None and train.time >= start.time:
+            rows.append(("step", f"{train.step}/{start.total_steps}, loss {train.loss:.4f}"))
+        else:
+            rows.append(("step", f"{start.step}/{start.total_steps}"))
+    if evaluated is not None:
+        rows.append(("eval", f"step {evaluated.step}: {metrics_text(evaluated.metrics)}"))
+    return rows
+
+
 def logs(folder: RunFolder, *, follow: bool, node: int | None) -> None:
     """Print the run's output (one node's lines with `node`); `follow` until the run ends."""
-    plan = Plan.from_json(folder.plan.read_text())
+    plan = Plan.read(folder.plan)
     if node is not None and not 0 <= node < plan.nodes:
         raise UsageError(f"--node {node}: the run has nodes 0..{plan.nodes - 1}")
-    if plan.backend == "slurm":
-        job_id = _job_id(folder)
-        if job_id is None:
-            raise UsageError(f"{folder.path} was never submitted: no Slurm output yet")
-        path = _slurm_log(folder, job_id)
-        running = slurm.Poller(job_id).active
-    else:
-        path = folder.logs / "launch.log"
-
-        def running() -> bool:
-            return not folder.summary.exists()
-
-    select = _node_filter(node if plan.backend == "slurm" else None)
-    if not follow and not path.exists():
-        console.print(f"no output yet ({path} does not exist)", markup=False)
+    backend = backend_for(plan.backend)
+    source = backend.logs(folder)
+    select = _node_filter(node if source.labelled else None)
+    if not follow and not source.path.exists():
+        console.print(f"no output yet ({source.path} does not exist)", markup=False)
         return
+    poller = _Every(2.0, lambda: backend.status(folder).active)
     try:
-        for line in _tail(path, running if follow else lambda: False):
+        for line in _tail(source.path, poller if follow else lambda: False):
             if (shown := select(line)) is not None:
                 sys.stdout.write(shown)
                 sys.stdout.flush()
@@ -113,81 +126,21 @@ def logs(folder: RunFolder, *, follow: bool, node: int | None) -> None:
         return
 
 
-def cancel(folder: RunFolder) -> str:
-    """scancel the run's job and wait until Slurm reports it ended; returns the final state."""
-    plan = Plan.from_json(folder.plan.read_text())
-    if plan.backend != "slurm":
-        raise UsageError(f"{folder.path} is a local run: stop it with Ctrl-C where it runs")
-    job_id = _job_id(folder)
-    if job_id is None:
-        raise UsageError(f"{folder.path} was never submitted: nothing to cancel")
-    info = slurm.state(job_id)
-    if not info.active:
-        raise UsageError(f"job {job_id} already ended ({info.state}): nothing to cancel")
-    slurm.cancel(job_id)
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    while info.active and time.monotonic() < deadline:
-        time.sleep(0.5)
-        info = slurm.state(job_id)
-    return info.state
+def cancel(folder: RunFolder) -> JobStatus:
+    return backend_of(folder).cancel(folder)
 
 
-def _slurm_rows(folder: RunFolder, layout: str) -> list[tuple[str, str]]:
-    job_id = _job_id(folder)
-    if job_id is None:
-        error = "; ".join(str(slurm.read_job(folder).get("error", "")).splitlines())
-        hint = f"cd {shlex.quote(str(folder.path))} && sbatch job.sbatch"
-        why = f": {error}" if error else f" (dry run): {hint}"
-        return [("backend", "slurm"), ("state", f"NOT SUBMITTED{why}")]
-    info = slurm.state(job_id)
-    shown = info.state + (f" ({info.reason})" if info.state == "PENDING" and info.reason else "")
-    if info.exit_code and not info.active:
-        shown += f", exit code {info.exit_code}"
-    return [("backend", f"slurm, job {job_id}"), ("state", shown),
-            ("elapsed", info.elapsed or "-"),
-            ("nodes", f"{info.nodes or '-'} ({layout})")]
+class _Every:
+    """`check()` at most every `every_s` seconds; the last answer in between."""
 
+    def __init__(self, every_s: float, check: Callable[[], bool]) -> None:
+        self.every_s, self.check = every_s, check
+        self.asked, self.last = float("-inf"), True
 
-def _progress_rows(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    starts = [e for e in events if e["event"] == "start"]
-    trains = [e for e in events if e["event"] == "train"]
-    evals = [e for e in events if e["event"] == "eval"]
-    rows = []
-    if starts:
-        total = starts[-1]["total_steps"]
-        if trains:
-            last = trains[-1]
-            rows.append(("step", f"{last['step']}/{total}, loss {last['loss']:.4f}"))
-        else:
-            rows.append(("step", f"{starts[-1].get('step', 0)}/{total}"))
-    if evals:
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in evals[-1]["metrics"].items())
-        rows.append(("eval", f"step {evals[-1]['step']}: {shown}"))
-    return rows
-
-
-def _elapsed(events: list[dict[str, Any]], summary: dict[str, Any] | None) -> str:
-    if summary and "wall_time_s" in summary:
-        seconds = float(summary["wall_time_s"])
-    elif events:
-        seconds = events[-1]["time"] - events[0]["time"]
-    else:
-        return "-"
-    return time.strftime("%H:%M:%S", time.gmtime(seconds))
-
-
-def _job_id(folder: RunFolder) -> str | None:
-    """The newest job of the folder: job.json's, or a later one submitted by hand (its
-    logs/slurm-<id>.out)."""
-    record = slurm.read_job(folder)
-    found = [int(record["job_id"])] if record.get("submitted") else []
-    found += [int(m.group(1)) for p in folder.logs.glob("slurm-*.out")
-              if (m := re.fullmatch(r"slurm-(\d+)\.out", p.name))]
-    return str(max(found)) if found else None
-
-
-def _slurm_log(folder: RunFolder, job_id: str) -> Path:
-    return folder.logs / f"slurm-{job_id}.out"
+    def __call__(self) -> bool:
+        if time.monotonic() - self.asked >= self.every_s:
+            self.last, self.asked = self.check(), time.monotonic()
+        return self.last
 
 
 def _node_filter(node: int | None) -> Callable[[str], str | None]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +13,21 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from launcher.contract.events import (
+    Evaluated,
+    Event,
+    Message,
+    Preprocessing,
+    Started,
+    TrainLogged,
+    read_events,
+)
+from launcher.contract.reports import Summary
+from launcher.contract.run_folder import RunFolder
 from launcher.errors import LaunchError
-from launcher.render.run_folder import RunFolder
 
 # Not a terminal (logs, CI, pipes): wide enough that tables are not cut.
 console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
-
-
-def read_events(path: Path) -> Iterator[dict[str, Any]]:
-    """All complete events written so far (a half-written last line is left for later)."""
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.endswith("\n"):
-                yield json.loads(line)
 
 
 def follow(folder: RunFolder, *, is_running: Callable[[], bool], quiet: bool = False,
@@ -50,40 +49,50 @@ def follow(folder: RunFolder, *, is_running: Callable[[], bool], quiet: bool = F
             time.sleep(poll_s)
 
 
-def _apply(bar: Progress, task: Any, event: dict[str, Any]) -> None:
-    kind = event.get("event")
-    if kind == "preprocess":
-        bar.update(task, description=f"tokenizing {event['what']}", total=event["total"],
-                   completed=event["done"])
-    elif kind == "start":
-        bar.update(task, description="training", total=event["total_steps"],
-                   completed=event.get("step", 0))
-    elif kind == "train":
-        bar.update(task, completed=event["step"],
-                   metrics=f"loss {event['loss']:.4f}  lr {event['lr']:.2e}")
-    elif kind == "eval":
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in event["metrics"].items())
-        bar.console.print(f"step {event['step']}: eval {shown}")
-    elif kind == "message":
-        bar.console.print(event["text"])
+def metrics_text(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
-    """The end-of-run table: final train and eval metrics, steps, tokens, time."""
+def _apply(bar: Progress, task: Any, event: Event) -> None:
+    match event:
+        case Preprocessing():
+            bar.update(task, description=f"tokenizing {event.what}", total=event.total,
+                       completed=event.done)
+        case Started():
+            bar.update(task, description="training", total=event.total_steps,
+                       completed=event.step)
+        case TrainLogged():
+            bar.update(task, completed=event.step,
+                       metrics=f"loss {event.loss:.4f}  lr {event.lr:.2e}")
+        case Evaluated():
+            bar.console.print(f"step {event.step}: eval {metrics_text(event.metrics)}")
+        case Message():
+            bar.console.print(event.text)
+
+
+def summary_table(summary: Summary) -> Table:
+    """The end-of-run table: final eval and train metrics, steps, tokens, time."""
     table = Table(title="sft-launch: final metrics", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            continue
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    rows: list[tuple[str, Any]] = [(f"eval {name}", value) for name, value in summary.eval.items()]
+    rows += [("train loss", summary.train_loss), ("steps", summary.steps),
+             ("epochs", summary.epochs), ("samples", summary.samples),
+             ("tokens", summary.tokens), ("token efficiency", summary.token_efficiency),
+             ("samples/s", summary.train_samples_per_s),
+             ("time to first step s", summary.time_to_first_step_s),
+             ("wall time s", summary.wall_time_s), ("world size", summary.world_size),
+             ("strategy", summary.strategy or "one process")]
+    for name, value in rows:
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     return table
 
 
 def report_end(folder: RunFolder, log: Path, failure: str | None) -> None:
     """The summary table; on failure the log's tail and a LaunchError, else where things are."""
-    if folder.summary.exists():
-        console.print(summary_table(json.loads(folder.summary.read_text())))
+    summary = Summary.read_if_exists(folder.summary)
+    if summary is not None:
+        console.print(summary_table(summary))
     if failure is not None:
         tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
         console.print("\n".join(tail), markup=False, highlight=False)

@@ -1,27 +1,27 @@
-"""The Slurm backend: submit a run folder's `job.sbatch`, ask for its state, cancel, wait.
+"""The Slurm backend: `sbatch` a run folder's `job.sbatch`, follow, inspect and cancel the job.
 
-`RUN_DIR/job.json` records the submission: {"submitted": true, "job_id": ..., "submit_time": ...}
-or, when Slurm refused the job, {"submitted": false, "error": ...}.
+job.json (`JobRecord`) holds the job id, or why Slurm refused the job.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
-import subprocess
+import shlex
+import shutil
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import ClassVar, NoReturn
 
-from launcher.errors import LaunchError
+import launcher.backends.slurm_commands as slurm
+from launcher.backends.base import JobStatus, LogSource
+from launcher.contract.job import JobRecord, utc_now
+from launcher.contract.plan import Plan
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import BackendKind
+from launcher.errors import LaunchError, UsageError
 from launcher.progress import follow
-from launcher.render.run_folder import RunFolder
 
-# States after which a job never runs again (anything else may still run or is running).
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                "BOOT_FAIL", "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"}
 # Pending reasons that mean "never, as submitted" (partition limits are not enforced at submit
 # time unless the cluster sets EnforcePartLimits).
 NEVER_STARTS = {
@@ -34,16 +34,8 @@ NEVER_STARTS = {
     "AccountNotAllowed": "the account may not use the partition",
     "QOSNotAllowed": "the QOS may not use the partition",
 }
-COMMAND_TIMEOUT_S = 60
 REASON_SETTLE_S = 2.5
-
-
-class SlurmCommandError(LaunchError):
-    """A Slurm command failed; `detail` is its own message."""
-
-    def __init__(self, command: str, detail: str) -> None:
-        self.detail = detail
-        super().__init__(f"`{command}` failed: {detail}")
+CANCEL_WAIT_S = 30.0
 
 
 class SubmitError(LaunchError):
@@ -52,173 +44,102 @@ class SubmitError(LaunchError):
     exit_code = 2
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    """What Slurm says about one job."""
+class SlurmBackend:
+    """Submits with sbatch; a job's output is logs/slurm-<job id>.out, lines labelled by node."""
 
-    job_id: str
-    state: str  # e.g. PENDING, RUNNING, COMPLETED, FAILED, CANCELLED; UNKNOWN if not found
-    exit_code: str = ""  # "rc:signal"
-    elapsed: str = ""
-    nodes: str = ""
-    reason: str = ""
+    kind: ClassVar[BackendKind] = BackendKind.SLURM
 
-    @property
-    def active(self) -> bool:
-        return self.state not in FINAL_STATES and self.state != "UNKNOWN"
+    def unavailable(self) -> str | None:
+        if shutil.which("sbatch") is None:
+            return "no `sbatch` on PATH on this machine"
+        if "SLURM_CONF" not in os.environ and not Path("/etc/slurm/slurm.conf").exists():
+            return "no Slurm configuration (SLURM_CONF or /etc/slurm/slurm.conf)"
+        return None
 
-    @property
-    def returncode(self) -> int:
-        """0 only for COMPLETED with exit 0:0; else the exit code, 128 + signal, or 1."""
-        rc, _, sig = self.exit_code.partition(":")
-        code = int(rc) if rc.isdigit() else 0
-        if not code and sig.isdigit() and int(sig):
-            code = 128 + int(sig)
-        return code if self.state == "COMPLETED" or code else 1
+    def submit(self, folder: RunFolder, *, resume: bool) -> str:
+        """`sbatch --parsable job.sbatch`; records job.json; returns the job id."""
+        args = ["sbatch", "--parsable", folder.job_script.name, *(["--resume"] if resume else [])]
+        try:
+            out = slurm.run(args, cwd=folder.path)
+        except slurm.SlurmCommandError as err:
+            _refused(folder, f"Slurm refused the job: {err.detail}")
+        job_id = out.stdout.strip().split(";")[0]
+        JobRecord(backend=self.kind, submitted=True, time=utc_now(), job_id=job_id
+                  ).write(folder.job)
+        info = slurm.state(job_id)
+        if info.reason == "PartitionConfig":  # the scheduler's first pass names the limit
+            time.sleep(REASON_SETTLE_S)
+            info = slurm.state(job_id)
+        if info.state == "PENDING" and info.reason in NEVER_STARTS:
+            slurm.scancel(job_id)
+            _refused(folder, f"Slurm accepted job {job_id} but will never start it: "
+                             f"{info.reason} ({NEVER_STARTS[info.reason]}); "
+                             f"{slurm.request_vs_limits(job_id)}; cancelled it", job_id)
+        return f"Slurm job {job_id}"
+
+    def wait(self, folder: RunFolder, *, quiet: bool) -> int:
+        """Follow the job's progress until it ends; returns its exit code (0: COMPLETED)."""
+        poller = slurm.Poller(_submitted_job(folder))
+        follow(folder, is_running=poller.active, quiet=quiet, poll_s=1.0)
+        return poller.last.returncode
+
+    def status(self, folder: RunFolder) -> JobStatus:
+        job_id = job_of(folder)
+        if job_id is None:
+            record = JobRecord.read_if_exists(folder.job)
+            error = "; ".join((record.error or "").splitlines()) if record else ""
+            hint = f"cd {shlex.quote(str(folder.path))} && sbatch job.sbatch"
+            return JobStatus("NOT SUBMITTED", active=False, job="not submitted",
+                             detail=error or f"dry run: {hint}")
+        info = slurm.state(job_id)
+        detail = info.reason if info.state == "PENDING" and info.reason else ""
+        if info.exit_code and not info.active:
+            detail = f"exit code {info.exit_code}"
+        plan = Plan.read(folder.plan)
+        return JobStatus(info.state, active=info.active, job=f"job {job_id}",
+                         elapsed=info.elapsed, nodes=f"{info.nodes or '-'} ({plan.nodes} node(s)"
+                         f" x {plan.procs_per_node} process(es))", detail=detail)
+
+    def logs(self, folder: RunFolder) -> LogSource:
+        job_id = job_of(folder)
+        if job_id is None:
+            raise UsageError(f"{folder.path} was never submitted: no Slurm output yet")
+        return LogSource(folder.slurm_log(job_id), labelled=True)
+
+    def cancel(self, folder: RunFolder) -> JobStatus:
+        """scancel the job and wait until Slurm reports it ended."""
+        job_id = job_of(folder)
+        if job_id is None:
+            raise UsageError(f"{folder.path} was never submitted: nothing to cancel")
+        info = slurm.state(job_id)
+        if not info.active:
+            raise UsageError(f"job {job_id} already ended ({info.state}): nothing to cancel")
+        slurm.scancel(job_id)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while info.active and time.monotonic() < deadline:
+            time.sleep(0.5)
+            info = slurm.state(job_id)
+        return self.status(folder)
 
 
-def submit(folder: RunFolder, *, resume: bool = False) -> str:
-    """`sbatch --parsable job.sbatch`; records job.json; returns the job id."""
-    args = ["sbatch", "--parsable", folder.job_script.name, *(["--resume"] if resume else [])]
-    try:
-        out = _run(args, cwd=folder.path)
-    except SlurmCommandError as err:
-        _refused(folder, f"Slurm refused the job: {err.detail}")
-    job_id = out.stdout.strip().split(";")[0]
-    _write_job(folder, {"submitted": True, "job_id": job_id, "submit_time": _now()})
-    info = state(job_id)
-    if info.reason == "PartitionConfig":  # the scheduler's first pass names the limit
-        time.sleep(REASON_SETTLE_S)
-        info = state(job_id)
-    if info.state == "PENDING" and info.reason in NEVER_STARTS:
-        cancel(job_id)
-        _refused(folder, f"Slurm accepted job {job_id} but will never start it: {info.reason} "
-                         f"({NEVER_STARTS[info.reason]}); {_request_vs_limits(job_id)}; "
-                         "cancelled it", job_id)
+def job_of(folder: RunFolder) -> str | None:
+    """The newest job of the folder: job.json's, or a later one submitted by hand (its
+    logs/slurm-<id>.out)."""
+    record = JobRecord.read_if_exists(folder.job)
+    found = [int(record.job_id)] if record and record.submitted and record.job_id else []
+    found += [int(m.group(1)) for p in folder.logs.glob("slurm-*.out")
+              if (m := re.fullmatch(r"slurm-(\d+)\.out", p.name))]
+    return str(max(found)) if found else None
+
+
+def _submitted_job(folder: RunFolder) -> str:
+    job_id = job_of(folder)
+    if job_id is None:
+        raise UsageError(f"{folder.path} was never submitted")
     return job_id
 
 
-def state(job_id: str) -> JobInfo:
-    """The job's state: `scontrol` while Slurm remembers it, then accounting (`sacct`, `-c`)."""
-    info = _from_scontrol(job_id)
-    if info is None:
-        info = _from_sacct(job_id, ["-X"]) or _from_sacct(job_id, ["-c"])
-    return info or JobInfo(job_id, "UNKNOWN")
-
-
-def cancel(job_id: str) -> None:
-    _run(["scancel", job_id])
-
-
-def wait(folder: RunFolder, *, quiet: bool = False) -> int:
-    """Follow the job's progress until it ends; returns its exit code (0: COMPLETED)."""
-    poller = Poller(read_job(folder)["job_id"])
-    follow(folder, is_running=poller.active, quiet=quiet, poll_s=1.0)
-    return poller.last.returncode
-
-
-def read_job(folder: RunFolder) -> dict[str, Any]:
-    """job.json, or {} when the folder was never submitted by sft-launch."""
-    path = folder.path / "job.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-class Poller:
-    """Asks Slurm at most every `every_s` seconds; a job is active until a final state."""
-
-    def __init__(self, job_id: str, every_s: float = 2.0) -> None:
-        self.job_id, self.every_s = job_id, every_s
-        self.last = JobInfo(job_id, "PENDING")
-        self.asked = 0.0
-
-    def active(self) -> bool:
-        if time.monotonic() - self.asked >= self.every_s:
-            self.last, self.asked = state(self.job_id), time.monotonic()
-        return self.last.active
-
-
-def _from_scontrol(job_id: str) -> JobInfo | None:
-    try:
-        out = _run(["scontrol", "show", "job", "-o", job_id]).stdout
-    except SlurmCommandError:
-        return None  # "Invalid job id specified": finished longer ago than MinJobAge
-    fields = _fields(out)
-    if "JobState" not in fields:
-        return None
-    return JobInfo(job_id, fields["JobState"], fields.get("ExitCode", ""),
-                   fields.get("RunTime", ""), _nodes(fields.get("NodeList", "")),
-                   fields.get("Reason", ""))
-
-
-def _from_sacct(job_id: str, flags: list[str]) -> JobInfo | None:
-    try:
-        out = _run(["sacct", *flags, "-j", job_id, "-n", "-P",
-                    "-o", "JobID,State,ExitCode,Elapsed,NodeList"]).stdout
-    except SlurmCommandError:
-        return None  # accounting disabled, or no jobcomp file
-    rows = [line.split("|") for line in out.splitlines() if line.startswith(f"{job_id}|")]
-    if not rows:
-        return None
-    _, job_state, exit_code, elapsed, nodes = (rows[-1] + [""] * 5)[:5]
-    # sacct says "CANCELLED by 0": keep the state word only
-    return JobInfo(job_id, job_state.split()[0] if job_state else "UNKNOWN", exit_code, elapsed,
-                   _nodes(nodes))
-
-
-def _fields(line: str) -> dict[str, str]:
-    """`scontrol -o` output: Key=Value tokens; the first occurrence of a key wins."""
-    fields: dict[str, str] = {}
-    for match in re.finditer(r"(?:^|\s)([A-Za-z/:_]+)=(\S*)", line):
-        fields.setdefault(match.group(1), match.group(2))
-    return fields
-
-
-def _nodes(value: str) -> str:
-    return "" if value in ("(null)", "None assigned") else value
-
-
-def _request_vs_limits(job_id: str) -> str:
-    job = _fields(_run(["scontrol", "show", "job", "-o", job_id]).stdout)
-    partition = job.get("Partition", "?")
-    low, _, high = job.get("NumNodes", "?").partition("-")  # "8-8" = exactly 8
-    nodes = low if high in ("", low) else f"{low}-{high}"
-    asked = f"requested {nodes} node(s) for {job.get('TimeLimit', '?')} in partition {partition}"
-    try:
-        part = _fields(_run(["scontrol", "show", "partition", "-o", partition]).stdout)
-    except SlurmCommandError:
-        return asked
-    return (f"{asked}, which has MaxTime={part.get('MaxTime', '?')}, "
-            f"MaxNodes={part.get('MaxNodes', '?')}, TotalNodes={part.get('TotalNodes', '?')}")
-
-
 def _refused(folder: RunFolder, message: str, job_id: str | None = None) -> NoReturn:
-    record: dict[str, Any] = {"submitted": False, "error": message, "time": _now()}
-    if job_id:
-        record["cancelled_job_id"] = job_id
-    _write_job(folder, record)
+    JobRecord(backend=BackendKind.SLURM, submitted=False, time=utc_now(), error=message,
+              cancelled_job_id=job_id).write(folder.job)
     raise SubmitError(f"{message}\n  the run folder is kept, not submitted: {folder.path}")
-
-
-def _write_job(folder: RunFolder, record: dict[str, Any]) -> None:
-    (folder.path / "job.json").write_text(json.dumps(record, indent=2) + "\n")
-
-
-def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run a Slurm command; its own message becomes the LaunchError on failure."""
-    try:
-        out = subprocess.run(args, cwd=cwd, capture_output=True, text=True,
-                             timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise LaunchError(f"`{args[0]}` not found: is Slurm installed on this machine?") from None
-    except subprocess.TimeoutExpired:
-        raise LaunchError(f"`{' '.join(args)}` did not answer in {COMMAND_TIMEOUT_S} s: "
-                          "is the Slurm controller up?") from None
-    if out.returncode != 0:
-        lines = [line.strip().removeprefix(f"{args[0]}: error: ")
-                 for line in (out.stderr + out.stdout).splitlines() if line.strip()]
-        raise SlurmCommandError(" ".join(args), "; ".join(lines) or f"exit code {out.returncode}")
-    return out
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,4 +1,4 @@
-"""Batching tokenized causal-LM examples: padding-free packing, padded batches, length grouping.
+"""Batching tokenized causal-LM examples: padding-free packing and length grouping.
 
 Packing puts whole examples into packs of at most ``max_tokens`` tokens (`pack_indices`); the
 packed collator (transformers' `DataCollatorWithFlattening`) turns one pack into a single row of
@@ -20,34 +20,22 @@ mean of its examples' losses run one by one.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
-from transformers import (
-    DataCollatorForSeq2Seq,
-    DataCollatorWithFlattening,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import DataCollatorWithFlattening, PreTrainedModel
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from launcher.data.chat import IGNORE_INDEX
 
-PackStrategy = Literal["best_fit", "sequential"]
 PACKED_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 
 
-def pack_indices(
-    lengths: Sequence[int], max_tokens: int, strategy: PackStrategy = "best_fit"
-) -> list[list[int]]:
-    """Group example indices into packs of at most `max_tokens` tokens.
-
-    "best_fit" (best-fit decreasing): longest examples first, each into the pack with the least
-    room that still holds it; near-full packs, example order not kept, packs come longest-first
-    (shuffle them per epoch). "sequential": in order, a new pack whenever the next example does
-    not fit. An example longer than `max_tokens` is an error (fit examples to length first).
+def pack_indices(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group example indices into packs of at most `max_tokens` tokens, best-fit decreasing:
+    longest examples first, each into the pack with the least room that still holds it. Packs
+    come near-full, longest-first, example order not kept (the loop shuffles them per epoch).
+    An example longer than `max_tokens` is an error (fit examples to length first).
     """
     too_long = [i for i, length in enumerate(lengths) if length > max_tokens]
     if too_long:
@@ -56,15 +44,6 @@ def pack_indices(
             f"(first: #{too_long[0]}, {lengths[too_long[0]]} tokens)"
         )
     packs: list[list[int]] = []
-    if strategy == "sequential":
-        room = 0
-        for index, length in enumerate(lengths):
-            if length > room:
-                packs.append([])
-                room = max_tokens
-            packs[-1].append(index)
-            room -= length
-        return packs
     rooms: list[tuple[int, int]] = []  # (room left, pack number), sorted
     for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         position = bisect.bisect_left(rooms, (lengths[index], -1))
@@ -94,43 +73,9 @@ def prepare_for_packing(model: PreTrainedModel) -> None:
     model.config.use_cache = False
 
 
-def padded_collator(
-    tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None
-) -> DataCollatorForSeq2Seq:
-    """Collate examples into a batch padded to its longest (optionally a multiple of N): labels
-    padded with -100, with an attention mask."""
-    return DataCollatorForSeq2Seq(
-        tokenizer,
-        padding="longest",
-        pad_to_multiple_of=pad_to_multiple_of,
-        label_pad_token_id=IGNORE_INDEX,
-        return_tensors="pt",
-    )
-
-
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
     """Batches of indices of similar lengths (transformers' length grouping: random mega-batches
     sorted by length; the longest batch first), deterministic by `seed`."""
     generator = torch.Generator().manual_seed(seed)
     order = get_length_grouped_indices(list(lengths), batch_size, generator=generator)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def padded_efficiency(
-    lengths: Sequence[int], batches: Sequence[Sequence[int]], pad_to_multiple_of: int | None = None
-) -> float:
-    """Real tokens / tokens computed when each batch is padded to its longest example."""
-    multiple = pad_to_multiple_of or 1
-    computed = sum(
-        len(batch) * multiple * math.ceil(max(lengths[i] for i in batch) / multiple)
-        for batch in batches
-    )
-    return sum(lengths[i] for batch in batches for i in batch) / computed
-
-
-def packed_efficiency(
-    lengths: Sequence[int], packs: Sequence[Sequence[int]], max_tokens: int
-) -> float:
-    """Real tokens / token budget of the packs: how full the packs are (padding-free packing
-    computes only real tokens; each step is sized for `max_tokens`)."""
-    return sum(lengths[i] for pack in packs for i in pack) / (len(packs) * max_tokens)

@@ -1,0 +1,1 @@
+"""Planning (no torch): world size, batch arithmetic, strategy and the memory estimate."""

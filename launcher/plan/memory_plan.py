@@ -1,31 +1,21 @@
-"""The plan's memory section: per-strategy estimates from the model config, and `auto`'s pick."""
+"""The plan's memory section: every strategy's estimate for this run, and what `auto` picks."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+from launcher.contract.plan import MemoryPlan
+from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
 from launcher.errors import RecipeError
-from launcher.plan.memory import (
-    STRATEGIES,
-    DoesNotFit,
-    ModelShape,
-    choose_strategy,
-    estimate,
-    parse_bytes,
-    read_model_shape,
-)
+from launcher.plan.memory import CANDIDATES, DoesNotFit, choose_strategy, estimate
+from launcher.plan.model_shape import ModelShape, read_model_shape
+from launcher.plan.sizes import parse_bytes
 from launcher.recipe.schema import Recipe
 
-# How a memory-plan strategy maps onto the recipe's strategy + offload settings.
-RECIPE_STRATEGY = {"ddp": ("ddp", []), "zero2": ("zero2", []), "fsdp": ("fsdp", []),
-                   "zero3": ("zero3", []), "zero3_offload": ("zero3", ["optimizer", "params"])}
 
-
-def device_memory_bytes(recipe: Recipe, device: str, recipe_file: str) -> int | None:
+def device_memory_bytes(recipe: Recipe, device: Device, recipe_file: str) -> int | None:
     """The recipe's `distributed.device_memory`, else what this machine has (None if unknown)."""
     text = recipe.distributed.device_memory
     if text:
@@ -34,7 +24,7 @@ def device_memory_bytes(recipe: Recipe, device: str, recipe_file: str) -> int | 
         except ValueError as err:
             raise RecipeError(recipe_file, "distributed.device_memory", str(err),
                               "e.g. '80GiB'") from None
-    if device == "cuda":
+    if device is Device.CUDA:
         return _gpu_memory()
     host = _host_memory()
     return host // recipe.distributed.procs_per_node if host else None
@@ -70,42 +60,42 @@ def model_shape(recipe: Recipe, model_path: str) -> ModelShape | None:
         return None  # a family the planner cannot size: plan without a memory estimate
 
 
-def memory_section(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
-                   procs_per_node: int, micro: int, precision: str,
-                   device_memory: int | None) -> dict[str, Any]:
+def memory_plan(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
+                procs_per_node: int, micro: int, precision: Precision,
+                device_memory: int | None) -> MemoryPlan | None:
     """Estimates for every strategy at this world size (what plan.json records)."""
     if shape is None:
-        return {"note": "model config not available on this machine: no memory estimate"}
-    estimates = {
-        name: asdict(estimate(shape, strategy=name, world_size=world_size,
-                              micro_batch_size=micro, seq_len=recipe.data.max_length,
-                              precision=precision,
-                              activation_checkpointing=recipe.train.activation_checkpointing,
-                              device_memory_bytes=device_memory))
-        for name in STRATEGIES
-    }
-    return {"model_parameters": shape.num_parameters, "approximate": shape.approximate,
-            "device_memory_bytes": device_memory, "procs_per_node": procs_per_node,
-            "estimates": estimates}
+        return None
+    estimates = tuple(
+        estimate(shape, strategy=strategy, offload=offload, world_size=world_size,
+                 micro_batch_size=micro, seq_len=recipe.data.max_length, precision=precision,
+                 activation_checkpointing=recipe.train.activation_checkpointing,
+                 device_memory_bytes=device_memory)
+        for strategy, offload in CANDIDATES
+    )
+    return MemoryPlan(model_parameters=shape.num_parameters, approximate=shape.approximate,
+                      device_memory_bytes=device_memory, procs_per_node=procs_per_node,
+                      estimates=estimates)
 
 
 def auto_strategy(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
-                  procs_per_node: int, micro: int, precision: str, device_memory: int | None,
-                  recipe_file: str) -> tuple[str, list[str], str]:
-    """(strategy, offload, reason): the fastest strategy that fits, in STRATEGIES order."""
+                  procs_per_node: int, micro: int, precision: Precision,
+                  device_memory: int | None,
+                  recipe_file: str) -> tuple[Strategy, tuple[Offload, ...], str]:
+    """(strategy, offload, reason): the fastest layout that fits, in CANDIDATES order."""
     if world_size == 1:
-        return "ddp", [], "auto: one process, nothing to shard"
+        return Strategy.DDP, (), "auto: one process, nothing to shard"
     if shape is None or device_memory is None:
-        return "ddp", [], "auto: no model config or device memory to plan with; DDP"
+        return Strategy.DDP, (), "auto: no model config or device memory to plan with; DDP"
     try:
-        name = choose_strategy(shape, world_size=world_size, micro_batch_size=micro,
-                               seq_len=recipe.data.max_length, precision=precision,
-                               activation_checkpointing=recipe.train.activation_checkpointing,
-                               device_memory_bytes=device_memory,
-                               procs_per_node=procs_per_node)
+        chosen = choose_strategy(shape, world_size=world_size, micro_batch_size=micro,
+                                 seq_len=recipe.data.max_length, precision=precision,
+                                 activation_checkpointing=recipe.train.activation_checkpointing,
+                                 device_memory_bytes=device_memory,
+                                 procs_per_node=procs_per_node)
     except DoesNotFit as err:
         raise RecipeError(recipe_file, "distributed.strategy", str(err),
                           "use more nodes, a smaller micro batch or max_length, or enable "
                           "train.activation_checkpointing") from None
-    strategy, offload = RECIPE_STRATEGY[name]
-    return strategy, offload, f"auto: {name} is the fastest strategy that fits in memory"
+    return (chosen.strategy, chosen.offload,
+            f"auto: {chosen.label} is the fastest strategy that fits in memory")

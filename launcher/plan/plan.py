@@ -3,74 +3,30 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from launcher.contract.plan import Batch, Plan
+from launcher.contract.vocabulary import BackendKind, Device, Offload, Precision, TrackingMode
 from launcher.errors import RecipeError, UsageError
 from launcher.plan.memory_plan import (
     auto_strategy,
     device_memory_bytes,
-    memory_section,
+    memory_plan,
     model_shape,
 )
 from launcher.recipe.schema import Recipe
 
-PLAN_VERSION = 1
 
-
-@dataclass(frozen=True)
-class Batch:
-    global_size: int
-    micro: int
-    grad_accum: int
-    world: int
-
-
-@dataclass
-class Plan:
-    """Everything a worker needs besides the recipe; written as `plan.json`."""
-
-    recipe_name: str
-    recipe_file: str
-    backend: str
-    nodes: int
-    procs_per_node: int
-    world_size: int
-    device: str
-    precision: str
-    strategy: str
-    strategy_reason: str
-    batch: Batch
-    model_path: str
-    tokenizer_path: str
-    tracking_mode: str
-    threads_per_proc: int
-    offload: list[str] = field(default_factory=list)
-    memory: dict[str, Any] = field(default_factory=dict)
-    version: int = PLAN_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> Plan:
-        data = json.loads(text)
-        data["batch"] = Batch(**data["batch"])
-        return cls(**data)
-
-
-def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int) -> Plan:
+def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_here: int) -> Plan:
     """Resolve every 'auto' in the recipe into a concrete, checkable decision."""
     dist = recipe.distributed
     world = dist.nodes * dist.procs_per_node
     device = _device(recipe, backend, gpus_here)
-    if device == "cuda" and backend == "local" and dist.procs_per_node > gpus_here:
+    if device is Device.CUDA and backend is BackendKind.LOCAL and dist.procs_per_node > gpus_here:
         raise RecipeError(recipe_file, "distributed.procs_per_node",
                           f"{dist.procs_per_node} processes but {gpus_here} GPU(s) on this machine",
                           f"use --procs-per-node {gpus_here}")
@@ -86,8 +42,8 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int)
         strategy, offload, reason = auto_strategy(shape, recipe_file=recipe_file, **sizes)
     else:
         strategy, reason = dist.strategy, "set in the recipe"
-        offload = [name for name, on in (("optimizer", dist.offload_optimizer),
-                                         ("params", dist.offload_params)) if on]
+        offload = tuple(kind for kind, on in ((Offload.OPTIMIZER, dist.offload_optimizer),
+                                              (Offload.PARAMS, dist.offload_params)) if on)
     return Plan(
         recipe_name=recipe.name or safe_name(Path(recipe_file).stem),
         recipe_file=str(Path(recipe_file).resolve()),
@@ -105,13 +61,13 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: str, gpus_here: int)
         tracking_mode=tracking_mode(recipe.tracking.mode),
         threads_per_proc=max(1, _cpus_per_node(recipe, backend) // dist.procs_per_node),
         offload=offload,
-        memory=memory_section(shape, **sizes),
+        memory=memory_plan(shape, **sizes),
     )
 
 
-def _cpus_per_node(recipe: Recipe, backend: str) -> int:
+def _cpus_per_node(recipe: Recipe, backend: BackendKind) -> int:
     """CPUs the processes of one node share: Slurm's allocation, else this machine's."""
-    if backend == "slurm" and recipe.slurm.cpus_per_task:
+    if backend is BackendKind.SLURM and recipe.slurm.cpus_per_task:
         return recipe.slurm.cpus_per_task
     return os.cpu_count() or 1
 
@@ -148,17 +104,16 @@ def _next_multiple(value: int, base: int) -> int:
     return max(base, (value + base - 1) // base * base)
 
 
-def _device(recipe: Recipe, backend: str, gpus_here: int) -> str:
-    if backend == "slurm":
-        return "cuda" if recipe.slurm.gpus_per_node > 0 else "cpu"
-    return "cuda" if gpus_here > 0 else "cpu"
+def _device(recipe: Recipe, backend: BackendKind, gpus_here: int) -> Device:
+    gpus = recipe.slurm.gpus_per_node if backend is BackendKind.SLURM else gpus_here
+    return Device.CUDA if gpus > 0 else Device.CPU
 
 
-def _precision(recipe: Recipe, device: str, recipe_file: str) -> str:
+def _precision(recipe: Recipe, device: Device, recipe_file: str) -> Precision:
     wanted = recipe.train.precision
     if wanted == "auto":
-        return "bf16" if device == "cuda" else "fp32"
-    if device == "cpu" and wanted == "fp16":
+        return Precision.BF16 if device is Device.CUDA else Precision.FP32
+    if device is Device.CPU and wanted is Precision.FP16:
         raise RecipeError(recipe_file, "train.precision", "fp16 needs a GPU",
                           "use 'fp32' or 'bf16' on CPU, or 'auto'")
     return wanted
@@ -169,11 +124,11 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
 
 
-def tracking_mode(mode: str) -> str:
+def tracking_mode(mode: str) -> TrackingMode:
     """auto -> online only when an API key is available; the key itself is never recorded."""
     if mode != "auto":
-        return mode
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        return TrackingMode(mode)
+    return TrackingMode.ONLINE if os.environ.get("WANDB_API_KEY") else TrackingMode.OFFLINE
 
 
 def resolve_model_path(value: str, recipe_file: str) -> str:
@@ -226,7 +181,7 @@ def check_same_plan(previous_file: Path, plan: Plan) -> None:
     """--resume continues a run only under the plan its checkpoints were written with."""
     if not previous_file.is_file():
         raise UsageError(f"--resume: {previous_file.parent} is not a run folder (no plan.json)")
-    previous = Plan.from_json(previous_file.read_text())
+    previous = Plan.read(previous_file)
     changed = [f"{key}: {getattr(previous, key)} -> {getattr(plan, key)}" for key in RESUME_KEYS
                if getattr(previous, key) != getattr(plan, key)]
     if changed:

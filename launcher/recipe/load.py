@@ -119,19 +119,29 @@ def _validate(data: dict[str, Any], origins: Origins, path: Path) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = [str(p) for p in first["loc"]]
+        errors = err.errors()
+        loc = _field_loc(errors[0]["loc"])
         key = ".".join(loc)
         file = _origin_of(loc, origins, str(path))
-        if first["type"] == "extra_forbidden":
+        if errors[0]["type"] == "extra_forbidden":
             raise RecipeError(file, key, "unknown key", _did_you_mean(loc)) from None
-        if first["type"] == "missing":
+        if errors[0]["type"] == "missing":
             raise RecipeError(file, key, "required key is missing",
                               f"add it to the [{'.'.join(loc[:-1]) or 'top'}] section") from None
-        got = first.get("input")
+        # A union (e.g. a strategy or "auto") reports one error per member: say them all.
+        same = [e for e in errors if _field_loc(e["loc"]) == loc]
+        message = ", or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ")
+                                             for e in same))
+        got = errors[0].get("input")
         shown = f" (got {got!r})" if not isinstance(got, dict) else ""
-        message = first["msg"].removeprefix("Value error, ")
         raise RecipeError(file, key, f"{message}{shown}", _expected(loc)) from None
+
+
+def _field_loc(loc: tuple[int | str, ...]) -> list[str]:
+    """The dotted key of an error: field names and list indices, without pydantic's union
+    member tags (``str-enum[Strategy]``, ``literal['auto']``)."""
+    return [str(part) for part in loc
+            if isinstance(part, int) or not any(c in part for c in "[]-'")]
 
 
 def _origin_of(loc: list[str], origins: Origins, default: str) -> str:

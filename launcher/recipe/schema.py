@@ -6,13 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from launcher.contract.vocabulary import Precision, Strategy
+
 TaskKind = Literal["sequence_classification", "causal_lm", "token_classification"]
 DataFormat = Literal[
     "alpaca", "messages", "sharegpt", "prompt_completion", "text", "classification", "conll",
     "tokens",
 ]
-Strategy = Literal["auto", "ddp", "fsdp", "zero2", "zero3"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+StrategyChoice = Strategy | Literal["auto"]
+PrecisionChoice = Precision | Literal["auto"]
 
 DEFAULT_FORMAT: dict[str, str] = {
     "sequence_classification": "classification",
@@ -128,7 +130,7 @@ class TrainSettings(Section):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; unset: off.")
     seed: int = 42
-    precision: Precision = Field("auto", description="auto: bf16 on GPUs, fp32 on CPU.")
+    precision: PrecisionChoice = Field("auto", description="auto: bf16 on GPUs, fp32 on CPU.")
     activation_checkpointing: bool = False
     eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: at the end only).")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
@@ -137,7 +139,9 @@ class TrainSettings(Section):
 
 
 class DistributedSettings(Section):
-    strategy: Strategy = Field("auto", description="auto picks the fastest that fits in memory.")
+    strategy: StrategyChoice = Field(
+        "auto", description="auto picks the fastest that fits in memory."
+    )
     offload_optimizer: bool = Field(False, description="zero3: optimizer state in CPU memory.")
     offload_params: bool = Field(False, description="zero3: parameters in CPU memory.")
     nodes: int = Field(1, gt=0)
@@ -208,7 +212,7 @@ class Recipe(Section):
         if self.data.format is None:
             self.data.format = DEFAULT_FORMAT[self.task.kind]  # type: ignore[assignment]
         offload = self.distributed.offload_optimizer or self.distributed.offload_params
-        if offload and self.distributed.strategy not in ("zero3", "auto"):
+        if offload and self.distributed.strategy not in (Strategy.ZERO3, "auto"):
             raise ValueError("distributed.offload_* needs distributed.strategy = 'zero3'")
         if self.task.packing and self.task.kind != "causal_lm":
             raise ValueError("task.packing applies to causal_lm only")

@@ -1,85 +1,37 @@
-"""Write the run folder: the only hand-over between the control plane and the workers."""
+"""Write the run folder: the resolved recipe, plan.json and the rendered launch files."""
 
 from __future__ import annotations
 
 import shlex
 import sys
 import zlib
-from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import jinja2
 import tomli_w
 
-from launcher.plan.plan import Plan
+from launcher.contract.plan import Plan
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import BackendKind, Offload, Strategy
 from launcher.recipe.schema import Recipe
 from launcher.render.sbatch import render_job_script
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_DIRS = [REPO_ROOT / "accelerate_configs", REPO_ROOT / "slurm", Path(__file__).parent]
-ACCELERATE_TEMPLATE = {"ddp": "ddp.yaml.j2", "fsdp": "fsdp2.yaml.j2", "zero2": "zero.yaml.j2",
-                       "zero3": "zero.yaml.j2"}
-MIXED_PRECISION = {"fp32": "'no'", "bf16": "bf16", "fp16": "fp16"}
+ACCELERATE_TEMPLATE = {Strategy.DDP: "ddp.yaml.j2", Strategy.FSDP: "fsdp2.yaml.j2",
+                       Strategy.ZERO2: "zero.yaml.j2", Strategy.ZERO3: "zero.yaml.j2"}
 
 
-@dataclass(frozen=True)
-class RunFolder:
-    """Names of the files in a run folder, in one place."""
-
-    path: Path
-
-    @property
-    def recipe(self) -> Path:
-        return self.path / "recipe.toml"
-
-    @property
-    def plan(self) -> Path:
-        return self.path / "plan.json"
-
-    @property
-    def accelerate(self) -> Path:
-        return self.path / "accelerate.yaml"
-
-    @property
-    def deepspeed(self) -> Path:
-        return self.path / "deepspeed.json"
-
-    @property
-    def launch_script(self) -> Path:
-        return self.path / "launch.sh"
-
-    @property
-    def job_script(self) -> Path:
-        return self.path / "job.sbatch"
-
-    @property
-    def logs(self) -> Path:
-        return self.path / "logs"
-
-    @property
-    def events(self) -> Path:
-        return self.path / "logs" / "events.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def final(self) -> Path:
-        return self.path / "final"
-
-    @property
-    def summary(self) -> Path:
-        return self.path / "summary.json"
-
-    @property
-    def predictions(self) -> Path:
-        return self.path / "eval_predictions.jsonl"
+def _template_source(name: str) -> str:
+    """A template shipped in the package (`launcher/templates`, package data in the wheel)."""
+    try:
+        return files("launcher.templates").joinpath(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise jinja2.TemplateNotFound(name) from None
 
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(d) for d in TEMPLATE_DIRS]),
+        loader=jinja2.FunctionLoader(_template_source),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -106,29 +58,27 @@ def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
     """Render every file of the run folder; returns its layout."""
     folder = RunFolder(run_dir)
     env = environment()
+    zero_stage = plan.strategy.zero_stage
     context = {
         "plan": plan,
         "recipe": recipe,
         "run_dir": str(run_dir.resolve()),
         "python": python,
         "port": default_port(run_dir),
-        "mixed_precision": MIXED_PRECISION[plan.precision],
+        "zero_stage": zero_stage,
+        "offload_optimizer": Offload.OPTIMIZER in plan.offload and zero_stage == 3,
+        "offload_params": Offload.PARAMS in plan.offload and zero_stage == 3,
     }
-    job_script = render_job_script(env, context) if plan.backend == "slurm" else None
+    job_script = render_job_script(env, context) if plan.backend is BackendKind.SLURM else None
     for sub in (folder.path, folder.logs, folder.checkpoints):
         sub.mkdir(parents=True, exist_ok=True)
     folder.recipe.write_text(recipe_toml(recipe, plan.recipe_file))
-    folder.plan.write_text(plan.to_json())
-    zero_stage = {"zero2": 2, "zero3": 3}.get(plan.strategy, 0)
-    offload_optimizer = "optimizer" in plan.offload and zero_stage == 3
-    offload_params = "params" in plan.offload and zero_stage == 3
-    context.update(zero_stage=zero_stage, offload_optimizer=offload_optimizer,
-                   offload_params=offload_params, offload=offload_optimizer or offload_params)
+    plan.write(folder.plan)
     folder.accelerate.write_text(env.get_template(ACCELERATE_TEMPLATE[plan.strategy])
                                  .render(context))
     if zero_stage:
         folder.deepspeed.write_text(env.get_template("deepspeed.json.j2").render(context))
-    if plan.backend == "local":
+    if plan.backend is BackendKind.LOCAL:
         folder.launch_script.write_text(env.get_template("launch.sh.j2").render(context))
         folder.launch_script.chmod(0o755)
     if job_script is not None:

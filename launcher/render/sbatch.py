@@ -7,8 +7,8 @@ from typing import Any
 
 import jinja2
 
+from launcher.contract.plan import Plan
 from launcher.errors import RecipeError, UsageError
-from launcher.plan.plan import Plan
 from launcher.recipe.schema import Recipe
 
 # `#SBATCH` lines are not shell, but sbatch splits them on whitespace, strips quotes and
@@ -16,7 +16,6 @@ from launcher.recipe.schema import Recipe
 # such a line may hold none of these: they are checked here, never quoted.
 SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:+=@/-]+")
 SBATCH_PATH_UNSAFE = re.compile(r"[\s\"'\\#%]|[\x00-\x1f\x7f]")
-DEEPSPEED_STRATEGIES = ("zero2", "zero3")
 
 
 def render_job_script(env: jinja2.Environment, context: dict[str, Any]) -> str:
@@ -31,7 +30,7 @@ def render_job_script(env: jinja2.Environment, context: dict[str, Any]) -> str:
         slurm=slurm,
         job_name=job_name(plan.recipe_name),
         cpus_per_task=slurm.cpus_per_task or plan.procs_per_node * plan.threads_per_proc,
-        deepspeed=plan.strategy in DEEPSPEED_STRATEGIES,
+        deepspeed=plan.strategy.uses_deepspeed,
     )
 
 

@@ -1,0 +1,1 @@
+"""Tasks: tokenizer, model, loss and metrics of each kind of fine-tuning, behind one interface."""

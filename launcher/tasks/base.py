@@ -1,4 +1,4 @@
-"""What every task provides to the training loop, and the data loading they share."""
+"""What every task provides to the training loop (`Task`), and what it prepares (`Prepared`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from launcher.plan.plan import Plan
+from launcher.contract.plan import Plan
+from launcher.contract.reports import DataStats
 from launcher.recipe.schema import Recipe
 
 Batch = dict[str, torch.Tensor]
@@ -21,8 +22,8 @@ class Prepared:
 
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
+    stats: DataStats
     label_names: list[str] | None = None
-    stats: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,21 +80,3 @@ def model_dtype(recipe: Recipe, plan: Plan) -> torch.dtype:
     """Weights in fp32 for mixed precision (master copy) unless the recipe says otherwise."""
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     return names.get(recipe.model.dtype, torch.float32)
-
-
-def build_task(recipe: Recipe, plan: Plan) -> Task:
-    """The task object for `task.kind`."""
-    kind = recipe.task.kind
-    if kind == "sequence_classification":
-        from launcher.tasks.sequence_classification import SequenceClassification
-
-        return SequenceClassification(recipe, plan)
-    if kind == "causal_lm":
-        from launcher.tasks.causal_lm import CausalLM
-
-        return CausalLM(recipe, plan)
-    if kind == "token_classification":
-        from launcher.tasks.token_classification import TokenClassification
-
-        return TokenClassification(recipe, plan)
-    raise NotImplementedError(f"task.kind = {kind!r} is not available yet")

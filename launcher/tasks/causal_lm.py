@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -11,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from launcher.data.chat import IGNORE_INDEX, encode_rows
 from launcher.data.packing import pack_indices, packed_collator, prepare_for_packing
+from launcher.data.splits import load_splits
 from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
-from launcher.tasks.data import load_splits
 
 
 class CausalLM(Task):
@@ -38,11 +39,12 @@ class CausalLM(Task):
 
         train, train_stats = encode(splits.train, "train")
         evaluation, eval_stats = encode(splits.eval, "eval")
-        stats = {**splits.stats, "truncated": train_stats.truncated + eval_stats.truncated,
-                 "dropped_too_long": train_stats.dropped + eval_stats.dropped}
+        stats = dataclasses.replace(
+            splits.stats, truncated=train_stats.truncated + eval_stats.truncated,
+            dropped_too_long=train_stats.dropped + eval_stats.dropped)
         if task.packing:
             train = pack(train, data.max_length)
-            stats["packs"] = len(train)
+            stats = dataclasses.replace(stats, packs=len(train))
         return Prepared(train=train, eval=evaluation, stats=stats)
 
     def load_model(self, prepared: Prepared) -> torch.nn.Module:
@@ -63,16 +65,7 @@ class CausalLM(Task):
         if "position_ids" in examples[0]:  # packs: one padding-free row, no attention mask
             return {key: torch.tensor([[v for e in examples for v in e[key]]])
                     for key in ("input_ids", "labels", "position_ids")}
-        longest = max(len(e["input_ids"]) for e in examples)
-        pad = self.tokenizer.pad_token_id
-        ids, labels, mask = [], [], []
-        for e in examples:
-            gap = longest - len(e["input_ids"])
-            ids.append(e["input_ids"] + [pad] * gap)
-            labels.append(e["labels"] + [IGNORE_INDEX] * gap)
-            mask.append([1] * len(e["input_ids"]) + [0] * gap)
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
-                "attention_mask": torch.tensor(mask)}
+        return pad_examples(examples, self.tokenizer.pad_token_id)
 
     def count_units(self, example: dict[str, Any]) -> int:
         """Tokens that are predicted (a label at position >= 1, after the shift)."""
@@ -90,6 +83,19 @@ class CausalLM(Task):
                 references: list[Any]) -> dict[str, float]:
         loss = loss_sum / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def pad_examples(examples: list[dict[str, Any]], pad_id: int) -> Batch:
+    """A batch padded to its longest example: labels padded with -100, an attention mask."""
+    longest = max(len(e["input_ids"]) for e in examples)
+    ids, labels, mask = [], [], []
+    for e in examples:
+        gap = longest - len(e["input_ids"])
+        ids.append(e["input_ids"] + [pad_id] * gap)
+        labels.append(e["labels"] + [IGNORE_INDEX] * gap)
+        mask.append([1] * len(e["input_ids"]) + [0] * gap)
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask)}
 
 
 def pack(examples: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from launcher.data.splits import load_splits
 from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
-from launcher.tasks.data import load_splits
 
 
 class SequenceClassification(Task):

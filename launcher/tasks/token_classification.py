@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -9,9 +10,9 @@ import torch.nn.functional as F
 from seqeval.metrics import accuracy_score, classification_report
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from launcher.data.splits import load_splits
 from launcher.errors import UsageError
 from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
-from launcher.tasks.data import load_splits
 
 IGNORE_INDEX = -100
 OUTSIDE = "O"
@@ -74,7 +75,7 @@ class TokenClassification(Task):
 
         train, evaluation = encode(splits.train), encode(splits.eval)
         return Prepared(train=train, eval=evaluation, label_names=names,
-                        stats={**splits.stats, "truncated": truncated})
+                        stats=dataclasses.replace(splits.stats, truncated=truncated))
 
     def load_model(self, prepared: Prepared) -> torch.nn.Module:
         """The encoder with a fresh tagging head; its tag names also decode eval predictions."""

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from launcher.contract.plan import Plan
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import ExitCode
 from launcher.errors import LaunchError
-from launcher.plan.plan import Plan
 from launcher.recipe.load import load_recipe
-from launcher.render.run_folder import RunFolder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,16 +21,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue from the newest complete checkpoint")
     args = parser.parse_args(argv)
     folder = RunFolder(args.run_dir.resolve())
-    plan = Plan.from_json(folder.plan.read_text())
-    recipe = load_recipe(folder.recipe)
-    from launcher.worker.train import run
-
     try:
+        plan = Plan.read(folder.plan)
+        recipe = load_recipe(folder.recipe)
+        from launcher.worker.run import run
+
         run(folder, recipe, plan, resume=args.resume)
     except LaunchError as err:
         print(f"sft-launch worker: error: {err}", file=sys.stderr, flush=True)
-        return 3
-    return 0
+        return ExitCode.REFUSED
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,25 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from datasets import Dataset, load_from_disk
 
-from launcher.plan.plan import Plan
+from launcher.contract.events import EventLog, Preprocessing
+from launcher.contract.plan import Plan
+from launcher.contract.records import JsonRecord
+from launcher.contract.reports import DataStats
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task
-from launcher.worker.events import EventLog
 
 CODE = Path(__file__).resolve().parents[1]
-CODE_FILES = sorted([*(CODE / "data").glob("*.py"), *(CODE / "tasks").glob("*.py")])
+CODE_FILES = sorted([*(CODE / "data").glob("*.py"), *(CODE / "tasks").glob("*.py"),
+                     CODE / "contract" / "reports.py"])
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf")
+
+
+@dataclass(frozen=True)
+class CacheMeta(JsonRecord):
+    """`meta.json` of a cache entry: what the tokenized rows came with."""
+
+    label_names: list[str] | None
+    stats: DataStats
 
 
 def cache_root() -> Path:
@@ -94,7 +106,7 @@ def _throttled(events: EventLog, every_s: float = 1.0) -> Callable[[str, int, in
         now = time.monotonic()
         if done == total or now - last[0] >= every_s:
             last[0] = now
-            events.write("preprocess", what=what, done=done, total=total)
+            events.write(Preprocessing(what=what, done=done, total=total))
 
     return report
 
@@ -106,8 +118,7 @@ def _save(prepared: Prepared, entry: Path) -> None:
     for name, rows in (("train", prepared.train), ("eval", prepared.eval)):
         if rows:
             Dataset.from_list(list(rows)).save_to_disk(str(tmp / name))
-    meta = {"label_names": prepared.label_names, "stats": prepared.stats}
-    (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
+    CacheMeta(label_names=prepared.label_names, stats=prepared.stats).write(tmp / "meta.json")
     try:
         tmp.rename(entry)
     except OSError:  # another launch wrote the same entry first: theirs is as good
@@ -115,10 +126,10 @@ def _save(prepared: Prepared, entry: Path) -> None:
 
 
 def _load(entry: Path) -> Prepared:
-    meta = json.loads((entry / "meta.json").read_text())
+    meta = CacheMeta.read(entry / "meta.json")
 
     def rows(name: str) -> Any:
         return load_from_disk(str(entry / name)) if (entry / name).is_dir() else []
 
-    return Prepared(train=rows("train"), eval=rows("eval"), label_names=meta["label_names"],
-                    stats=meta["stats"])
+    return Prepared(train=rows("train"), eval=rows("eval"), label_names=meta.label_names,
+                    stats=meta.stats)

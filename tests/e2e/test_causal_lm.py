@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, cli_env
-from tests.e2e.conftest import ALPACA, rank_reports, read_json
+from tests.e2e.conftest import ALPACA
+from tests.helpers.run_folder import rank_reports, summary
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +22,12 @@ def test_alpaca_sft_runs_and_the_model_reloads(run_cli, tiny_llama: Path, tmp_pa
                      "--set", "data.max_train_samples=200", "--set", "data.max_length=128",
                      "--set", "tracking.mode=disabled")
     assert result.returncode == 0, result.stdout + result.stderr
-    summary = read_json(run_dir / "summary.json")
-    assert summary["steps"] == 6
-    assert summary["eval_perplexity"] > 1.0
-    assert summary["eval_rows"] == 10  # 5% of 200, held out by seed
+    done = summary(run_dir)
+    assert done.steps == 6
+    assert done.eval["perplexity"] > 1.0
+    assert done.data.eval_rows == 10  # 5% of 200, held out by seed
     reports = rank_reports(run_dir)
-    assert len({r["final_weights_sha256"] for r in reports}) == 1
+    assert len({r.final_weights_sha256 for r in reports}) == 1
     script = f"""
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -45,6 +46,7 @@ print(out.shape[1] - ids.shape[1])
 
 def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> None:
     """The worker's own prepared examples: decoded loss tokens == each response + end of turn."""
+    from launcher.contract.vocabulary import BackendKind
     from launcher.data.formats import load_rows
     from launcher.plan.plan import make_plan
     from launcher.recipe.load import load_recipe
@@ -52,7 +54,7 @@ def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> No
 
     recipe = load_recipe(ALPACA, [f"model.path='{tiny_llama}'", "data.max_train_samples=40",
                                   "data.max_length=2048", "data.eval_fraction=0.1"])
-    plan = make_plan(recipe, recipe_file=str(ALPACA), backend="local", gpus_here=0)
+    plan = make_plan(recipe, recipe_file=str(ALPACA), backend=BackendKind.LOCAL, gpus_here=0)
     task = CausalLM(recipe, plan)
     tokenizer = task.load_tokenizer()
     prepared = task.prepare(tokenizer)

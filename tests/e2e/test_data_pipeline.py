@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.events import Message, TrainLogged
 from tests.conftest import REPO, cli_env
-from tests.e2e.conftest import ALPACA, read_events, read_json
+from tests.e2e.conftest import ALPACA
+from tests.helpers.run_folder import events, of_kind, summary
 
 pytestmark = pytest.mark.slow
 DATA = REPO / "tests" / "fixtures" / "data"
@@ -59,11 +61,11 @@ def test_format_trains_end_to_end(run_cli, tiny_llama: Path, tmp_path: Path, nam
     recipe = write_recipe(tmp_path, name, tiny_llama)
     result = run_cli(recipe, "--backend", "local", "--run-dir", tmp_path / "run", "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
-    summary = read_json(tmp_path / "run" / "summary.json")
-    assert summary["steps"] == 2
-    assert summary["eval_rows"] > 0 and summary["train_rows"] > summary["eval_rows"] - 1
-    assert summary["eval_loss"] > 0
-    losses = [e["loss"] for e in read_events(tmp_path / "run") if e["event"] == "train"]
+    done = summary(tmp_path / "run")
+    assert done.steps == 2
+    assert done.data.eval_rows > 0 and done.data.train_rows > done.data.eval_rows - 1
+    assert done.eval["loss"] > 0
+    losses = [e.loss for e in of_kind(events(tmp_path / "run"), TrainLogged)]
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
 
 
@@ -76,15 +78,15 @@ def test_second_launch_reuses_the_preprocessed_data(run_cli, tiny_llama: Path,
         run_dir = tmp_path / attempt
         result = run_cli(recipe, "--backend", "local", "--run-dir", run_dir, "--quiet", env=env)
         assert result.returncode == 0, result.stderr
-        messages.append([e["text"] for e in read_events(run_dir) if e["event"] == "message"])
+        messages.append([e.text for e in of_kind(events(run_dir), Message)])
     assert any("tokenizing the data" in m for m in messages[0])
     assert not any("reused" in m for m in messages[0])
     assert any("reused the cached examples" in m for m in messages[1])
     assert not any("tokenizing" in m for m in messages[1])
     entries = list((tmp_path / "cache" / "preprocessed").iterdir())
     assert len(entries) == 1
-    first, second = (read_json(tmp_path / a / "summary.json") for a in ("first", "second"))
-    assert first["eval_loss"] == second["eval_loss"]
+    first, second = (summary(tmp_path / a) for a in ("first", "second"))
+    assert first.eval["loss"] == second.eval["loss"]
     # Another max_length is another entry: the key covers the settings.
     result = run_cli(recipe, "--backend", "local", "--run-dir", tmp_path / "third", "--quiet",
                      "--set", "data.max_length=64", env=env)
@@ -102,9 +104,9 @@ def test_packed_and_padded_runs_reach_the_same_eval_loss(run_cli, tiny_llama: Pa
                          "--set", "train.max_steps=12", "--set", "data.max_length=128",
                          "--set", "tracking.mode=disabled")
         assert result.returncode == 0, result.stdout + result.stderr
-        summaries[packing] = read_json(run_dir / "summary.json")
+        summaries[packing] = summary(run_dir)
     packed, padded = summaries["true"], summaries["false"]
-    assert packed["token_efficiency"] == 1.0  # padding-free
-    assert padded["token_efficiency"] < 1.0
-    assert packed["packs"] < packed["train_rows"]
-    assert packed["eval_loss"] == pytest.approx(padded["eval_loss"], rel=0.01)
+    assert packed.token_efficiency == 1.0  # padding-free
+    assert padded.token_efficiency < 1.0
+    assert packed.data.packs < packed.data.train_rows
+    assert packed.eval["loss"] == pytest.approx(padded.eval["loss"], rel=0.01)

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.events import Ended, Evaluated, Started, TrainLogged
+from launcher.contract.plan import Plan
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
-from tests.e2e.conftest import QUICKSTART, rank_reports, read_events, read_json
+from tests.e2e.conftest import QUICKSTART
+from tests.helpers.cli_status import Shown
+from tests.helpers.run_folder import events, of_kind, plan, rank_reports, summary
 from tests.helpers.wandb_file import find_run_files, read_config, read_history
 
 pytestmark = pytest.mark.slow
@@ -45,12 +49,12 @@ def test_run_folder_layout(run) -> None:
 def test_two_processes_form_one_group_and_end_with_identical_weights(run) -> None:
     run_dir, _ = run
     reports = rank_reports(run_dir)
-    assert [r["rank"] for r in reports] == [0, 1]
-    assert {r["world_size"] for r in reports} == {2}
-    assert {r["group_size"] for r in reports} == {2}
-    assert {r["backend"] for r in reports} == {"gloo"}
-    assert {r["strategy"] for r in reports} == {"ddp"}
-    fingerprints = {r["final_weights_sha256"] for r in reports}
+    assert [r.rank for r in reports] == [0, 1]
+    assert {r.world_size for r in reports} == {2}
+    assert {r.group_size for r in reports} == {2}
+    assert {r.process_group_backend for r in reports} == {"gloo"}
+    assert {r.strategy for r in reports} == {"ddp"}
+    fingerprints = {r.final_weights_sha256 for r in reports}
     assert len(fingerprints) == 1, "the ranks ended with different weights: no gradient sync"
 
 
@@ -59,8 +63,8 @@ def test_training_changed_the_weights(run) -> None:
     from transformers import AutoModelForSequenceClassification
 
     run_dir, _ = run
-    plan = read_json(run_dir / "plan.json")
-    base = AutoModelForSequenceClassification.from_pretrained(plan["model_path"], num_labels=2)
+    base = AutoModelForSequenceClassification.from_pretrained(plan(run_dir).model_path,
+                                                              num_labels=2)
     tuned = AutoModelForSequenceClassification.from_pretrained(run_dir / "final")
     name = "bert.encoder.layer.0.attention.self.query.weight"
     before, after = base.state_dict()[name], tuned.state_dict()[name]
@@ -69,27 +73,27 @@ def test_training_changed_the_weights(run) -> None:
 
 def test_summary(run) -> None:
     run_dir, _ = run
-    summary = read_json(run_dir / "summary.json")
-    assert summary["status"] == "completed"
-    assert summary["steps"] == STEPS
-    assert summary["samples"] == STEPS * 32
-    assert summary["world_size"] == 2
-    assert summary["eval_rows"] == EVAL_ROWS
-    assert 0.0 <= summary["eval_accuracy"] <= 1.0
-    assert summary["tokens"] > summary["samples"]
-    assert summary["train_samples_per_s"] > 0
+    done = summary(run_dir)
+    assert done.status == "completed"
+    assert done.steps == STEPS
+    assert done.samples == STEPS * 32
+    assert done.world_size == 2
+    assert done.data.eval_rows == EVAL_ROWS
+    assert 0.0 <= done.eval["accuracy"] <= 1.0
+    assert done.tokens > done.samples
+    assert done.train_samples_per_s > 0
 
 
 def test_events_drive_progress(run) -> None:
     run_dir, _ = run
-    events = read_events(run_dir)
-    kinds = [e["event"] for e in events]
-    assert set(kinds[:kinds.index("start")]) <= {"message", "preprocess"}
-    assert events[kinds.index("start")]["total_steps"] == STEPS
-    train_steps = [e["step"] for e in events if e["event"] == "train"]
+    found = events(run_dir)
+    kinds = [e.kind for e in found]
+    assert set(kinds[:kinds.index(Started.kind)]) <= {"message", "preprocess"}
+    assert of_kind(found, Started)[0].total_steps == STEPS
+    train_steps = [e.step for e in of_kind(found, TrainLogged)]
     assert train_steps == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
-    assert [e["step"] for e in events if e["event"] == "eval"] == [EVAL_EVERY, STEPS]
-    assert events[-1]["event"] == "end"
+    assert [e.step for e in of_kind(found, Evaluated)] == [EVAL_EVERY, STEPS]
+    assert isinstance(found[-1], Ended)
 
 
 def test_wandb_offline_run_holds_train_and_eval_metrics(run) -> None:
@@ -104,12 +108,12 @@ def test_wandb_offline_run_holds_train_and_eval_metrics(run) -> None:
         assert all(key in row for row in train_rows), key
     eval_rows = [row for row in history if "eval/accuracy" in row]
     assert [row["_step"] for row in eval_rows] == [EVAL_EVERY, STEPS]
-    events = {e["step"]: e["loss"] for e in read_events(run_dir) if e["event"] == "train"}
+    losses = {e.step: e.loss for e in of_kind(events(run_dir), TrainLogged)}
     for row in train_rows:
-        assert row["train/loss"] == pytest.approx(events[row["_step"]], rel=1e-9)
+        assert row["train/loss"] == pytest.approx(losses[row["_step"]], rel=1e-9)
     config = read_config(files[0])
     assert config["recipe"]["task"]["kind"] == "sequence_classification"
-    assert config["plan"]["world_size"] == 2
+    assert Plan.from_dict(config["plan"]).world_size == 2
 
 
 def test_api_key_never_written(run) -> None:
@@ -160,8 +164,8 @@ def test_dry_run_folder_launches_by_hand_with_accelerate(run_cli, tmp_path: Path
                            "-m", "launcher.worker", "."], cwd=run_dir, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert read_json(run_dir / "summary.json")["steps"] == 2
-    assert [r["world_size"] for r in rank_reports(run_dir)] == [2, 2]
+    assert summary(run_dir).steps == 2
+    assert [r.world_size for r in rank_reports(run_dir)] == [2, 2]
 
 
 def test_worker_refuses_a_process_group_that_differs_from_the_plan(run_cli,
@@ -178,3 +182,19 @@ def test_worker_refuses_a_process_group_that_differs_from_the_plan(run_cli,
     assert "Refusing to train" in done.stderr
     assert not (run_dir / "summary.json").exists()
     assert not (run_dir / "logs" / "rank-0.json").exists()
+
+
+def test_status_and_logs_of_the_finished_run(run, run_cli) -> None:
+    run_dir, _ = run
+    shown = run_cli("status", run_dir)
+    assert shown.returncode == 0, shown.stderr
+    rows = Shown.parse(shown.stdout)
+    assert rows.state == "COMPLETED"
+    assert rows.backend.startswith("local, process group ")
+    assert rows.step.startswith(f"{STEPS}/{STEPS}, loss ")
+    assert rows.eval.startswith(f"step {STEPS}: loss ") and "accuracy" in rows.eval
+    printed = run_cli("logs", run_dir)
+    assert printed.returncode == 0, printed.stderr
+    log = (run_dir / "logs" / "launch.log").read_text(errors="replace")
+    assert printed.stdout == log
+    assert "sft-launch worker: rank 0/2" in log and "sft-launch worker: rank 1/2" in log

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
-from tests.e2e.conftest import QUICKSTART, rank_reports, read_json
+from tests.e2e.conftest import QUICKSTART
+from tests.helpers.run_folder import plan, rank_reports
 
 pytestmark = pytest.mark.slow
 EVAL_ROWS = 64
@@ -58,7 +59,7 @@ def test_final_holds_only_the_adapter_and_the_tokenizer(run) -> None:
     names = {p.name for p in final.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= names
     assert not names & {"model.safetensors", "pytorch_model.bin", "config.json"}
-    config = read_json(final / "adapter_config.json")
+    config = json.loads((final / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["task_type"]) == (8, 16, "SEQ_CLS")
     with safe_open(final / "adapter_model.safetensors", "pt") as adapter:
         keys = list(adapter.keys())
@@ -81,8 +82,8 @@ def test_adapter_is_small_and_ranks_agree(run) -> None:
     assert saved == trainable  # what trained is exactly what final/ holds
     assert trainable < 0.05 * total
     reports = rank_reports(run_dir)
-    assert {r["strategy"] for r in reports} == {"ddp"}
-    assert len({r["final_weights_sha256"] for r in reports}) == 1
+    assert {r.strategy for r in reports} == {"ddp"}
+    assert len({r.final_weights_sha256 for r in reports}) == 1
 
 
 def test_export_refuses_without_merge_and_for_full_fine_tuning(run, tmp_path: Path) -> None:
@@ -107,7 +108,7 @@ def test_merged_model_equals_base_plus_adapter(run) -> None:
     names = {p.name for p in merged.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
     assert "adapter_config.json" not in names
-    plan = read_json(run_dir / "plan.json")
+    model_path = plan(run_dir).model_path
     script = f"""
 import json, torch
 from peft import PeftModel
@@ -120,8 +121,8 @@ enc = tok([r["text"] for r in rows], truncation=True, max_length=64, padding=Tru
 merged = AutoModelForSequenceClassification.from_pretrained({str(merged)!r}).eval()
 # What a merge that dropped the LoRA deltas would give: trained head on the base encoder.
 unmerged = AutoModelForSequenceClassification.from_pretrained({str(merged)!r}).eval()
-unmerged.bert.load_state_dict(AutoModel.from_pretrained({plan["model_path"]!r}).state_dict())
-base = AutoModelForSequenceClassification.from_pretrained({plan["model_path"]!r}, num_labels=2)
+unmerged.bert.load_state_dict(AutoModel.from_pretrained({model_path!r}).state_dict())
+base = AutoModelForSequenceClassification.from_pretrained({model_path!r}, num_labels=2)
 adapted = PeftModel.from_pretrained(base, {str(run_dir / "final")!r}).eval()
 with torch.no_grad():
     logits = merged(**enc).logits

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.events import Evaluated
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
-from tests.e2e.conftest import rank_reports, read_events, read_json
+from tests.helpers.run_folder import events, of_kind, plan, rank_reports, summary
 from tests.helpers.wandb_file import find_run_files, read_history
 
 pytestmark = pytest.mark.slow
@@ -47,38 +48,38 @@ def gold_entities(rows: int) -> int:
 
 def test_summary_holds_entity_scores_and_the_per_entity_table(run) -> None:
     run_dir, result = run
-    summary = read_json(run_dir / "summary.json")
-    assert summary["steps"] == STEPS and summary["world_size"] == 2
-    assert summary["eval_rows"] == EVAL_ROWS
-    for key in ("eval_precision", "eval_recall", "eval_f1", "eval_accuracy", "eval_loss"):
-        assert isinstance(summary[key], float), key
-    assert 0.0 <= summary["eval_f1"] <= 1.0
-    assert summary["eval_accuracy"] > 0.5  # most words are "O"
-    table = summary["eval_per_entity"]
+    done = summary(run_dir)
+    assert done.steps == STEPS and done.world_size == 2
+    assert done.data.eval_rows == EVAL_ROWS
+    for name in ("precision", "recall", "f1", "accuracy", "loss"):
+        assert isinstance(done.eval[name], float), name
+    assert 0.0 <= done.eval["f1"] <= 1.0
+    assert done.eval["accuracy"] > 0.5  # most words are "O"
+    table = done.eval_tables["per_entity"]
     assert set(table) <= TYPES and "person" in table
     for row in table.values():
         assert set(row) == {"precision", "recall", "f1", "support"}
     # Every gold entity of the eval rows is scored: none lost to subwords or to the 2 ranks.
     assert sum(row["support"] for row in table.values()) == gold_entities(EVAL_ROWS)
-    assert "eval_f1" in result.stderr.replace(" ", "")  # the final metrics table
+    assert "eval f1" in result.stderr  # the final metrics table's "eval f1" row
 
 
 def test_eval_events_stay_scalar_for_the_progress_display(run) -> None:
     run_dir, _ = run
-    evals = [e for e in read_events(run_dir) if e["event"] == "eval"]
-    assert [e["step"] for e in evals] == [STEPS]
-    assert all(isinstance(v, float) for v in evals[0]["metrics"].values())
-    assert "f1" in evals[0]["metrics"]
+    evals = of_kind(events(run_dir), Evaluated)
+    assert [e.step for e in evals] == [STEPS]
+    assert all(isinstance(v, float) for v in evals[0].metrics.values())
+    assert "f1" in evals[0].metrics
 
 
 def test_wandb_gets_the_per_entity_table_as_scalars(run) -> None:
     run_dir, _ = run
-    summary = read_json(run_dir / "summary.json")
+    done = summary(run_dir)
     files = find_run_files(run_dir / "wandb")
     assert len(files) == 1
     rows = [row for row in read_history(files[0]) if "eval/f1" in row]
     assert [row["_step"] for row in rows] == [STEPS]
-    for kind, scores in summary["eval_per_entity"].items():
+    for kind, scores in done.eval_tables["per_entity"].items():
         for name, value in scores.items():
             assert rows[0][f"eval/per_entity/{kind}/{name}"] == pytest.approx(value)
     assert not any(isinstance(value, dict) for value in rows[0].values())
@@ -86,7 +87,7 @@ def test_wandb_gets_the_per_entity_table_as_scalars(run) -> None:
 
 def test_ranks_end_with_identical_weights(run) -> None:
     run_dir, _ = run
-    assert len({r["final_weights_sha256"] for r in rank_reports(run_dir)}) == 1
+    assert len({r.final_weights_sha256 for r in rank_reports(run_dir)}) == 1
 
 
 def test_final_model_reloads_with_its_labels_and_predicts_the_saved_tags(run) -> None:
@@ -130,7 +131,7 @@ def test_training_changed_the_encoder(run) -> None:
 
     run_dir, _ = run
     name = "encoder.layer.0.attention.self.query.weight"
-    base = Path(read_json(run_dir / "plan.json")["model_path"]) / "model.safetensors"
+    base = Path(plan(run_dir).model_path) / "model.safetensors"
     with safe_open(base, "pt") as before, safe_open(run_dir / "final/model.safetensors",
                                                     "pt") as after:
         assert not before.get_tensor(name).equal(after.get_tensor(f"bert.{name}"))

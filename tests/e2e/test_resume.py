@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.events import Checkpointed, Event, Message, Started, TrainLogged
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
-from tests.e2e.conftest import QUICKSTART, rank_reports, read_events, read_json
+from tests.e2e.conftest import QUICKSTART
+from tests.helpers.run_folder import events, of_kind, rank_reports, summary
 
 pytestmark = pytest.mark.slow
 STEPS, SAVE_EVERY = 10, 3
@@ -26,17 +28,16 @@ def launch(run_dir: Path, *extra: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def losses(events: list[dict]) -> dict[int, float]:
-    return {e["step"]: e["loss"] for e in events if e["event"] == "train"}
+def losses(found: list[Event]) -> dict[int, float]:
+    return {e.step: e.loss for e in of_kind(found, TrainLogged)}
 
 
 def wait_for_checkpoint(run_dir: Path, step: int, proc: subprocess.Popen) -> None:
     deadline = time.time() + 300
-    events = run_dir / "logs" / "events.jsonl"
     while time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read()
-        if events.exists() and any(e["event"] == "checkpoint" and e["step"] >= step
-                                   for e in read_events(run_dir)):
+        # events() is empty until the event log exists
+        if any(e.step >= step for e in of_kind(events(run_dir), Checkpointed)):
             return
         time.sleep(0.2)
     raise AssertionError("no checkpoint appeared")
@@ -57,25 +58,25 @@ def test_interrupted_run_resumes_on_the_same_curve(tmp_path: Path) -> None:
                          if p.name.startswith("step-"))
     assert checkpoints, "no complete checkpoint survived the interruption"
     resumed_from = max(int(name.removeprefix("step-")) for name in checkpoints)
-    first_events = read_events(tmp_path / "resumed")
+    first_events = events(tmp_path / "resumed")
 
     resumed = launch(tmp_path / "resumed", "--resume")
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
 
-    events = read_events(tmp_path / "resumed")[len(first_events):]
-    assert any(e["event"] == "message" and f"step-{resumed_from}" in e["text"] for e in events)
-    start = next(e for e in events if e["event"] == "start")
-    assert start["step"] == resumed_from
-    after = losses(events)
+    found = events(tmp_path / "resumed")[len(first_events):]
+    assert any(f"step-{resumed_from}" in e.text for e in of_kind(found, Message))
+    start = of_kind(found, Started)[0]
+    assert start.step == resumed_from
+    after = losses(found)
     assert sorted(after) == list(range(resumed_from + 1, STEPS + 1))
-    expected = losses(read_events(tmp_path / "reference"))
+    expected = losses(events(tmp_path / "reference"))
     for step, loss in after.items():
         assert loss == pytest.approx(expected[step], abs=1e-6), step
-    ref_summary = read_json(tmp_path / "reference" / "summary.json")
-    new_summary = read_json(tmp_path / "resumed" / "summary.json")
-    assert new_summary["steps"] == STEPS
-    assert new_summary["eval_loss"] == pytest.approx(ref_summary["eval_loss"], abs=1e-6)
-    fingerprints = {r["final_weights_sha256"] for r in rank_reports(tmp_path / "resumed")}
-    assert fingerprints == {r["final_weights_sha256"] for r in
+    ref_summary = summary(tmp_path / "reference")
+    new_summary = summary(tmp_path / "resumed")
+    assert new_summary.steps == STEPS
+    assert new_summary.eval["loss"] == pytest.approx(ref_summary.eval["loss"], abs=1e-6)
+    fingerprints = {r.final_weights_sha256 for r in rank_reports(tmp_path / "resumed")}
+    assert fingerprints == {r.final_weights_sha256 for r in
                             rank_reports(tmp_path / "reference")}

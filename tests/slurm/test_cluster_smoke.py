@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,24 @@ BATCH = textwrap.dedent(
 )
 
 
+@dataclass(frozen=True)
+class NodeResult:
+    """What WORKER wrote on one node (`rank<R>.json`; this test's file, not a run folder's)."""
+
+    rank: int
+    world_size: int
+    value: float
+    hostname: str
+    address: str
+    all_hostnames: list[str]
+    slurm_nodeid: str
+    master_addr: str
+
+    @classmethod
+    def read(cls, path: Path) -> NodeResult:
+        return cls(**json.loads(path.read_text()))
+
+
 @pytest.mark.slurm
 def test_two_node_gloo_all_reduce(sbatch, tmp_path: Path) -> None:
     python = Path(sys.executable)  # the project's venv; the filesystem is shared with nodes
@@ -74,14 +93,14 @@ def test_two_node_gloo_all_reduce(sbatch, tmp_path: Path) -> None:
     job = sbatch(script, timeout=60)
 
     assert job.state == "COMPLETED", f"job {job.job_id} {job.state} {job.exit_code}:\n{job.output}"
-    ranks = [json.loads((results / f"rank{r}.json").read_text()) for r in range(2)]
-    assert [r["rank"] for r in ranks] == [0, 1]
-    assert all(r["world_size"] == 2 for r in ranks)
-    assert all(r["value"] == 3.0 for r in ranks), ranks  # the all_reduce really crossed nodes
-    hostnames = [r["hostname"] for r in ranks]
+    ranks = [NodeResult.read(results / f"rank{r}.json") for r in range(2)]
+    assert [r.rank for r in ranks] == [0, 1]
+    assert all(r.world_size == 2 for r in ranks)
+    assert all(r.value == 3.0 for r in ranks), ranks  # the all_reduce really crossed nodes
+    hostnames = [r.hostname for r in ranks]
     assert len(set(hostnames)) == 2, f"both ranks ran on one node: {hostnames}"
     assert all(h.startswith("n") and h[1:].isdigit() for h in hostnames), hostnames
-    assert all(r["all_hostnames"] == hostnames for r in ranks)  # each saw the other
-    assert len({r["address"] for r in ranks}) == 2, ranks  # two namespaces, two addresses
-    assert sorted(r["slurm_nodeid"] for r in ranks) == ["0", "1"]
-    assert ranks[0]["master_addr"] == hostnames[0]  # node 0 hosts the rendezvous
+    assert all(r.all_hostnames == hostnames for r in ranks)  # each saw the other
+    assert len({r.address for r in ranks}) == 2, ranks  # two namespaces, two addresses
+    assert sorted(r.slurm_nodeid for r in ranks) == ["0", "1"]
+    assert ranks[0].master_addr == hostnames[0]  # node 0 hosts the rendezvous

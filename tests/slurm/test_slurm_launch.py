@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
+from launcher.contract.events import Message, TrainLogged
+from launcher.contract.run_folder import RunFolder
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
+from tests.helpers.cli_status import Shown
+from tests.helpers.run_folder import events, job, of_kind, rank_reports, summary
 
 pytestmark = pytest.mark.slurm
 
@@ -48,12 +52,11 @@ def sft_popen(env: dict[str, str], *args: Any) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def status(env: dict[str, str], run_dir: Path) -> dict[str, str]:
-    """`sft-launch status RUN_DIR` as {label: value}."""
+def status(env: dict[str, str], run_dir: Path) -> Shown:
+    """`sft-launch status RUN_DIR`, row by row."""
     out = sft(env, "status", run_dir, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = (line.split(":", 1) for line in out.stdout.splitlines())
-    return {label.strip(): value.strip() for label, value in rows}
+    return Shown.parse(out.stdout)
 
 
 def wait_for(check: Any, timeout: float, what: str, poll_s: float = 1.0) -> Any:
@@ -65,18 +68,10 @@ def wait_for(check: Any, timeout: float, what: str, poll_s: float = 1.0) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def events(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "logs" / "events.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(line) for line in lines]
-
-
 def job_log(run_dir: Path) -> str:
-    return (run_dir / "logs" / f"slurm-{read_json(run_dir / 'job.json')['job_id']}.out").read_text()
+    job_id = job(run_dir).job_id
+    assert job_id is not None, f"{run_dir}: job.json holds no Slurm job id"
+    return RunFolder(run_dir).slurm_log(job_id).read_text()
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
@@ -85,18 +80,18 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
 
 def assert_completed_run(run_dir: Path, world: int) -> None:
     """One rank per node, one process group, identical final weights, one W&B run."""
-    reports = [read_json(p) for p in sorted((run_dir / "logs").glob("rank-*.json"))]
-    assert [r["rank"] for r in reports] == list(range(world))
-    assert [r["node_rank"] for r in reports] == list(range(world))
-    assert {r["world_size"] for r in reports} == {world}
-    assert {r["group_size"] for r in reports} == {world}
-    hosts = [r["hostname"] for r in reports]
+    reports = rank_reports(run_dir)
+    assert [r.rank for r in reports] == list(range(world))
+    assert [r.node_rank for r in reports] == list(range(world))
+    assert {r.world_size for r in reports} == {world}
+    assert {r.group_size for r in reports} == {world}
+    hosts = [r.hostname for r in reports]
     assert len(set(hosts)) == world and all(re.fullmatch(r"n\d+", h) for h in hosts), hosts
-    assert len({r["final_weights_sha256"] for r in reports}) == 1, "ranks ended different"
-    summary = read_json(run_dir / "summary.json")
-    assert summary["status"] == "completed" and summary["world_size"] == world
+    assert len({r.final_weights_sha256 for r in reports}) == 1, "ranks ended different"
+    done = summary(run_dir)
+    assert done.status == "completed" and done.world_size == world
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
-    assert read_json(run_dir / "job.json")["submitted"] is True
+    assert job(run_dir).submitted is True
     assert not (REPO / ".deepspeed_env").exists() and not (run_dir / ".deepspeed_env").exists()
 
 
@@ -112,7 +107,7 @@ def two_node(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
 def test_two_nodes_wait_completes(two_node) -> None:
     run_dir, result = two_node
     assert_completed_run(run_dir, world=2)
-    job_id = read_json(run_dir / "job.json")["job_id"]
+    job_id = job(run_dir).job_id
     for needle in (str(run_dir), f"submitted Slurm job {job_id}", "sft-launch status",
                    "sft-launch logs", "final metrics"):
         assert needle in result.stderr, needle
@@ -121,10 +116,10 @@ def test_two_nodes_wait_completes(two_node) -> None:
 def test_status_and_logs_of_a_finished_job(env, two_node) -> None:
     run_dir, _ = two_node
     shown = status(env, run_dir)
-    assert shown["state"].startswith("COMPLETED")
-    assert shown["nodes"].startswith("n[1-2]")
-    assert shown["step"].startswith("6/6, loss ")
-    assert "accuracy" in shown["eval"]
+    assert shown.state.startswith("COMPLETED")
+    assert shown.nodes.startswith("n[1-2]")
+    assert shown.step.startswith("6/6, loss ")
+    assert "accuracy" in shown.eval
     # bytes, split at "\n" only: progress bars print "\r" inside a line
     everything = sft(env, "logs", run_dir, text=False)
     assert everything.returncode == 0, everything.stderr
@@ -141,9 +136,9 @@ def test_two_node_slurm_run_equals_a_local_two_process_run(env, two_node, tmp_pa
     run_dir, _ = two_node
     local = tmp_path / "local"
     assert_ok(sft(env, QUICKSTART, "--backend", "local", "--run-dir", local, *SHORT))
-    slurm_loss = read_json(run_dir / "summary.json")["eval_loss"]
-    local_loss = read_json(local / "summary.json")["eval_loss"]
-    assert read_json(local / "summary.json")["world_size"] == 2
+    slurm_loss = summary(run_dir).eval["loss"]
+    local_loss = summary(local).eval["loss"]
+    assert summary(local).world_size == 2
     assert slurm_loss == pytest.approx(local_loss, abs=1e-4)
 
 
@@ -161,8 +156,7 @@ def test_deepspeed_across_nodes_uses_the_standard_launcher(env, tmp_path) -> Non
                   "--set", "data.max_eval_samples=32"))
     assert_completed_run(run_dir, world=2)  # no .deepspeed_env: no pdsh/ssh launcher
     assert "--deepspeed_multinode_launcher standard" in (run_dir / "job.sbatch").read_text()
-    assert {r["strategy"] for r in map(read_json, (run_dir / "logs").glob("rank-*.json"))} == {
-        "zero2"}
+    assert {r.strategy for r in rank_reports(run_dir)} == {"zero2"}
 
 
 def test_two_jobs_on_the_same_nodes_at_once(env, tmp_path) -> None:
@@ -175,29 +169,29 @@ def test_two_jobs_on_the_same_nodes_at_once(env, tmp_path) -> None:
         assert proc.returncode == 0, out + err
     ports = [re.search(r"rendezvous n1:(\d+)", job_log(d)).group(1) for d in dirs]
     assert ports[0] != ports[1]
-    spans = [(events(d)[0]["time"], events(d)[-1]["time"]) for d in dirs]
+    spans = [(events(d)[0].time, events(d)[-1].time) for d in dirs]
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"jobs did not overlap: {spans}"
-    assert [status(env, d)["nodes"].split()[0] for d in dirs] == ["n[1-2]", "n[1-2]"]
+    assert [status(env, d).nodes.split()[0] for d in dirs] == ["n[1-2]", "n[1-2]"]
 
 
 def test_usr1_requeues_and_the_rerun_resumes(env, slurm_cluster, tmp_path) -> None:
     run_dir = tmp_path / "run"
     assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT,
                   "--set", "data.max_train_samples=256", "--set", "train.save_every=2"))
-    job_id = read_json(run_dir / "job.json")["job_id"]
+    job_id = job(run_dir).job_id
     wait_for(lambda: (run_dir / "checkpoints" / "step-2").is_dir(), 300, "checkpoint step-2",
              poll_s=0.5)
     # What Slurm does signal_grace_s before the time limit (--signal=B:USR1@...):
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm_cluster,
                    check=True, timeout=30)
-    state = wait_for(lambda: (s := status(env, run_dir)["state"]).startswith(FINAL) and s, 600,
+    state = wait_for(lambda: (s := status(env, run_dir).state).startswith(FINAL) and s, 600,
                      "the requeued job to end", poll_s=3)
     assert state.startswith("COMPLETED"), job_log(run_dir)
     log = job_log(run_dir)
     assert f"requeueing job {job_id}" in log and "(restart 1)" in log
-    messages = [e["text"] for e in events(run_dir) if e["event"] == "message"]
+    messages = [e.text for e in of_kind(events(run_dir), Message)]
     assert any(m.startswith("resumed from checkpoints/step-") for m in messages), messages
-    assert read_json(run_dir / "summary.json")["steps"] == 8
+    assert summary(run_dir).steps == 8
 
 
 def test_status_logs_and_cancel_of_a_running_job(env, tmp_path) -> None:
@@ -206,11 +200,11 @@ def test_status_logs_and_cancel_of_a_running_job(env, tmp_path) -> None:
                   "--set", "data.max_train_samples=4000"))
     follower = sft_popen(env, "logs", run_dir, "--follow")
     try:
-        wait_for(lambda: any(e["event"] == "train" for e in events(run_dir)), 300,
+        wait_for(lambda: any(isinstance(e, TrainLogged) for e in events(run_dir)), 300,
                  "the first training step")
         shown = status(env, run_dir)
-        assert shown["state"] == "RUNNING" and shown["nodes"].startswith("n[1-2]")
-        assert re.fullmatch(r"\d+/125, loss \d\.\d{4}", shown["step"]), shown
+        assert shown.state == "RUNNING" and shown.nodes.startswith("n[1-2]")
+        assert re.fullmatch(r"\d+/125, loss \d\.\d{4}", shown.step), shown
         cancelled = sft(env, "cancel", run_dir, timeout=120)
         assert_ok(cancelled)
         assert "CANCELLED" in cancelled.stderr
@@ -219,7 +213,7 @@ def test_status_logs_and_cancel_of_a_running_job(env, tmp_path) -> None:
         follower.kill()
     assert follower.returncode == 0, err
     assert "sft-launch: job" in out and "\n0: " in out and "\n1: " in out
-    assert status(env, run_dir)["state"].startswith("CANCELLED")
+    assert status(env, run_dir).state.startswith("CANCELLED")
     for name in ("recipe.toml", "plan.json", "accelerate.yaml", "job.sbatch", "job.json",
                  "logs/events.jsonl"):
         assert (run_dir / name).is_file(), name
@@ -232,11 +226,11 @@ def test_failed_job_fails_the_wait(env, tmp_path) -> None:
     setup = json.dumps(["echo setup-broke >&2", "exit 3"])  # the job fails before training
     result = sft(env, QUICKSTART, "--nodes", 1, "--procs-per-node", 1, "--run-dir", run_dir,
                  "--wait", *SHORT, "--set", f"slurm.setup={setup}")
-    job_id = read_json(run_dir / "job.json")["job_id"]
+    job_id = job(run_dir).job_id
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"error: job {job_id} ended FAILED (exit code 3:0), no summary.json" in result.stderr
     assert "setup-broke" in result.stderr  # the log's tail is shown
-    assert status(env, run_dir)["state"] == "FAILED, exit code 3:0"
+    assert status(env, run_dir).state == "FAILED (exit code 3:0)"
 
 
 @pytest.mark.parametrize(("args", "slurm_says"), [
@@ -251,11 +245,11 @@ def test_refused_submission(env, tmp_path, args: list[str], slurm_says: str) -> 
     assert result.returncode == 2, output
     assert "Traceback" not in output and output.count("error:") == 1, output
     assert slurm_says in output and str(run_dir) in output
-    record = read_json(run_dir / "job.json")
-    assert record["submitted"] is False and slurm_says in record["error"]
+    record = job(run_dir)
+    assert record.submitted is False and slurm_says in record.error
     assert (run_dir / "job.sbatch").is_file() and (run_dir / "plan.json").is_file()
-    assert status(env, run_dir)["state"].startswith("NOT SUBMITTED")
-    if job_id := record.get("cancelled_job_id"):  # accepted, then cancelled: never runs
+    assert status(env, run_dir).state.startswith("NOT SUBMITTED")
+    if job_id := record.cancelled_job_id:  # accepted, then cancelled: never runs
         state = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env,
                                capture_output=True, text=True).stdout
         assert "JobState=CANCELLED" in state

@@ -15,11 +15,9 @@ from launcher.data.packing import (
     length_grouped_batches,
     pack_indices,
     packed_collator,
-    packed_efficiency,
-    padded_collator,
-    padded_efficiency,
     prepare_for_packing,
 )
+from launcher.tasks.causal_lm import pad_examples
 
 MAX_LENGTH = 96
 PACK_TOKENS = 256
@@ -53,23 +51,30 @@ def loss_and_count(model: Any, example: dict[str, list[int]]) -> tuple[float, in
     return loss, sum(label != IGNORE_INDEX for label in example["labels"][1:])
 
 
+def fullness(lengths: list[int], packs: list[list[int]], max_tokens: int) -> float:
+    """Real tokens / the packs' token budget."""
+    return sum(lengths[i] for pack in packs for i in pack) / (len(packs) * max_tokens)
+
+
+def padded_share(lengths: list[int], batches: list[list[int]]) -> float:
+    """Real tokens / tokens computed when each batch is padded to its longest example."""
+    computed = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+    return sum(lengths[i] for batch in batches for i in batch) / computed
+
+
 def weighted_mean(model: Any, group: list[dict[str, list[int]]]) -> float:
     pairs = [loss_and_count(model, example) for example in group]
     return sum(loss * count for loss, count in pairs) / sum(count for _, count in pairs)
 
 
-@pytest.mark.parametrize("strategy", ["best_fit", "sequential"])
-def test_packs_hold_every_example_once_within_budget(strategy: str) -> None:
+def test_packs_hold_every_example_once_within_budget() -> None:
     lengths = [5, 9, 3, 10, 1, 7, 7, 2]
-    packs = pack_indices(lengths, 10, strategy)
+    packs = pack_indices(lengths, 10)
     assert sorted(i for pack in packs for i in pack) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in pack) <= 10 for pack in packs)
-    if strategy == "sequential":
-        assert packs == [[0], [1], [2], [3], [4, 5], [6, 7]]
-    else:
-        assert len(packs) == 5 and packed_efficiency(lengths, packs, 10) == 44 / 50
+    assert len(packs) == 5  # 44 tokens: the fewest packs of 10 that can hold them
     with pytest.raises(ValueError, match="longer than the pack size 9"):
-        pack_indices(lengths, 9, strategy)
+        pack_indices(lengths, 9)
 
 
 def test_packed_batch_layout(examples: list[dict[str, list[int]]]) -> None:
@@ -90,7 +95,7 @@ def test_packed_loss_equals_token_weighted_mean_of_examples(
 ) -> None:
     lengths = [len(example["input_ids"]) for example in examples]
     packs = pack_indices(lengths, PACK_TOKENS)
-    assert packed_efficiency(lengths, packs, PACK_TOKENS) > 0.9
+    assert fullness(lengths, packs, PACK_TOKENS) > 0.9
     collate = packed_collator()
     for pack in packs[:4]:
         group = [examples[i] for i in pack]
@@ -103,10 +108,11 @@ def test_packed_loss_equals_token_weighted_mean_of_examples(
 def test_padded_loss_equals_token_weighted_mean_of_examples(
     model: Any, tiny_tokenizer: Any, examples: list[dict[str, list[int]]]
 ) -> None:
+    """The padded batches training uses (`CausalLM.collate` without packing)."""
     group = examples[:4]
-    batch = padded_collator(tiny_tokenizer, pad_to_multiple_of=8)(group)
+    batch = pad_examples(group, tiny_tokenizer.pad_token_id)
     longest = max(len(example["input_ids"]) for example in group)
-    assert batch["input_ids"].shape == (4, 8 * -(-longest // 8))
+    assert batch["input_ids"].shape == (4, longest)
     assert batch["attention_mask"].sum().item() == sum(len(e["input_ids"]) for e in group)
     with torch.no_grad():
         padded = model(**batch).loss.item()
@@ -119,9 +125,4 @@ def test_length_grouping_is_seeded_and_pads_less(examples: list[dict[str, list[i
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
     assert length_grouped_batches(lengths, 4, seed=0) == batches
     in_order = [list(range(i, min(i + 4, len(lengths)))) for i in range(0, len(lengths), 4)]
-    assert padded_efficiency(lengths, batches) > padded_efficiency(lengths, in_order)
-
-
-def test_padded_efficiency_counts_padding() -> None:
-    assert padded_efficiency([3, 5, 8], [[0, 1], [2]]) == 16 / 18
-    assert padded_efficiency([3, 5, 8], [[0, 1], [2]], pad_to_multiple_of=8) == 16 / 24
+    assert padded_share(lengths, batches) > padded_share(lengths, in_order)

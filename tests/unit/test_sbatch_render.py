@@ -1,5 +1,5 @@
 """The Slurm batch script: golden files, hostile recipe values, and the script run with stub
-`srun`/`scontrol` (no cluster needed). Regenerate the golden files with SFT_UPDATE_GOLDEN=1."""
+`srun`/`scontrol` (no cluster needed). Golden files: tests/helpers/golden.py."""
 
 from __future__ import annotations
 
@@ -11,60 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import BackendKind
 from launcher.errors import RecipeError, UsageError
 from launcher.plan.plan import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
-from launcher.render.run_folder import RunFolder, write_run_folder
-from tests.conftest import REPO
+from launcher.render.run_folder import write_run_folder
+from tests.helpers.golden import CPU_RECIPE, GOLDEN, PYTHON, SLURM_CASES, job_script
 
-GOLDEN = REPO / "tests" / "golden"
-UPDATE = os.environ.get("SFT_UPDATE_GOLDEN") == "1"
-PYTHON = "/opt/venv/bin/python"
 JOB_ID = 4242
 HOSTILE = "$(touch${IFS}pwned-a);`touch${IFS}pwned-b`&&touch${IFS}pwned-c"
-
-GPU_RECIPE = """\
-name = "llama-8b-sft"
-[model]
-path = "/models/llama-3-8b"
-[task]
-kind = "causal_lm"
-[data]
-train = "data/train.jsonl"
-[train]
-global_batch_size = 256
-[distributed]
-strategy = "zero3"
-nodes = 4
-procs_per_node = 4
-[tracking]
-mode = "online"
-[slurm]
-partition = "gpu"
-account = "proj-42"
-qos = "high"
-time = "1-12:00:00"
-gpus_per_node = 4
-cpus_per_task = 32
-mem = "480G"
-signal_grace_s = 300
-extra_sbatch = ["--constraint=a100", "--exclusive"]
-setup = ["module load cuda/12.4", "source /opt/venv/bin/activate"]
-"""
-CPU_RECIPE = """\
-[model]
-path = "/models/minilm"
-[task]
-kind = "sequence_classification"
-[data]
-train = "data/train.tsv"
-[distributed]
-procs_per_node = 2
-[tracking]
-mode = "offline"
-"""
-
 
 def recipe_from(tmp_path: Path, text: str) -> Recipe:
     path = tmp_path / "recipe.toml"
@@ -74,30 +31,24 @@ def recipe_from(tmp_path: Path, text: str) -> Recipe:
 
 def render(tmp_path: Path, recipe: Recipe, run_dir: Path | None = None,
            python: str = PYTHON) -> RunFolder:
-    plan = make_plan(recipe, recipe_file=str(tmp_path / "recipe.toml"), backend="slurm",
+    plan = make_plan(recipe, recipe_file=str(tmp_path / "recipe.toml"), backend=BackendKind.SLURM,
                      gpus_here=0)
     return write_run_folder(run_dir or tmp_path / "run", recipe, plan, python=python)
 
 
-@pytest.mark.parametrize(("golden", "text", "cpus"), [
-    ("job-1node-cpu.sbatch", CPU_RECIPE, 2), ("job-4node-gpu.sbatch", GPU_RECIPE, 32)])
-def test_job_script_matches_golden(golden: str, text: str, cpus: int, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
-    folder = render(tmp_path, recipe_from(tmp_path, text))
-    script = folder.job_script.read_text().replace(str(folder.path.resolve()), "<RUN_DIR>")
-    path = GOLDEN / golden
-    if UPDATE:
-        path.write_text(script)
-    assert path.exists(), f"no golden file {path}: run with SFT_UPDATE_GOLDEN=1 to create it"
-    assert script == path.read_text(), f"{golden} differs from its golden file"
-    assert ("--deepspeed_multinode_launcher standard" in script) == ("zero3" in text)
-    subprocess.run(["bash", "-n", folder.job_script], check=True)
+@pytest.mark.parametrize("golden", SLURM_CASES)
+def test_job_script_matches_golden(golden: str, tmp_path: Path) -> None:
+    script, path = job_script(golden, tmp_path)
+    assert script == (GOLDEN / golden).read_text(), (
+        f"{golden} differs from its golden file: `make golden`, then review the diff")
+    assert ("--deepspeed_multinode_launcher standard" in script) == ("zero3" in
+                                                                     SLURM_CASES[golden][0])
+    subprocess.run(["bash", "-n", path], check=True)
 
 
 def test_local_runs_get_no_job_script(tmp_path: Path) -> None:
     recipe = recipe_from(tmp_path, CPU_RECIPE)
-    plan = make_plan(recipe, recipe_file=str(tmp_path / "recipe.toml"), backend="local",
+    plan = make_plan(recipe, recipe_file=str(tmp_path / "recipe.toml"), backend=BackendKind.LOCAL,
                      gpus_here=0)
     folder = write_run_folder(tmp_path / "run", recipe, plan, python=PYTHON)
     assert not folder.job_script.exists()

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.vocabulary import BackendKind
+from launcher.data.splits import load_splits
 from launcher.plan.plan import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.tasks.base import Prepared
-from launcher.tasks.data import load_splits
 from launcher.tasks.token_classification import IGNORE_INDEX, TokenClassification
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +22,7 @@ ROWS = 300
 def make_task(*overrides: str) -> TokenClassification:
     recipe = load_recipe(NER, [f"data.max_train_samples={ROWS}", "data.max_eval_samples=40",
                                *overrides])
-    plan = make_plan(recipe, recipe_file=str(NER), backend="local", gpus_here=0)
+    plan = make_plan(recipe, recipe_file=str(NER), backend=BackendKind.LOCAL, gpus_here=0)
     return TokenClassification(recipe, plan)
 
 
@@ -70,7 +71,7 @@ def test_eval_is_word_level_and_counts_truncated_words_as_outside() -> None:
 
     task = make_task("data.max_length=12")
     data = task.prepare(task.load_tokenizer())
-    assert data.stats["truncated"] > 0
+    assert data.stats.truncated > 0
     model = task.load_model(data).eval()
     assert model.config.id2label == dict(enumerate(task.names))
     examples = data.eval[:8]

@@ -1,10 +1,11 @@
-"""Load a recipe's train and eval rows (canonical shape), with its label map and row counts."""
+"""A recipe's train and eval rows in canonical shape, with its label map and row counts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from launcher.contract.reports import DataStats
 from launcher.data.errors import DataError
 from launcher.data.formats import load_rows
 from launcher.data.labels import LabelMap
@@ -18,7 +19,7 @@ class Splits:
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
     label_map: LabelMap | None
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: DataStats
 
 
 def load_splits(recipe: Recipe) -> Splits:
@@ -52,5 +53,5 @@ def load_splits(recipe: Recipe) -> Splits:
     if not rows:
         raise UsageError(f"no training rows left in {data.train} after loading and filtering")
     skipped = len(train.skipped) + (len(evaluation.skipped) if evaluation else 0)
-    stats = {"train_rows": len(rows), "eval_rows": len(eval_rows), "skipped_rows": skipped}
+    stats = DataStats(train_rows=len(rows), eval_rows=len(eval_rows), skipped_rows=skipped)
     return Splits(train=rows, eval=eval_rows, label_map=label_map, stats=stats)

@@ -1,0 +1,148 @@
+"""Slurm's own commands (`scontrol`, `sacct`, `scancel`), each failure one clear error."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.errors import LaunchError
+
+# States after which a job never runs again (anything else may still run or is running).
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                "BOOT_FAIL", "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"}
+COMMAND_TIMEOUT_S = 60
+
+
+class SlurmCommandError(LaunchError):
+    """A Slurm command failed; `detail` is its own message."""
+
+    def __init__(self, command: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"`{command}` failed: {detail}")
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What Slurm says about one job."""
+
+    job_id: str
+    state: str  # e.g. PENDING, RUNNING, COMPLETED, FAILED, CANCELLED; UNKNOWN if not found
+    exit_code: str = ""  # "rc:signal"
+    elapsed: str = ""
+    nodes: str = ""
+    reason: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state not in FINAL_STATES and self.state != "UNKNOWN"
+
+    @property
+    def returncode(self) -> int:
+        """0 only for COMPLETED with exit 0:0; else the exit code, 128 + signal, or 1."""
+        rc, _, sig = self.exit_code.partition(":")
+        code = int(rc) if rc.isdigit() else 0
+        if not code and sig.isdigit() and int(sig):
+            code = 128 + int(sig)
+        return code if self.state == "COMPLETED" or code else 1
+
+
+def state(job_id: str) -> JobInfo:
+    """The job's state: `scontrol` while Slurm remembers it, then accounting (`sacct`, `-c`)."""
+    info = _from_scontrol(job_id)
+    if info is None:
+        info = _from_sacct(job_id, ["-X"]) or _from_sacct(job_id, ["-c"])
+    return info or JobInfo(job_id, "UNKNOWN")
+
+
+def scancel(job_id: str, *flags: str) -> None:
+    run(["scancel", *flags, job_id])
+
+
+class Poller:
+    """Asks Slurm at most every `every_s` seconds; a job is active until a final state."""
+
+    def __init__(self, job_id: str, every_s: float = 2.0) -> None:
+        self.job_id, self.every_s = job_id, every_s
+        self.last = JobInfo(job_id, "PENDING")
+        self.asked = 0.0
+
+    def active(self) -> bool:
+        if time.monotonic() - self.asked >= self.every_s:
+            self.last, self.asked = state(self.job_id), time.monotonic()
+        return self.last.active
+
+
+def _from_scontrol(job_id: str) -> JobInfo | None:
+    try:
+        out = run(["scontrol", "show", "job", "-o", job_id]).stdout
+    except SlurmCommandError:
+        return None  # "Invalid job id specified": finished longer ago than MinJobAge
+    fields = _fields(out)
+    if "JobState" not in fields:
+        return None
+    return JobInfo(job_id, fields["JobState"], fields.get("ExitCode", ""),
+                   fields.get("RunTime", ""), _nodes(fields.get("NodeList", "")),
+                   fields.get("Reason", ""))
+
+
+def _from_sacct(job_id: str, flags: list[str]) -> JobInfo | None:
+    try:
+        out = run(["sacct", *flags, "-j", job_id, "-n", "-P",
+                    "-o", "JobID,State,ExitCode,Elapsed,NodeList"]).stdout
+    except SlurmCommandError:
+        return None  # accounting disabled, or no jobcomp file
+    rows = [line.split("|") for line in out.splitlines() if line.startswith(f"{job_id}|")]
+    if not rows:
+        return None
+    _, job_state, exit_code, elapsed, nodes = (rows[-1] + [""] * 5)[:5]
+    # sacct says "CANCELLED by 0": keep the state word only
+    return JobInfo(job_id, job_state.split()[0] if job_state else "UNKNOWN", exit_code, elapsed,
+                   _nodes(nodes))
+
+
+def _fields(line: str) -> dict[str, str]:
+    """`scontrol -o` output: Key=Value tokens; the first occurrence of a key wins."""
+    fields: dict[str, str] = {}
+    for match in re.finditer(r"(?:^|\s)([A-Za-z/:_]+)=(\S*)", line):
+        fields.setdefault(match.group(1), match.group(2))
+    return fields
+
+
+def _nodes(value: str) -> str:
+    return "" if value in ("(null)", "None assigned") else value
+
+
+def request_vs_limits(job_id: str) -> str:
+    job = _fields(run(["scontrol", "show", "job", "-o", job_id]).stdout)
+    partition = job.get("Partition", "?")
+    low, _, high = job.get("NumNodes", "?").partition("-")  # "8-8" = exactly 8
+    nodes = low if high in ("", low) else f"{low}-{high}"
+    asked = f"requested {nodes} node(s) for {job.get('TimeLimit', '?')} in partition {partition}"
+    try:
+        part = _fields(run(["scontrol", "show", "partition", "-o", partition]).stdout)
+    except SlurmCommandError:
+        return asked
+    return (f"{asked}, which has MaxTime={part.get('MaxTime', '?')}, "
+            f"MaxNodes={part.get('MaxNodes', '?')}, TotalNodes={part.get('TotalNodes', '?')}")
+
+
+def run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a Slurm command; its own message becomes the LaunchError on failure."""
+    try:
+        out = subprocess.run(args, cwd=cwd, capture_output=True, text=True,
+                             timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise LaunchError(f"`{args[0]}` not found: is Slurm installed on this machine?") from None
+    except subprocess.TimeoutExpired:
+        raise LaunchError(f"`{' '.join(args)}` did not answer in {COMMAND_TIMEOUT_S} s: "
+                          "is the Slurm controller up?") from None
+    if out.returncode != 0:
+        lines = [line.strip().removeprefix(f"{args[0]}: error: ")
+                 for line in (out.stderr + out.stdout).splitlines() if line.strip()]
+        raise SlurmCommandError(" ".join(args), "; ".join(lines) or f"exit code {out.returncode}")
+    return out
+
+

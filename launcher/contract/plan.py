@@ -1,0 +1,103 @@
+"""`plan.json`: the versioned plan every rank verifies itself against, with its memory estimate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.contract.records import ContractError, JsonRecord
+from launcher.contract.vocabulary import (
+    BackendKind,
+    Device,
+    Offload,
+    Precision,
+    Strategy,
+    TrackingMode,
+)
+
+PLAN_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Batch:
+    """global = micro x grad_accum x world."""
+
+    global_size: int
+    micro: int
+    grad_accum: int
+    world: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate(JsonRecord):
+    """Bytes per device for one strategy; host_bytes is what a rank offloads to host memory."""
+
+    strategy: Strategy
+    offload: tuple[Offload, ...]
+    world_size: int
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    total_bytes: int
+    fits: bool | None  # None when the device memory is not known
+    host_bytes: int = 0
+
+    @property
+    def label(self) -> str:
+        """`zero3`, or `zero3+offload` when something is offloaded."""
+        return self.strategy.value + ("+offload" if self.offload else "")
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The estimate of every strategy at the plan's world size, from the model's config.json."""
+
+    model_parameters: int
+    approximate: bool
+    device_memory_bytes: int | None
+    procs_per_node: int
+    estimates: tuple[MemoryEstimate, ...]
+
+    def estimate_for(self, strategy: Strategy, offload: tuple[Offload, ...]) -> MemoryEstimate:
+        return next(e for e in self.estimates
+                    if e.strategy is strategy and bool(e.offload) == bool(offload))
+
+
+@dataclass(frozen=True)
+class Plan(JsonRecord):
+    """Everything a worker needs besides the recipe; written as `plan.json`."""
+
+    recipe_name: str
+    recipe_file: str
+    backend: BackendKind
+    nodes: int
+    procs_per_node: int
+    world_size: int
+    device: Device
+    precision: Precision
+    strategy: Strategy
+    strategy_reason: str
+    batch: Batch
+    model_path: str
+    tokenizer_path: str
+    tracking_mode: TrackingMode
+    threads_per_proc: int
+    offload: tuple[Offload, ...] = ()
+    memory: MemoryPlan | None = None
+    version: int = PLAN_VERSION
+
+    @property
+    def active_strategy(self) -> Strategy | None:
+        """The strategy the workers really run (None: one plain process)."""
+        return self.strategy.active(self.world_size)
+
+    @classmethod
+    def read(cls, path: Path) -> Plan:
+        """plan.json; a plan of another version is refused with what to do."""
+        plan = super().read(path)
+        if plan.version != PLAN_VERSION:
+            raise ContractError(
+                f"{path}: plan version {plan.version}, but this sft-launch reads version "
+                f"{PLAN_VERSION}: use the sft-launch that wrote it, or plan the run again")
+        return plan

@@ -1,0 +1,82 @@
+"""What the workers report: each rank's `RankReport`, the run's `Summary`, the label names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from launcher.contract.records import JsonRecord
+from launcher.contract.vocabulary import Strategy
+
+
+@dataclass(frozen=True)
+class HeldBytes:
+    """Bytes one rank holds after a step: its parameter, gradient and optimizer-state shards and
+    the optimizer's fp32 master copy (ZeRO keeps one even in fp32)."""
+
+    params: int
+    grads: int
+    optimizer_state: int
+    master_params: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer_state + self.master_params
+
+
+@dataclass(frozen=True)
+class RankReport(JsonRecord):
+    """`logs/rank-<R>.json`: what one rank saw at start-up and, once finished, what it held."""
+
+    hostname: str
+    rank: int
+    local_rank: int
+    node_rank: int
+    world_size: int
+    group_size: int
+    distributed_type: str
+    process_group_backend: str | None
+    strategy: Strategy | None = None  # None: one plain process
+    local_param_numel: int = 0
+    held_bytes: HeldBytes | None = None
+    peak_rss_bytes: int | None = None
+    final_weights_sha256: str | None = None  # replicated strategies: equal on every rank
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What loading and tokenizing did to the data."""
+
+    train_rows: int
+    eval_rows: int
+    skipped_rows: int = 0
+    truncated: int = 0
+    dropped_too_long: int = 0
+    packs: int | None = None  # causal LM with packing: training rows after packing
+
+
+@dataclass(frozen=True)
+class Summary(JsonRecord):
+    """`summary.json`: written by rank 0 when a run completed."""
+
+    steps: int
+    epochs: float
+    samples: int
+    tokens: int
+    train_loss: float | None
+    wall_time_s: float
+    time_to_first_step_s: float
+    train_samples_per_s: float
+    token_efficiency: float
+    world_size: int
+    strategy: Strategy | None
+    data: DataStats
+    eval: dict[str, float] = field(default_factory=dict)  # final eval metrics; {} without eval data
+    eval_tables: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    status: str = "completed"
+
+
+@dataclass(frozen=True)
+class LabelNames(JsonRecord):
+    """`label_names.json`: a classification run's label names, in id order."""
+
+    names: tuple[str, ...]

@@ -1,0 +1,92 @@
+"""`RunFolder`: the names of the files in a run folder, the only hand-over between the two sides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of a run folder's files, in one place."""
+
+    path: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.path / "recipe.toml"
+
+    @property
+    def plan(self) -> Path:
+        return self.path / "plan.json"
+
+    @property
+    def accelerate(self) -> Path:
+        return self.path / "accelerate.yaml"
+
+    @property
+    def deepspeed(self) -> Path:
+        return self.path / "deepspeed.json"
+
+    @property
+    def launch_script(self) -> Path:
+        return self.path / "launch.sh"
+
+    @property
+    def job_script(self) -> Path:
+        return self.path / "job.sbatch"
+
+    @property
+    def job(self) -> Path:
+        """job.json: the backend's record of the submission (`JobRecord`)."""
+        return self.path / "job.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def events(self) -> Path:
+        return self.logs / "events.jsonl"
+
+    @property
+    def launch_log(self) -> Path:
+        """Output of a local run's processes."""
+        return self.logs / "launch.log"
+
+    def slurm_log(self, job_id: str) -> Path:
+        return self.logs / f"slurm-{job_id}.out"
+
+    def rank_report(self, rank: int) -> Path:
+        return self.logs / f"rank-{rank}.json"
+
+    def rank_reports(self) -> list[Path]:
+        """Every rank's report, by rank."""
+        found = [(int(p.stem.removeprefix("rank-")), p) for p in self.logs.glob("rank-*.json")
+                 if p.stem.removeprefix("rank-").isdigit()]
+        return [p for _, p in sorted(found)]
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / "eval_predictions.jsonl"
+
+    @property
+    def label_names(self) -> Path:
+        """The label names of a classification run, in id order (`LabelNames`)."""
+        return self.path / "label_names.json"
+
+    @property
+    def wandb(self) -> Path:
+        return self.path / "wandb"

@@ -1,0 +1,96 @@
+"""The one vocabulary of the project: strategies, offload, precisions, devices, backends, modes.
+
+Every mapping from these words to another tool's words (a ZeRO stage, Accelerate's
+mixed-precision name, a process-group backend) is written here, once.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class Strategy(StrEnum):
+    """How the model is spread over the data-parallel ranks."""
+
+    DDP = "ddp"
+    FSDP = "fsdp"
+    ZERO2 = "zero2"
+    ZERO3 = "zero3"
+
+    @property
+    def zero_stage(self) -> int:
+        """The DeepSpeed ZeRO stage (0: not DeepSpeed)."""
+        return {Strategy.ZERO2: 2, Strategy.ZERO3: 3}.get(self, 0)
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.zero_stage > 0
+
+    @property
+    def shards_parameters(self) -> bool:
+        """Each rank holds 1/N of the parameters (FSDP, ZeRO-3)."""
+        return self in (Strategy.FSDP, Strategy.ZERO3)
+
+    def active(self, world_size: int) -> Strategy | None:
+        """What really runs at `world_size`: one process wraps nothing for DDP or FSDP."""
+        if world_size == 1 and not self.uses_deepspeed:
+            return None
+        return self
+
+
+class Offload(StrEnum):
+    """What ZeRO-3 keeps in host memory instead of device memory."""
+
+    OPTIMIZER = "optimizer"
+    PARAMS = "params"
+
+
+class Precision(StrEnum):
+    """Training precision: fp32, or bf16/fp16 mixed precision (fp32 master weights)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+    @property
+    def accelerate_name(self) -> str:
+        """Accelerate's `mixed_precision` value."""
+        return "no" if self is Precision.FP32 else self.value
+
+    @property
+    def is_half(self) -> bool:
+        return self is not Precision.FP32
+
+
+class Device(StrEnum):
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    @property
+    def process_group_backend(self) -> str:
+        return "nccl" if self is Device.CUDA else "gloo"
+
+
+class BackendKind(StrEnum):
+    """Where a run executes: this machine, or a Slurm cluster."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+
+
+class TrackingMode(StrEnum):
+    """W&B mode a run starts in (online falls back to offline when W&B cannot be used)."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    DISABLED = "disabled"
+
+
+class ExitCode(IntEnum):
+    """Exit codes scripts can trust, of `sft-launch` and of the workers."""
+
+    OK = 0
+    FAILED = 1  # training or job failure
+    USAGE = 2  # bad recipe, arguments or data; nothing launched
+    REFUSED = 3  # a worker refused a launch that differs from plan.json
+    INTERRUPTED = 130  # stopped by a signal (after a checkpoint, when training had started)

@@ -1,0 +1,201 @@
+"""A model's shape from its Hugging Face config.json (stdlib only): exact parameter counts.
+
+Parameters are counted from the config alone, never from weights: exactly for llama, mistral and
+qwen2 (gated MLP, GQA), gpt2, and bert/roberta/xlm-roberta, with the head of the task (causal LM,
+sequence or token classification, or the bare model). Other families get the generic estimate
+12*L*h^2 + V*h and are flagged ``approximate``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import get_args
+
+from launcher.recipe.schema import TaskKind
+
+TASKS: tuple[str, ...] = get_args(TaskKind)
+_DECODERS = ("llama", "mistral", "qwen2")
+_ENCODERS = ("bert", "roberta", "xlm-roberta")
+_HEAD_SUFFIXES = (
+    ("ForCausalLM", "causal_lm"),
+    ("LMHeadModel", "causal_lm"),
+    ("ForSequenceClassification", "sequence_classification"),
+    ("ForTokenClassification", "token_classification"),
+    ("Model", "none"),
+)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the memory plan needs to know about a model, read from its config.json.
+
+    ``architecture`` is as the config names it; ``head`` is the head counted in
+    ``num_parameters`` (the task's when one is given).
+    """
+
+    architecture: str
+    num_parameters: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    vocab_size: int
+    head: str = "causal_lm"  # a TASKS entry, or "none" for the bare model
+    num_labels: int = 2
+    block_parameters: int = 0  # one transformer block
+    approximate: bool = False  # True when num_parameters is the generic estimate
+
+
+@dataclass(frozen=True)
+class _Count:
+    total: int
+    block: int
+    head: str
+    labels: int
+    approximate: bool = False
+
+
+def _get(config: dict, *names: str) -> int:
+    """The first of ``names`` present in config (aliases across families)."""
+    for name in names:
+        if config.get(name) is not None:
+            return int(config[name])
+    raise ValueError(f"no {' or '.join(repr(n) for n in names)} key")
+
+
+def _head_of(config: dict, task: str | None) -> tuple[str, bool]:
+    """The head to count and whether it is known: ``task``, else from config's architectures."""
+    if task is not None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        return task, True
+    architectures = config.get("architectures") or []
+    if not architectures:
+        return ("none" if config.get("model_type") in _ENCODERS else "causal_lm"), True
+    for suffix, head in _HEAD_SUFFIXES:
+        if architectures[0].endswith(suffix):
+            return head, True
+    return "none", False
+
+
+def _num_labels(config: dict, num_labels: int | None) -> int:
+    if num_labels is not None:
+        return num_labels
+    if config.get("num_labels") is not None:
+        return int(config["num_labels"])
+    return len(config.get("id2label") or {}) or 2
+
+
+def _decoder_head(head: str, h: int, vocab: int, labels: int, tied: bool) -> int:
+    """Head parameters of a decoder: lm_head (unless tied), score (no bias), classifier."""
+    return {
+        "causal_lm": 0 if tied else vocab * h,
+        "sequence_classification": h * labels,
+        "token_classification": h * labels + labels,
+        "none": 0,
+    }[head]
+
+
+def _count_llama(config: dict, head: str, labels: int) -> tuple[int, int]:
+    h = _get(config, "hidden_size")
+    heads = _get(config, "num_attention_heads")
+    q = heads * (config.get("head_dim") or h // heads)
+    kv = (config.get("num_key_value_heads") or heads) * (config.get("head_dim") or h // heads)
+    inter = _get(config, "intermediate_size")
+    vocab = _get(config, "vocab_size")
+    model_type = config.get("model_type")
+    llama_bias = model_type == "llama" and bool(config.get("attention_bias"))
+    qkv_bias = model_type == "qwen2" or llama_bias
+    mlp_bias = model_type == "llama" and bool(config.get("mlp_bias"))
+    attention = h * (q + 2 * kv) + q * h
+    attention += (q + 2 * kv if qkv_bias else 0) + (h if llama_bias else 0)
+    mlp = 3 * h * inter + (2 * inter + h if mlp_bias else 0)
+    block = attention + mlp + 2 * h
+    total = vocab * h + _get(config, "num_hidden_layers") * block + h
+    tied = config.get("tie_word_embeddings", False)
+    return total + _decoder_head(head, h, vocab, labels, tied), block
+
+
+def _count_gpt2(config: dict, head: str, labels: int) -> tuple[int, int]:
+    h = _get(config, "n_embd", "hidden_size")
+    inter = config.get("n_inner") or 4 * h
+    vocab = _get(config, "vocab_size")
+    attention = h * 3 * h + 3 * h + h * h + h
+    block = attention + h * inter + inter + inter * h + h + 4 * h
+    total = (vocab + _get(config, "n_positions")) * h + _get(config, "n_layer") * block + 2 * h
+    tied = config.get("tie_word_embeddings", True)
+    return total + _decoder_head(head, h, vocab, labels, tied), block
+
+
+def _count_bert(config: dict, head: str, labels: int) -> tuple[int, int]:
+    if head == "causal_lm":
+        raise ValueError(f"{config.get('model_type')} is an encoder: no causal_lm head")
+    h = _get(config, "hidden_size")
+    inter = _get(config, "intermediate_size")
+    positions = _get(config, "max_position_embeddings")
+    types = config.get("type_vocab_size", 2)
+    embeddings = (_get(config, "vocab_size") + positions + types) * h + 2 * h
+    block = 4 * (h * h + h) + 2 * h + h * inter + inter + inter * h + h + 2 * h
+    pooler = h * h + h  # BERT's pooler, also RoBERTa's classification dense layer
+    classifier = h * labels + labels
+    heads_params = {
+        "sequence_classification": pooler + classifier,
+        "token_classification": classifier,
+        "none": pooler,
+    }
+    total = embeddings + _get(config, "num_hidden_layers") * block + heads_params[head]
+    return total, block
+
+
+def _count(config: dict, task: str | None, num_labels: int | None) -> _Count:
+    head, known = _head_of(config, task)
+    labels = _num_labels(config, num_labels)
+    model_type = config.get("model_type")
+    if model_type in _DECODERS:
+        total, block = _count_llama(config, head, labels)
+    elif model_type == "gpt2":
+        total, block = _count_gpt2(config, head, labels)
+    elif model_type in _ENCODERS:
+        total, block = _count_bert(config, head, labels)
+    else:  # generic estimate
+        h = _get(config, "hidden_size", "n_embd", "d_model")
+        layers = _get(config, "num_hidden_layers", "n_layer", "num_layers")
+        block, known = 12 * h * h, False
+        total = layers * block + _get(config, "vocab_size") * h
+    return _Count(total, block, head, labels, approximate=not known)
+
+
+def read_model_shape(
+    model_dir_or_config_json: Path, *, task: str | None = None, num_labels: int | None = None
+) -> ModelShape:
+    """Read a ModelShape from a model folder or its config.json, without loading weights."""
+    path = Path(model_dir_or_config_json)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read model config {path}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    try:
+        count = _count(config, task, num_labels)
+        h = _get(config, "hidden_size", "n_embd", "d_model")
+        return ModelShape(
+            architecture=(config.get("architectures") or [config.get("model_type", "unknown")])[0],
+            num_parameters=count.total,
+            hidden_size=h,
+            num_layers=_get(config, "num_hidden_layers", "n_layer", "num_layers"),
+            num_heads=_get(config, "num_attention_heads", "n_head", "num_heads"),
+            intermediate_size=(config.get("intermediate_size") or config.get("n_inner")
+                               or 4 * h),
+            vocab_size=_get(config, "vocab_size"),
+            head=count.head,
+            num_labels=count.labels,
+            block_parameters=count.block,
+            approximate=count.approximate,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc

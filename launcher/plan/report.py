@@ -1,0 +1,35 @@
+"""`sft-launch plan`'s output: the memory table of every strategy and what the plan chose."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from launcher.contract.plan import Plan
+from launcher.plan.sizes import format_bytes
+from launcher.recipe.schema import Recipe
+
+
+def memory_report(plan: Plan, recipe: Recipe) -> RenderableType:
+    """Bytes per device of every strategy, whether it fits, and the strategy chosen."""
+    memory = plan.memory
+    if memory is None:
+        return Text("no memory estimate: the model's config.json is not on this machine")
+    table = Table(title=f"{plan.recipe_name}: {memory.model_parameters:,} parameters, "
+                  f"{plan.world_size} processes ({plan.nodes} x {plan.procs_per_node}), "
+                  f"{plan.precision}, micro batch {plan.batch.micro} x "
+                  f"{recipe.data.max_length} tokens")
+    table.add_column("strategy", no_wrap=True, min_width=13)
+    for column in ("params", "grads", "optimizer", "activ.", "per device", "fits"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for est in memory.estimates:
+        fits = {True: "yes", False: "no", None: "?"}[est.fits]
+        table.add_row(est.label, *(format_bytes(n) for n in (
+            est.params_bytes, est.grads_bytes, est.optimizer_bytes, est.activations_bytes,
+            est.total_bytes)), fits)
+    limit = memory.device_memory_bytes
+    offload = f" + offload of {' and '.join(plan.offload)}" if plan.offload else ""
+    chosen = Text(f"device memory: {format_bytes(limit) if limit else 'unknown'}; "
+                  f"strategy: {plan.strategy}{offload} ({plan.strategy_reason})")
+    return Group(table, chosen)

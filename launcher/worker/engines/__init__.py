@@ -1,0 +1,24 @@
+"""One engine per data-parallel strategy, built from the plan (`make_engine`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from launcher.contract.plan import Plan
+from launcher.contract.vocabulary import Strategy
+from launcher.worker.engines.accelerate_engine import AccelerateEngine
+from launcher.worker.engines.base import Engine
+from launcher.worker.engines.fsdp2_engine import Fsdp2Engine
+
+ENGINES: dict[Strategy | None, type[Engine]] = {
+    None: AccelerateEngine,  # one plain process
+    Strategy.DDP: AccelerateEngine,
+    Strategy.ZERO2: AccelerateEngine,
+    Strategy.ZERO3: AccelerateEngine,
+    Strategy.FSDP: Fsdp2Engine,
+}
+
+
+def make_engine(plan: Plan, run_dir: Path) -> Engine:
+    """The engine for the strategy the plan runs, with its Accelerator (the process group)."""
+    return ENGINES[plan.active_strategy](plan, run_dir)

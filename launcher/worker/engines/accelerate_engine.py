@@ -1,0 +1,121 @@
+"""One process, DDP, and DeepSpeed ZeRO-2/3 (+ CPU offload), all through Accelerate.
+
+DeepSpeed needs a gloo/NCCL process group created by Accelerate and *not* `cpu=True` (that
+silently drops DeepSpeed), so the Accelerator is built per strategy here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+from launcher.contract.plan import Plan
+from launcher.contract.reports import HeldBytes
+from launcher.contract.vocabulary import Device, Offload, Strategy
+from launcher.worker.engines.base import (
+    Engine,
+    group_kwargs,
+    numel_bytes,
+    optimizer_state_tensors,
+)
+from launcher.worker.shards import local_shard
+
+ZERO_STRATEGY = {2: Strategy.ZERO2, 3: Strategy.ZERO3}
+
+
+class AccelerateEngine(Engine):
+    """Single process, DDP, ZeRO-2 and ZeRO-3 through Accelerate (DeepSpeed for ZeRO)."""
+
+    def __init__(self, plan: Plan, run_dir: Path) -> None:
+        super().__init__(plan, run_dir)
+        self.zero_stage = plan.strategy.zero_stage
+        deepspeed = None
+        if self.zero_stage:
+            config = json.loads((run_dir / "deepspeed.json").read_text())
+            deepspeed = DeepSpeedPlugin(hf_ds_config=config)
+        self.accelerator = Accelerator(
+            cpu=plan.device is Device.CPU and not self.zero_stage,
+            mixed_precision=plan.precision.accelerate_name,
+            gradient_accumulation_steps=plan.batch.grad_accum,
+            deepspeed_plugin=deepspeed,
+            kwargs_handlers=group_kwargs(plan),
+            project_dir=str(run_dir),
+        )
+
+    def prepare(self, model, make_optimizer, make_scheduler):
+        self.model, self.optimizer = self.accelerator.prepare(model, make_optimizer(model))
+        # After prepare: ZeRO-3 regroups the parameters of the optimizer it wraps.
+        scheduler = make_scheduler(self.optimizer)
+        self.accelerator.register_for_checkpointing(scheduler)
+        return scheduler
+
+    def micro_step(self, last: bool):
+        return self.accelerator.accumulate(self.model)
+
+    def backward(self, loss):
+        # Accelerate (and DeepSpeed) divide by the accumulation steps; the loss is already
+        # normalised for the whole global batch, so undo that division.
+        self.accelerator.backward(loss * self.plan.batch.grad_accum)
+
+    def step(self, max_norm):
+        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()  # DeepSpeed stepped in backward(); this is then a no-op
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm) if norm is not None else float("nan")
+
+    def save(self, folder):
+        self.accelerator.save_state(str(folder))
+
+    def load(self, folder):
+        self.accelerator.load_state(str(folder))
+
+    def full_state_dict(self):
+        state = self.accelerator.get_state_dict(self.model)
+        return state if self.accelerator.is_main_process else None
+
+    def active_strategy(self):
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            return ZERO_STRATEGY.get(self.model.zero_optimization_stage())
+        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            return Strategy.DDP
+        return None
+
+    def active_offload(self):
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            return ()
+        return tuple(kind for kind, config in ((Offload.OPTIMIZER,
+                                                self.model.zero_offload_optimizer()),
+                                               (Offload.PARAMS, self.model.zero_offload_param()))
+                     if _offloaded(config))
+
+    def held_bytes(self):
+        params = [local_shard(p) for p in self.model.parameters()]
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        if self.zero_stage:
+            inner = getattr(inner, "optimizer", inner)  # DeepSpeedZeroOptimizer -> torch AdamW
+            masters = _fp32_partitions(self.model.optimizer)
+            # This rank's gradient partition has the size of its fp32 partition.
+            grads = numel_bytes(iter(masters))
+        else:
+            masters = []
+            grads = numel_bytes(p for p in self.model.parameters() if p.requires_grad)
+        return HeldBytes(params=numel_bytes(iter(params)), grads=grads,
+                         optimizer_state=numel_bytes(optimizer_state_tensors(inner)),
+                         master_params=numel_bytes(iter(masters)))
+
+
+def _offloaded(config: Any) -> bool:
+    """Whether a DeepSpeed offload section really moves something off the device."""
+    device = getattr(config, "device", None)
+    return device is not None and getattr(device, "value", device) != "none"
+
+
+def _fp32_partitions(zero_optimizer: Any) -> list[torch.Tensor]:
+    """This rank's flat fp32 partitions in a ZeRO-2 or ZeRO-3 optimizer."""
+    return getattr(zero_optimizer, "single_partition_of_fp32_groups", None) or getattr(
+        zero_optimizer, "fp32_partitioned_groups_flat", [])

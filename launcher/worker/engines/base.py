@@ -1,0 +1,103 @@
+"""What the training loop needs from a strategy (`Engine`), and the helpers engines share.
+
+Every engine's `backward` takes the loss already normalised for the whole global batch (summed
+over micro-batches it is the token-weighted mean), and reports what is really active
+(`active_strategy`, `active_offload`) and what each rank holds (`held_bytes`), so the worker can
+refuse a wrong setup and tests can prove sharding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
+
+from launcher.contract.plan import Plan
+from launcher.contract.reports import HeldBytes
+from launcher.contract.vocabulary import Offload, Strategy
+from launcher.worker.shards import local_shard
+
+OptimizerFactory = Callable[[torch.nn.Module], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+# Long enough for preprocessing a large dataset on rank 0 while the others wait.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
+
+
+def group_kwargs(plan: Plan) -> list[InitProcessGroupKwargs]:
+    """The process group's backend and timeout (none for one process: no group at all)."""
+    if plan.world_size == 1:
+        return []
+    return [InitProcessGroupKwargs(backend=plan.device.process_group_backend,
+                                   timeout=PROCESS_GROUP_TIMEOUT)]
+
+
+class Engine(ABC):
+    """Prepare, backward, step, checkpoint and consolidate the weights under one strategy."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def __init__(self, plan: Plan, run_dir: Path) -> None:
+        self.plan = plan
+
+    @abstractmethod
+    def prepare(self, model: torch.nn.Module, make_optimizer: OptimizerFactory,
+                make_scheduler: SchedulerFactory) -> Any:
+        """Wrap/shard the model, build the optimizer on the result; returns the scheduler."""
+
+    @abstractmethod
+    def micro_step(self, last: bool) -> contextlib.AbstractContextManager:
+        """Context for one micro-batch; gradients are synchronised on the `last` one."""
+
+    @abstractmethod
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    @abstractmethod
+    def step(self, max_norm: float) -> float:
+        """Clip, step the optimizer, zero the gradients; returns the pre-clip grad norm."""
+
+    @abstractmethod
+    def save(self, folder: Path) -> None:
+        """Every rank writes its part of a checkpoint into `folder`."""
+
+    @abstractmethod
+    def load(self, folder: Path) -> None: ...
+
+    @abstractmethod
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The consolidated weights on rank 0 (None elsewhere), gathered without a full copy on
+        every rank."""
+
+    @abstractmethod
+    def active_strategy(self) -> Strategy | None:
+        """The strategy really running (None: one plain, unwrapped process)."""
+
+    def active_offload(self) -> tuple[Offload, ...]:
+        return ()
+
+    @abstractmethod
+    def held_bytes(self) -> HeldBytes:
+        """Bytes this rank holds: parameters, gradients, optimizer state (Adam moments) and the
+        optimizer's fp32 master copy of the parameters (ZeRO keeps one even in fp32)."""
+
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+
+def numel_bytes(tensors: Iterator[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                yield local_shard(value)

@@ -1,0 +1,146 @@
+"""torch FSDP2: `fully_shard` on every transformer block, then the root, over a 1-D device mesh.
+
+The same code on GPUs (NCCL) and CPUs (gloo): Accelerate's own FSDP never activates on a CPU
+host. Checkpoints use torch.distributed.checkpoint (each rank writes its shards); the final
+model is gathered to rank 0 only, tensor by tensor, through CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from launcher.contract.reports import HeldBytes
+from launcher.contract.vocabulary import Device, Precision, Strategy
+from launcher.worker.engines.base import (
+    Engine,
+    group_kwargs,
+    numel_bytes,
+    optimizer_state_tensors,
+)
+from launcher.worker.shards import local_shard
+
+HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+
+
+class Fsdp2Engine(Engine):
+    """torch FSDP2: parameters, gradients and optimizer state sharded across all ranks."""
+
+    def __init__(self, plan, run_dir) -> None:
+        super().__init__(plan, run_dir)
+        self.accelerator = Accelerator(
+            cpu=plan.device is Device.CPU,
+            mixed_precision="no",  # FSDP2's own MixedPrecisionPolicy casts
+            kwargs_handlers=group_kwargs(plan),
+            project_dir=str(run_dir),
+        )
+
+    def prepare(self, model, make_optimizer, make_scheduler):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = init_device_mesh(self.plan.device.value, (self.plan.world_size,))
+        policy = MixedPrecisionPolicy()
+        if self.plan.precision.is_half:
+            policy = MixedPrecisionPolicy(param_dtype=HALF[self.plan.precision],
+                                          reduce_dtype=torch.float32)
+        model = model.to(self.accelerator.device)
+        for block in transformer_blocks(model):
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
+        self.model = model
+        self.optimizer = make_optimizer(model)
+        self.scheduler = make_scheduler(self.optimizer)
+        return self.scheduler
+
+    def micro_step(self, last: bool):
+        self.model.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self, max_norm):
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def _state(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        return {"model": model_state, "optimizer": optimizer_state}
+
+    def save(self, folder):
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(self._state(), checkpoint_id=str(folder))
+        rank = self.accelerator.process_index
+        torch.save({"scheduler": self.scheduler.state_dict(), "rng": _rng_state()},
+                   folder / f"extra_state_{rank}.pt")
+
+    def load(self, folder):
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        state = self._state()
+        dcp.load(state, checkpoint_id=str(folder))
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optimizer"])
+        rank = self.accelerator.process_index
+        extra = torch.load(folder / f"extra_state_{rank}.pt", weights_only=False)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        _set_rng_state(extra["rng"])
+
+    def full_state_dict(self):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(self.model, options=options)
+        return state if self.accelerator.is_main_process else None
+
+    def unwrapped(self):
+        return self.model
+
+    def active_strategy(self):
+        from torch.distributed.fsdp import FSDPModule
+
+        return Strategy.FSDP if isinstance(self.model, FSDPModule) else None
+
+    def held_bytes(self):
+        params = [local_shard(p) for p in self.model.parameters()]
+        grads = [local_shard(p.grad) for p in self.model.parameters() if p.grad is not None]
+        if not grads:  # between steps gradients are freed: count what a step holds
+            grads = [p for p, q in zip(params, self.model.parameters(), strict=True)
+                     if q.requires_grad]
+        return HeldBytes(params=numel_bytes(iter(params)), grads=numel_bytes(iter(grads)),
+                         optimizer_state=numel_bytes(optimizer_state_tensors(self.optimizer)),
+                         master_params=0)
+
+
+def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks to shard one by one, found from the model (not a fixed class)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    blocks = [m for m in model.modules() if type(m).__name__ in names]
+    if not blocks:
+        lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 1]
+        blocks = list(max(lists, key=len)) if lists else []
+    return blocks
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])

@@ -1,0 +1,209 @@
+"""The optimizer-step loop over one state: deterministic data sharding, logging, evaluation.
+
+The examples of optimizer step `s` are a pure function of the seed and `s` (the epoch's
+permutation, sliced by the global batch, then by rank), so a resumed run continues on the same
+curve and a run with another world size sees the same examples in the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+
+from launcher.contract.events import Checkpointed, Evaluated, EventLog, TrainLogged
+from launcher.contract.plan import Plan
+from launcher.contract.run_folder import RunFolder
+from launcher.data.packing import length_grouped_batches
+from launcher.recipe.schema import Recipe
+from launcher.tasks.base import Prepared, Task
+from launcher.worker.checkpoint import TrainerState, save_checkpoint
+from launcher.worker.engines.base import Engine
+from launcher.worker.tracking import Tracker
+
+Metrics = dict[str, Any]  # a task's metrics: floats, and tables (dicts) such as per-entity scores
+
+
+class TrainLoop:
+    """Steps, logs, evaluates and checkpoints one rank's share of the run."""
+
+    def __init__(self, engine: Engine, task: Task, prepared: Prepared, plan: Plan,
+                 recipe: Recipe, scheduler: Any, events: EventLog, tracker: Tracker) -> None:
+        self.engine, self.acc, self.task, self.data = engine, engine.accelerator, task, prepared
+        self.plan, self.recipe, self.scheduler = plan, recipe, scheduler
+        self.events, self.tracker = events, tracker
+        self.model = engine.model
+        self.held_bytes = None
+        self.window: list[float] = []
+        self.first_step_s: float | None = None
+        self.train_s = 0.0
+        self.steps_run = 0
+        self.last_loss: float | None = None
+        self.order: tuple[int, list[int]] = (-1, [])
+        self.computed_tokens = 0
+        self.real_tokens = 0
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The order of the training examples in `epoch`: shuffled (or length-grouped) by seed."""
+        if self.order[0] != epoch:
+            seed = self.recipe.train.seed + epoch
+            if self.recipe.data.group_by_length:
+                lengths = [self.task.tokens_in(e) for e in self.data.train]
+                batches = length_grouped_batches(lengths, self.plan.batch.micro, seed)
+                order = [i for batch in batches for i in batch]
+            else:
+                generator = torch.Generator().manual_seed(seed)
+                order = torch.randperm(len(self.data.train), generator=generator).tolist()
+            self.order = (epoch, order)
+        return self.order[1]
+
+    def global_batch(self, step: int, steps_per_epoch: int) -> list[dict[str, Any]]:
+        """This rank's examples for optimizer step `step` (0-based): a pure function of step."""
+        epoch, position = divmod(step, steps_per_epoch)
+        order = self.epoch_order(epoch)
+        size = self.plan.batch.global_size
+        chunk = size // self.plan.world_size
+        start = position * size + self.acc.process_index * chunk
+        return [self.data.train[i] for i in order[start:start + chunk]]
+
+    def train(self, state: TrainerState, total_steps: int, steps_per_epoch: int,
+              folder: RunFolder, started: float) -> Metrics:
+        """Run steps until `total_steps`; returns the final eval metrics ({} without eval)."""
+        train = self.recipe.train
+        self.model.train()
+        while state.step < total_steps:
+            t0 = time.time()
+            loss, tokens, samples, grad_norm = self.step(
+                self.global_batch(state.step, steps_per_epoch)
+            )
+            state.step += 1
+            state.samples += samples
+            state.tokens += tokens
+            self.train_s += time.time() - t0
+            self.steps_run += 1
+            if self.first_step_s is None:
+                self.first_step_s = time.time() - started
+            self.window.append(loss)
+            if state.step % train.log_every == 0 or state.step == total_steps:
+                self.log_train(state, steps_per_epoch, grad_norm, tokens, samples,
+                               time.time() - t0)
+            if train.eval_every and state.step % train.eval_every == 0 and state.step < total_steps:
+                self.log_eval(state.step)
+            if train.save_every and state.step % train.save_every == 0:
+                save_checkpoint(self.engine, folder.checkpoints, state, train.keep_checkpoints)
+                self.events.write(Checkpointed(step=state.step))
+        return self.log_eval(state.step, folder.predictions)
+
+    def step(self, examples: list[dict[str, Any]]) -> tuple[float, int, int, float]:
+        """One optimizer step over grad_accum micro-batches; the loss is the global mean."""
+        micro = self.plan.batch.micro
+        batches = [examples[i:i + micro] for i in range(0, len(examples), micro)]
+        counts = sum(self.task.count_units(e) for e in examples)
+        total = self.acc.reduce(torch.tensor([float(counts)], device=self.acc.device), "sum")
+        scale = self.plan.world_size / max(float(total.item()), 1.0)
+        loss_sum, tokens = 0.0, 0
+        for i, chunk in enumerate(batches):
+            batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
+            tokens += sum(self.task.tokens_in(e) for e in chunk)
+            self.computed_tokens += batch["input_ids"].numel()
+            with self.engine.micro_step(last=i == len(batches) - 1), self.acc.autocast():
+                summed, _ = self.task.loss_sum(self.model, batch)
+                self.engine.backward(summed * scale)
+            loss_sum += float(summed.detach())
+        grad_norm = self.engine.step(self.recipe.train.max_grad_norm or float("inf"))
+        if self.held_bytes is None:  # after the first step, when the optimizer state exists
+            self.held_bytes = self.engine.held_bytes()
+        self.scheduler.step()
+        self.real_tokens += tokens
+        stats = torch.tensor([loss_sum, float(tokens), float(len(examples))],
+                             device=self.acc.device)
+        stats = self.acc.reduce(stats, "sum")
+        return (float(stats[0]) / max(float(total.item()), 1.0), int(stats[1]), int(stats[2]),
+                grad_norm)
+
+    def log_train(self, state: TrainerState, steps_per_epoch: int, grad_norm: float,
+                  tokens: int, samples: int, step_s: float) -> None:
+        loss = sum(self.window) / len(self.window)
+        self.window = []
+        self.last_loss = loss
+        lr = self.scheduler.get_last_lr()[0]
+        epoch = state.step / steps_per_epoch
+        self.tracker.log({
+            "train/loss": loss,
+            "train/lr": lr,
+            "train/grad_norm": grad_norm,
+            "train/epoch": epoch,
+            "train/tokens_per_s": tokens / max(step_s, 1e-9),
+            "train/samples_per_s": samples / max(step_s, 1e-9),
+            "train/token_efficiency": self.efficiency(),
+        }, step=state.step)
+        self.events.write(TrainLogged(step=state.step, loss=loss, lr=lr, grad_norm=grad_norm,
+                                      epoch=epoch))
+
+    def log_eval(self, step: int, predictions_file: Path | None = None) -> Metrics:
+        """Evaluate, log and return the metrics; nothing at all without eval data."""
+        if not self.data.eval:
+            return {}
+        metrics = self.evaluate(predictions_file)
+        self.tracker.log(_flatten(metrics, "eval/"), step=step)
+        self.events.write(Evaluated(step=step, metrics=scalars(metrics)))
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, predictions_file: Path | None = None) -> Metrics:
+        """Every rank evaluates its share; sums and predictions are combined across ranks."""
+        self.model.eval()
+        indices = list(range(self.acc.process_index, len(self.data.eval), self.plan.world_size))
+        micro = self.plan.batch.micro
+        loss_sum, count, predictions, references = 0.0, 0, [], []
+        for i in range(0, len(indices), micro):
+            chunk = [self.data.eval[j] for j in indices[i:i + micro]]
+            batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
+            with self.acc.autocast():
+                out = self.task.evaluate(self.model, batch)
+            loss_sum += out.loss_sum
+            count += out.count
+            predictions.extend(out.predictions)
+            references.extend(out.references)
+        totals = self.acc.reduce(torch.tensor([loss_sum, float(count)], device=self.acc.device),
+                                 "sum")
+        rows = list(zip(indices, predictions, references, strict=False)) if predictions else []
+        if self.plan.world_size > 1:
+            rows = gather_object(rows)
+        rows.sort()
+        self.model.train()
+        if predictions_file is not None and rows and self.acc.is_main_process:
+            with predictions_file.open("w", encoding="utf-8") as handle:
+                for index, prediction, reference in rows:
+                    handle.write(json.dumps({"index": index, "prediction": prediction,
+                                             "reference": reference}) + "\n")
+        return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
+                                 [r[2] for r in rows])
+
+    def efficiency(self) -> float:
+        """Real tokens / tokens computed (padding lowers it; padding-free packing keeps 1.0)."""
+        return self.real_tokens / max(self.computed_tokens, 1)
+
+
+def scalars(metrics: Metrics) -> dict[str, float]:
+    """The metrics that are numbers (tables such as per-entity scores left out)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+
+
+def tables(metrics: Metrics) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, dict)}
+
+
+def _flatten(metrics: Metrics, prefix: str) -> dict[str, float]:
+    """Scalars for W&B: a nested table (per-entity scores) becomes `eval/per_entity/person/f1`."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

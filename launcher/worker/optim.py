@@ -1,0 +1,31 @@
+"""The optimizer (AdamW, no decay on 1-D parameters) and the learning-rate schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import get_scheduler
+
+from launcher.recipe.schema import Recipe
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; biases and norm weights (1-D) get no weight decay."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": recipe.train.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=recipe.train.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int) -> Any:
+    """Warmup, then linear, cosine or constant."""
+    train = recipe.train
+    warmup = train.warmup_steps
+    if warmup is None:
+        warmup = round(train.warmup_ratio * total_steps)
+    name = "constant_with_warmup" if train.schedule == "constant" else train.schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

@@ -1,0 +1,129 @@
+"""House rules, checked on the source: no import cycle, a docstring on every module, small
+files, a torch-free control plane and contract, and the contract as the only reader of its
+files' keys."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from launcher.contract import events, job, plan, reports
+from tests.conftest import REPO
+
+PACKAGE = REPO / "launcher"
+MAX_LINES = 300
+HEAVY = {"torch", "transformers", "accelerate", "deepspeed", "datasets", "peft", "wandb"}
+# Modules that run where only the control plane is installed or must start instantly.
+CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher.errors",
+                 "launcher.contract", "launcher.recipe", "launcher.plan", "launcher.render",
+                 "launcher.backends", "launcher.data.files", "launcher.data.formats",
+                 "launcher.data.splits", "launcher.data.labels", "launcher.data.mixing",
+                 "launcher.data.errors")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    """Modules `path` imports at its top level or inside functions (absolute names)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def project_graph() -> dict[str, set[str]]:
+    names = modules()
+    return {name: {m for m in imports(path) if m in names and m != name}
+            for name, path in names.items()}
+
+
+def test_no_import_cycle() -> None:
+    graph = project_graph()
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                cycle = [*trail[trail.index(target):], target] if target in trail else [
+                    node, target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, [*trail, target])
+        state[node] = "done"
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_module_says_what_it_owns(name: str) -> None:
+    docstring = ast.get_docstring(ast.parse(modules()[name].read_text()))
+    assert docstring, f"{name} has no module docstring"
+    assert docstring.splitlines()[0].strip(), f"{name}: the docstring starts with a blank line"
+
+
+def test_no_file_is_over_300_lines() -> None:
+    files = [*PACKAGE.rglob("*.py"), *(REPO / "tests").rglob("*.py"),
+             *(REPO / "bench").rglob("*.py"), *(REPO / "slurm").glob("*.sh")]
+    long = {str(p.relative_to(REPO)): n for p in files
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these files: {long}"
+
+
+def test_the_control_plane_never_imports_the_training_stack() -> None:
+    names = modules()
+    for name, path in names.items():
+        if name.startswith(CONTROL_PLANE):
+            heavy = {m.split(".")[0] for m in imports(path)} & HEAVY
+            assert not heavy, f"{name} imports {heavy}"
+
+
+def test_the_contract_stands_on_its_own() -> None:
+    for name, path in modules().items():
+        if name.startswith("launcher.contract"):
+            project = {m for m in imports(path) if m.startswith("launcher")}
+            outside = {m for m in project if not m.startswith(("launcher.contract",
+                                                               "launcher.errors"))}
+            assert not outside, f"{name} imports {outside}"
+
+
+# Field names that are also the vocabulary of data rows and batches (a row's "text", a batch's
+# "labels"): reading those by key is data, not the contract.
+DATA_WORDS = {"text", "label", "labels", "tokens", "tags", "metrics", "time", "data", "eval",
+              "names", "process", "error", "loss", "lr", "precision"}
+
+
+def contract_keys() -> set[str]:
+    records = [reports.Summary, reports.RankReport, reports.DataStats, reports.HeldBytes,
+               job.JobRecord, plan.Plan, plan.MemoryPlan, plan.MemoryEstimate,
+               *events.EVENT_KINDS.values()]
+    return ({f.name for cls in records for f in dataclasses.fields(cls)} | {"event"}) - DATA_WORDS
+
+
+def test_contract_files_are_read_through_the_contract_only() -> None:
+    """No `x["eval_loss"]` / `.get("job_id")` on a contract key outside the contract itself."""
+    keys = contract_keys()
+    pattern = re.compile(r"""(?:\[|\.get\()\s*["']([a-z_]+)["']""")
+    files = [p for p in [*PACKAGE.rglob("*.py"), *(REPO / "tests").rglob("*.py"),
+                         *(REPO / "bench").rglob("*.py")]
+             if "contract" not in p.parts and p.name != "test_architecture.py"]
+    found = [f"{p.relative_to(REPO)}:{n}: {line.strip()}"
+             for p in files for n, line in enumerate(p.read_text().splitlines(), 1)
+             if any(m in keys for m in pattern.findall(line))]
+    assert not found, "read these through launcher.contract:\n" + "\n".join(found)

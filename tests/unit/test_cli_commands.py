@@ -1,0 +1,62 @@
+"""The README's planning commands, through the real CLI: `sft-launch plan` and `schema`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import REPO
+
+QUICKSTART = REPO / "recipes" / "quickstart.toml"
+LLAMA_70B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8192,
+    "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64,
+    "num_key_value_heads": 8, "vocab_size": 32000, "tie_word_embeddings": False,
+}
+
+
+def test_plan_shows_every_strategy_and_the_choice(run_cli) -> None:
+    result = run_cli("plan", QUICKSTART)
+    assert result.returncode == 0, result.stderr
+    out = result.stderr
+    assert "22,713,986 parameters, 2 processes (1 x 2), fp32" in out
+    for label in ("ddp", "zero2", "fsdp", "zero3", "zero3+offload"):
+        assert f"│ {label} " in out, label
+    assert "strategy: ddp (set in the recipe)" in out
+
+
+def test_plan_auto_takes_the_fastest_that_fits(run_cli) -> None:
+    """550 MiB per device: DDP (536 MiB) is over the 90% usable, ZeRO-2 (449 MiB) fits."""
+    result = run_cli("plan", QUICKSTART, "--set", "distributed.strategy=auto",
+                     "--device-memory", "550MiB")
+    assert result.returncode == 0, result.stderr
+    assert "strategy: zero2 (auto: zero2 is the fastest strategy that fits in memory)" in (
+        result.stderr)
+
+
+def test_plan_sizes_a_70b_model_across_nodes(run_cli, tmp_path: Path) -> None:
+    model = tmp_path / "llama-70b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(LLAMA_70B))
+    result = run_cli("plan", REPO / "recipes" / "alpaca-tiny-llama.toml", "--nodes", "8",
+                     "--procs-per-node", "8", "--device-memory", "80GiB",
+                     "--set", f"model.path='{model}'", "--set", "distributed.strategy=auto",
+                     "--set", "train.global_batch_size=64", "--set", "data.max_length=4096",
+                     "--set", "train.activation_checkpointing=true",
+                     "--set", "train.precision=bf16")
+    assert result.returncode == 0, result.stderr
+    assert "68,976,648,192 parameters, 64 processes (8 x 8), bf16" in result.stderr
+    assert "device memory: 80.0 GiB; strategy: fsdp (auto:" in result.stderr
+
+
+def test_plan_without_a_local_config(run_cli) -> None:
+    result = run_cli("plan", QUICKSTART, "--set", "model.path='org/not-here'")
+    assert result.returncode == 0, result.stderr
+    assert "no memory estimate" in result.stderr
+
+
+def test_schema_is_json_schema_of_the_recipe(run_cli) -> None:
+    result = run_cli("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert set(schema["properties"]) >= {"model", "task", "data", "train", "distributed"}
