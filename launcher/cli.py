@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from launcher.contract.vocabulary import BackendKind, TrackingMode
+from launcher.contract.vocabulary import BackendKind
 from launcher.errors import LaunchError, UsageError
 from launcher.progress import console
 from launcher.recipe.load import load_recipe
@@ -70,34 +68,13 @@ def launch(
 ) -> None:
     """Validate, plan, write the run folder and launch (the default command)."""
     from launcher.backends import backend_for
-    from launcher.data.splits import load_splits
     from launcher.jobs import launch as launch_job
-    from launcher.plan.plan import check_inputs, check_same_plan, gpus_on_this_machine, make_plan
-    from launcher.render.run_folder import write_run_folder
+    from launcher.run_setup import write_new_run
 
     recipe = _recipe_with_cli(recipe_file, set_, nodes, procs_per_node)
     chosen = _backend(backend, recipe, dry_run)
-    plan = make_plan(recipe, recipe_file=str(recipe_file), backend=chosen,
-                     gpus_here=gpus_on_this_machine() if chosen is BackendKind.LOCAL else 0)
-    check_inputs(recipe, plan, str(recipe_file))
-    rows = len(load_splits(recipe).train)
-    if rows < plan.batch.global_size:
-        raise UsageError(f"{recipe_file}: train.global_batch_size: {plan.batch.global_size} is "
-                         f"more than the {rows} training rows; lower it or add data")
-    if resume and run_dir is None:
-        raise UsageError("--resume needs --run-dir: the run folder to continue")
-    folder_path = run_dir or Path("runs") / f"{plan.recipe_name}-{_utc_stamp()}"
-    if resume:
-        check_same_plan(folder_path / "plan.json", plan)
-    folder = write_run_folder(folder_path, recipe, plan)
-    console.print(f"run folder: [bold]{escape(str(folder.path))}[/bold]")
-    console.print(f"plan: {plan.world_size} process(es) = {plan.nodes} node(s) x "
-                  f"{plan.procs_per_node}, {plan.device}, {plan.precision}, {plan.strategy}; "
-                  f"batch {plan.batch.global_size} = micro {plan.batch.micro} x accum "
-                  f"{plan.batch.grad_accum} x world {plan.batch.world}")
-    if plan.tracking_mode is TrackingMode.OFFLINE:
-        console.print("W&B: no WANDB_API_KEY, logging offline; upload later with "
-                      f"`wandb sync {escape(str(folder.path))}/wandb/offline-run-*`")
+    folder, plan = write_new_run(recipe, recipe_file, chosen, run_dir, resume=resume,
+                                 check_tracking=not dry_run)
     if dry_run:
         console.print("dry run: nothing launched")
         return
@@ -265,10 +242,6 @@ def _backend(wanted: str, recipe: Recipe, dry_run: bool) -> BackendKind:
             "machine only (no `sbatch` found); use --nodes 1, or run where Slurm is available"
         )
     return chosen
-
-
-def _utc_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,13 +12,13 @@ from rich.markup import escape
 
 from launcher.backends import backend_for
 from launcher.backends.base import Backend, JobStatus
-from launcher.contract.events import Evaluated, Started, TrainLogged, read_events
+from launcher.contract.events import Evaluated, Hung, Started, Stopped, TrainLogged, read_events
 from launcher.contract.plan import Plan
 from launcher.contract.reports import Summary
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, ExitCode
 from launcher.errors import UsageError
-from launcher.progress import console, metrics_text, report_end
+from launcher.progress import console, metrics_text, report_end, stopped_text
 
 NODE_LABEL = re.compile(r"^\s*(\d+): ")  # srun --label: "<task id>: ", one task per node
 
@@ -42,7 +42,11 @@ def backend_of(folder: RunFolder) -> Backend:
 
 def launch(folder: RunFolder, backend: Backend, *, resume: bool, wait: bool,
            quiet: bool) -> None:
-    """Submit the run folder; follow it to its end (always for local runs) and report."""
+    """Submit the run folder; follow it to its end (always for local runs) and report.
+
+    A local run stopped by a signal (Ctrl-C, SIGTERM, `sft-launch cancel`) checkpoints and
+    exits 130 with the command that continues it."""
+    before = len(list(read_events(folder.events)))
     job = backend.submit(folder, resume=resume)
     where = escape(str(folder.path))
     log = backend.logs(folder).path
@@ -57,12 +61,20 @@ def launch(folder: RunFolder, backend: Backend, *, resume: bool, wait: bool,
     try:
         code = backend.wait(folder, quiet=quiet)
     except KeyboardInterrupt:
-        if detached:
-            console.print(f"stopped following; {job} keeps running: sft-launch status {where}")
+        console.print(f"stopped following; {job} keeps running: sft-launch status {where}")
         raise SystemExit(ExitCode.INTERRUPTED) from None
+    new = list(read_events(folder.events))[before:]
+    stopped = [e for e in new if isinstance(e, Stopped)]
+    if stopped and not folder.summary.exists() and not detached:
+        plan = Plan.read(folder.plan)
+        console.print(f"{stopped_text(stopped[-1])}; continue with:\n  sft-launch "
+                      f"{escape(plan.recipe_file)} --run-dir {where} --resume  "
+                      "(and the same --set options)")
+        raise SystemExit(ExitCode.INTERRUPTED)
     failure = None
     if code != 0 or not folder.summary.exists():
-        failure = backend.status(folder).ended() + (
+        hung = [e for e in new if isinstance(e, Hung)]
+        failure = hung[-1].describe() if hung else backend.status(folder).ended() + (
             "" if folder.summary.exists() else ", no summary.json")
     report_end(folder, log, failure)
 

@@ -16,9 +16,12 @@ from rich.table import Table
 from launcher.contract.events import (
     Evaluated,
     Event,
+    Hung,
     Message,
     Preprocessing,
     Started,
+    Stopped,
+    TrackingOffline,
     TrainLogged,
     read_events,
 )
@@ -68,6 +71,17 @@ def _apply(bar: Progress, task: Any, event: Event) -> None:
             bar.console.print(f"step {event.step}: eval {metrics_text(event.metrics)}")
         case Message():
             bar.console.print(event.text)
+        case TrackingOffline() | Hung():
+            bar.console.print(event.describe())
+        case Stopped():
+            bar.console.print(stopped_text(event))
+
+
+def stopped_text(event: Stopped) -> str:
+    if event.checkpoint is None:
+        return f"stopped on {event.signal} before the first step of this launch (nothing to save)"
+    return (f"stopped on {event.signal} after step {event.step}, with a complete checkpoint: "
+            f"{event.checkpoint}")
 
 
 def summary_table(summary: Summary) -> Table:
@@ -84,7 +98,8 @@ def summary_table(summary: Summary) -> Table:
              ("wall time s", summary.wall_time_s), ("world size", summary.world_size),
              ("strategy", summary.strategy or "one process")]
     for name, value in rows:
-        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        shown = "-" if value is None else f"{value:.4f}" if isinstance(value, float) else value
+        table.add_row(name, str(shown))
     return table
 
 

@@ -14,14 +14,16 @@ import socket
 import subprocess
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar
 
 from launcher.backends.base import JobStatus, LogSource
+from launcher.contract.events import Stopped, read_events
 from launcher.contract.job import JobRecord, LocalProcess, utc_now
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind
 from launcher.errors import UsageError
-from launcher.progress import follow
+from launcher.progress import console, follow, stopped_text
 
 STOP_WAIT_S = 120.0
 
@@ -48,24 +50,32 @@ class LocalBackend:
         return f"process group {self.proc.pid}"
 
     def wait(self, folder: RunFolder, *, quiet: bool) -> int:
+        """Follow the run to its end. Ctrl-C or SIGTERM asks the workers to checkpoint and stop
+        (they get SIGTERM through the launcher); a second Ctrl-C kills them at once."""
         proc = self.proc
         if proc is None:
             raise UsageError(f"{folder.path}: not started by this process")
+        asked: list[int] = []
 
         def stop(signum: int, _frame: object) -> None:
-            _signal_group(proc.pid, signum)
+            if asked and signum == signal.SIGINT:
+                _signal_group(proc.pid, signal.SIGKILL)
+                console.print("second Ctrl-C: killed the workers without a checkpoint")
+            elif not asked:
+                console.print(f"{signal.Signals(signum).name}: the workers checkpoint and stop "
+                              "(Ctrl-C again to kill them at once)")
+                _signal_group(proc.pid, signal.SIGTERM)
+            asked.append(signum)
 
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = {signum: signal.signal(signum, stop)
+                    for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             follow(folder, is_running=lambda: proc.poll() is None, quiet=quiet)
             code = proc.wait()
-        except KeyboardInterrupt:
-            _signal_group(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=STOP_WAIT_S)
-            self._ended(folder, proc.returncode)
-            raise
+            _wait_until_gone(proc.pid, STOP_WAIT_S)  # a launcher's children may outlive it
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         self._ended(folder, code)
         return code
 
@@ -88,6 +98,10 @@ class LocalBackend:
                              detail=f"started on {process.host}: check there")
         if _group_alive(process.pid):
             return JobStatus("RUNNING", active=True, job=where, elapsed=elapsed)
+        stopped = _last_stop(folder)
+        if stopped is not None:
+            return JobStatus("STOPPED", active=False, job=where, elapsed=elapsed,
+                             detail=f"{stopped_text(stopped)}; --resume continues it")
         if record.exit_code is not None:
             return JobStatus("FAILED", active=False, job=where, elapsed=elapsed,
                              detail=f"exit code {record.exit_code}")
@@ -106,9 +120,7 @@ class LocalBackend:
         record = JobRecord.read(folder.job)
         assert record.process is not None
         _signal_group(record.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while _group_alive(record.process.pid) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        _wait_until_gone(record.process.pid, STOP_WAIT_S)
         return self.status(folder)
 
 
@@ -118,14 +130,40 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group is left (zombies aside: their parent reaps them)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    """Whether a live process of the group is left (zombies, which only wait to be reaped, do
+    not count; on systems without /proc any member counts)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[2] == str(pgid) and fields[0] != "Z":  # state, ppid, pgrp, ...
+                return True
+    return False
+
+
+def _wait_until_gone(pgid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _last_stop(folder: RunFolder) -> Stopped | None:
+    """The run's last event, when it says the workers stopped on a signal."""
+    last = None
+    for event in read_events(folder.events):
+        last = event
+    return last if isinstance(last, Stopped) else None
 
 
 def _elapsed(record: JobRecord) -> str:

@@ -15,6 +15,7 @@ from typing import ClassVar, NoReturn
 
 import launcher.backends.slurm_commands as slurm
 from launcher.backends.base import JobStatus, LogSource
+from launcher.contract.checkpoints import newest_step
 from launcher.contract.job import JobRecord, utc_now
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
@@ -64,8 +65,8 @@ class SlurmBackend:
         except slurm.SlurmCommandError as err:
             _refused(folder, f"Slurm refused the job: {err.detail}")
         job_id = out.stdout.strip().split(";")[0]
-        JobRecord(backend=self.kind, submitted=True, time=utc_now(), job_id=job_id
-                  ).write(folder.job)
+        JobRecord(backend=self.kind, submitted=True, time=utc_now(), job_id=job_id,
+                  start_step=newest_step(folder.checkpoints)).write(folder.job)
         info = slurm.state(job_id)
         if info.reason == "PartitionConfig":  # the scheduler's first pass names the limit
             time.sleep(REASON_SETTLE_S)
@@ -92,9 +93,14 @@ class SlurmBackend:
             return JobStatus("NOT SUBMITTED", active=False, job="not submitted",
                              detail=error or f"dry run: {hint}")
         info = slurm.state(job_id)
+        record = JobRecord.read_if_exists(folder.job)
         detail = info.reason if info.state == "PENDING" and info.reason else ""
         if info.exit_code and not info.active:
             detail = f"exit code {info.exit_code}"
+        if record and record.final_state and not info.active:
+            detail = f"{record.final_state}: {record.final_reason}"
+        if record and record.requeues:
+            detail = "; ".join(filter(None, [detail, f"requeued {len(record.requeues)} time(s)"]))
         plan = Plan.read(folder.plan)
         return JobStatus(info.state, active=info.active, job=f"job {job_id}",
                          elapsed=info.elapsed, nodes=f"{info.nodes or '-'} ({plan.nodes} node(s)"

@@ -95,9 +95,65 @@ class Ended(Event):
     summary: Summary
 
 
+@dataclass(frozen=True, kw_only=True)
+class Stopped(Event):
+    """The ranks agreed to stop on `signal` after optimizer step `step`; `checkpoint` (relative
+    to the run folder) is complete, or None when no step had run yet."""
+
+    kind: ClassVar[str] = "stopped"
+    step: int
+    signal: str
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
+class StalledRank:
+    """A rank that made no progress: where it was, and whether its process still responds."""
+
+    rank: int
+    host: str
+    pid: int
+    phase: str
+    step: int
+    silent_s: float
+    responding: bool
+
+    def describe(self) -> str:
+        how = "still responds (stuck)" if self.responding else "does not respond"
+        return (f"rank {self.rank} (host {self.host}, pid {self.pid}) made no progress for "
+                f"{self.silent_s:.0f} s in {self.phase} (step {self.step}) and {how}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hung(Event):
+    """A watchdog stopped the job: `stalled` made no progress for longer than allowed."""
+
+    kind: ClassVar[str] = "hang"
+    timeout_s: float
+    stalled: tuple[StalledRank, ...]
+    stacks: str  # where the live ranks' Python stacks are, relative to the run folder
+
+    def describe(self) -> str:
+        return ("; ".join(rank.describe() for rank in self.stalled)
+                + f" (train.hang_timeout_s = {self.timeout_s:.0f}): stopping every rank; "
+                f"Python stacks of the live ranks in {self.stacks}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingOffline(Event):
+    """W&B could not be used online: the run logs offline, to be uploaded later."""
+
+    kind: ClassVar[str] = "tracking_offline"
+    reason: str
+    sync_command: str
+
+    def describe(self) -> str:
+        return f"W&B: {self.reason}; logging offline, upload later with `{self.sync_command}`"
+
+
 EVENT_KINDS: dict[str, type[Event]] = {
     cls.kind: cls for cls in (Preprocessing, Started, TrainLogged, Evaluated, Checkpointed,
-                              Message, Ended)
+                              Message, Ended, Stopped, Hung, TrackingOffline)
 }
 
 

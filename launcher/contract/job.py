@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from launcher.contract.records import JsonRecord
 from launcher.contract.vocabulary import BackendKind
@@ -21,6 +22,24 @@ class LocalProcess:
     pid: int
 
 
+class FinalState(StrEnum):
+    """Why sft-launch ended a Slurm job instead of requeueing it once more."""
+
+    NO_PROGRESS = "NO_PROGRESS"  # no newer checkpoint than at the previous (re)start
+    REQUEUE_LIMIT = "REQUEUE_LIMIT"  # slurm.max_requeues reached
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """One requeue: the allocation that asked (its restart count), why, and from which step the
+    next allocation resumes."""
+
+    restart: int
+    time: str
+    signal: str
+    checkpoint_step: int
+
+
 @dataclass(frozen=True)
 class JobRecord(JsonRecord):
     """What was submitted where; `submitted` is False when the backend refused it (`error`)."""
@@ -34,3 +53,7 @@ class JobRecord(JsonRecord):
     process: LocalProcess | None = None  # local runs
     exit_code: int | None = None  # local runs: the launcher's exit code once it ended
     ended: str | None = None
+    start_step: int = 0  # the newest checkpoint's step at submission
+    requeues: tuple[Requeue, ...] = ()
+    final_state: FinalState | None = None
+    final_reason: str | None = None

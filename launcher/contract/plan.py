@@ -65,6 +65,19 @@ class MemoryPlan:
 
 
 @dataclass(frozen=True)
+class WorldSpan:
+    """The layout a run trained with from `from_step` on (a resume may change it)."""
+
+    from_step: int
+    nodes: int
+    procs_per_node: int
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+
+@dataclass(frozen=True)
 class Plan(JsonRecord):
     """Everything a worker needs besides the recipe; written as `plan.json`."""
 
@@ -85,6 +98,7 @@ class Plan(JsonRecord):
     threads_per_proc: int
     offload: tuple[Offload, ...] = ()
     memory: MemoryPlan | None = None
+    world_history: tuple[WorldSpan, ...] = ()  # oldest first; the last is this plan's layout
     version: int = PLAN_VERSION
 
     @property

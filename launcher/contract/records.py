@@ -35,6 +35,18 @@ class JsonRecord:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
+    def to_line(self) -> str:
+        """One compact line, for JSON-lines files."""
+        return json.dumps(self.to_dict(), separators=(",", ":")) + "\n"
+
+    @classmethod
+    def read_lines(cls, path: Path) -> list[Self]:
+        """Every complete line of a JSON-lines file of this record (none if it is absent)."""
+        if not path.is_file():
+            return []
+        with path.open(encoding="utf-8") as handle:
+            return [cls.from_json(line, str(path)) for line in handle if line.endswith("\n")]
+
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> Self:
         try:

@@ -62,11 +62,11 @@ class Summary(JsonRecord):
     epochs: float
     samples: int
     tokens: int
-    train_loss: float | None
-    wall_time_s: float
-    time_to_first_step_s: float
-    train_samples_per_s: float
-    token_efficiency: float
+    train_loss: float | None  # the last logged (None: no step was logged)
+    wall_time_s: float  # over every launch of the run
+    time_to_first_step_s: float | None  # in the first launch
+    train_samples_per_s: float | None  # in optimizer steps, over every launch
+    token_efficiency: float | None  # real tokens / tokens computed (padding lowers it)
     world_size: int
     strategy: Strategy | None
     data: DataStats
@@ -80,3 +80,12 @@ class LabelNames(JsonRecord):
     """`label_names.json`: a classification run's label names, in id order."""
 
     names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SampleIds(JsonRecord):
+    """One line of `logs/samples-rank-<R>.jsonl` (train.log_sample_ids): the ids of the
+    training examples (packs, when packing) this rank used in optimizer step `step` (1-based)."""
+
+    step: int
+    ids: tuple[int, ...]

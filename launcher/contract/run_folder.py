@@ -66,6 +66,21 @@ class RunFolder:
                  if p.stem.removeprefix("rank-").isdigit()]
         return [p for _, p in sorted(found)]
 
+    def heartbeat(self, rank: int) -> Path:
+        return self.logs / "heartbeat" / f"rank-{rank}.json"
+
+    def stacks(self, rank: int) -> Path:
+        """A rank's Python stacks, dumped when a hang is detected."""
+        return self.logs / f"stacks-rank-{rank}.txt"
+
+    def sample_ids(self, rank: int) -> Path:
+        return self.logs / f"samples-rank-{rank}.jsonl"
+
+    @property
+    def tracking_id(self) -> Path:
+        """The W&B run id of this folder: one run across restarts and resumes."""
+        return self.logs / "wandb-run-id"
+
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"

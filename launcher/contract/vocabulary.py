@@ -93,4 +93,6 @@ class ExitCode(IntEnum):
     FAILED = 1  # training or job failure
     USAGE = 2  # bad recipe, arguments or data; nothing launched
     REFUSED = 3  # a worker refused a launch that differs from plan.json
-    INTERRUPTED = 130  # stopped by a signal (after a checkpoint, when training had started)
+    STOPPED = 75  # a worker stopped on a signal after a complete checkpoint: resume it
+    HUNG = 124  # a worker saw a rank make no progress for train.hang_timeout_s
+    INTERRUPTED = 130  # sft-launch was stopped by a signal (after the workers checkpointed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import re
@@ -9,7 +10,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from launcher.contract.plan import Batch, Plan
+from launcher.contract.checkpoints import newest_step
+from launcher.contract.plan import Batch, Plan, WorldSpan
+from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, Device, Offload, Precision, TrackingMode
 from launcher.errors import RecipeError, UsageError
 from launcher.plan.memory_plan import (
@@ -62,6 +65,8 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_he
         threads_per_proc=max(1, _cpus_per_node(recipe, backend) // dist.procs_per_node),
         offload=offload,
         memory=memory_plan(shape, **sizes),
+        world_history=(WorldSpan(from_step=0, nodes=dist.nodes,
+                                 procs_per_node=dist.procs_per_node),),
     )
 
 
@@ -173,17 +178,27 @@ def check_inputs(recipe: Recipe, plan: Plan, recipe_file: str) -> None:
                                   "check the path (relative paths start at the recipe's folder)")
 
 
-RESUME_KEYS = ("world_size", "nodes", "procs_per_node", "strategy", "offload", "precision",
-               "batch", "model_path")
+# What a resume may not change: the checkpoints hold this model, sharded so, in this precision,
+# and the sample order is a function of the global batch. Nodes and processes may change.
+KEPT_ON_RESUME = ("strategy", "offload", "precision", "model_path")
 
 
-def check_same_plan(previous_file: Path, plan: Plan) -> None:
-    """--resume continues a run only under the plan its checkpoints were written with."""
-    if not previous_file.is_file():
-        raise UsageError(f"--resume: {previous_file.parent} is not a run folder (no plan.json)")
-    previous = Plan.read(previous_file)
-    changed = [f"{key}: {getattr(previous, key)} -> {getattr(plan, key)}" for key in RESUME_KEYS
-               if getattr(previous, key) != getattr(plan, key)]
+def resumed_plan(folder: RunFolder, plan: Plan) -> Plan:
+    """The plan of a resumed run: as before, maybe with another layout (recorded in the
+    world history from the step the run resumes at)."""
+    if not folder.plan.is_file():
+        raise UsageError(f"--resume: {folder.path} is not a run folder (no plan.json)")
+    previous = Plan.read(folder.plan)
+    changed = [f"{key}: {getattr(previous, key)} -> {getattr(plan, key)}"
+               for key in KEPT_ON_RESUME if getattr(previous, key) != getattr(plan, key)]
+    if previous.batch.global_size != plan.batch.global_size:
+        changed.append(f"global batch: {previous.batch.global_size} -> {plan.batch.global_size}")
     if changed:
-        raise UsageError(f"--resume: the run in {previous_file.parent} was planned differently ("
-                         + "; ".join(changed) + "); resume with the same recipe and options")
+        raise UsageError(f"--resume: the run in {folder.path} was planned differently ("
+                         + "; ".join(changed) + "); a resume may change the number of nodes and "
+                         "processes per node, nothing else")
+    history = previous.world_history
+    if (history[-1].nodes, history[-1].procs_per_node) != (plan.nodes, plan.procs_per_node):
+        history = (*history, WorldSpan(from_step=newest_step(folder.checkpoints),
+                                       nodes=plan.nodes, procs_per_node=plan.procs_per_node))
+    return dataclasses.replace(plan, world_history=history)

@@ -23,10 +23,33 @@ DEFAULT_FORMAT: dict[str, str] = {
 }
 
 
+PATH_MAX = 4096  # Linux: longer paths cannot be opened at all
+NAME_MAX = 255  # Linux: longest file name
+
+
+def sane_path(value: str) -> str:
+    """A path the OS can open: no NUL byte, not longer than PATH_MAX, no name over NAME_MAX."""
+    if "\x00" in value:
+        raise ValueError("a path cannot contain a NUL byte")
+    if len(value.encode()) > PATH_MAX or any(len(part.encode()) > NAME_MAX
+                                            for part in value.split("/")):
+        raise ValueError(f"path too long for the OS ({PATH_MAX} bytes, {NAME_MAX} per name)")
+    return value
+
+
 class Section(BaseModel):
     """Every recipe section refuses unknown keys and validates assignments (for --set)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        """No text in a recipe may hold a NUL byte: no file, shell line or W&B name takes one."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("text cannot contain a NUL byte")
+        return value
 
 
 class LoraSettings(Section):
@@ -50,6 +73,12 @@ class ModelSettings(Section):
         "auto", description="dtype the weights are loaded in; auto follows train.precision."
     )
     trust_remote_code: bool = False
+
+    @field_validator("path", "tokenizer")
+    @classmethod
+    def _openable(cls, value: str | None) -> str | None:
+        return sane_path(value) if value is not None else None
+
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
     lora: LoraSettings | None = None
 
@@ -106,6 +135,11 @@ class DataSettings(Section):
             raise ValueError("at least one training file is required")
         return value
 
+    @field_validator("train", "eval")
+    @classmethod
+    def _openable(cls, value: list[str]) -> list[str]:
+        return [sane_path(path) for path in value]
+
     @model_validator(mode="after")
     def _weights_match_files(self) -> DataSettings:
         if self.train_weights is not None and (
@@ -136,6 +170,23 @@ class TrainSettings(Section):
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
     log_every: int = Field(10, gt=0, description="Log train metrics every N steps.")
     keep_checkpoints: int = Field(2, gt=0, description="Newest checkpoints kept on disk.")
+    hang_timeout_s: int = Field(
+        900, ge=0, description="End the job when a rank makes no progress for this many "
+        "seconds in training (start-up, preprocessing, evaluation and checkpointing get 4x); "
+        "every live rank dumps its Python stacks into logs/. 0: off.",
+    )
+    log_sample_ids: bool = Field(
+        False, description="Write the ids of the examples each rank trains on, per step, to "
+        "logs/samples-rank-<R>.jsonl (to audit the data order, e.g. across a resume).",
+    )
+
+    @field_validator("hang_timeout_s")
+    @classmethod
+    def _sensible_timeout(cls, value: int) -> int:
+        if 0 < value < 10:
+            raise ValueError("the hang timeout must be at least 10 s (or 0: off)")
+        return value
+
 
 
 class DistributedSettings(Section):
@@ -159,6 +210,8 @@ class TrackingSettings(Section):
     entity: str | None = None
     run_name: str | None = None
     tags: list[str] = Field(default_factory=list)
+    timeout_s: int = Field(
+        30, ge=1, description="Seconds to wait for W&B online before logging offline instead.")
 
 
 class SlurmSettings(Section):
@@ -169,6 +222,8 @@ class SlurmSettings(Section):
     gpus_per_node: int = Field(0, ge=0)
     cpus_per_task: int | None = Field(None, gt=0)
     mem: str | None = Field(None, description="Memory per node, e.g. '200G'.")
+    max_requeues: int = Field(
+        20, ge=0, description="Requeues after time limits or preemptions before the job ends.")
     signal_grace_s: int = Field(
         60, ge=10, description="Seconds before the limit when the job checkpoints and requeues."
     )

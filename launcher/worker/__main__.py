@@ -6,14 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from launcher.contract.plan import Plan
-from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import ExitCode
-from launcher.errors import LaunchError
-from launcher.recipe.load import load_recipe
+from launcher.worker.stopping import REQUEST
 
 
 def main(argv: list[str] | None = None) -> int:
+    REQUEST.install()  # first: a stop signal during the heavy imports must not be lost
+    from launcher.contract.plan import Plan
+    from launcher.contract.run_folder import RunFolder
+    from launcher.contract.vocabulary import ExitCode
+    from launcher.errors import LaunchError
+    from launcher.recipe.load import load_recipe
+
     parser = argparse.ArgumentParser(prog="python -m launcher.worker",
                                      description="Train the run described by RUN_DIR/plan.json.")
     parser.add_argument("run_dir", type=Path, help="the run folder written by sft-launch")
@@ -26,11 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(folder.recipe)
         from launcher.worker.run import run
 
-        run(folder, recipe, plan, resume=args.resume)
+        return run(folder, recipe, plan, resume=args.resume)
     except LaunchError as err:
         print(f"sft-launch worker: error: {err}", file=sys.stderr, flush=True)
         return ExitCode.REFUSED
-    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -1,38 +1,45 @@
-"""Checkpoints: `checkpoints/step-N/`, written under a temporary name and renamed when complete."""
+"""Checkpoints: every rank writes into `.step-N.tmp`, rank 0 adds the manifest and renames it.
+
+On resume rank 0 picks the newest checkpoint whose files match its manifest (a truncated or
+corrupt one is skipped, with a message) and tells the others; the engine then loads it, also
+at another world size than it was written at.
+"""
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from accelerate.utils import broadcast_object_list
+
+from launcher.contract.checkpoints import checkpoint_folders, newest_valid, write_manifest
+from launcher.contract.events import EventLog
+from launcher.contract.records import JsonRecord
 from launcher.worker.engines.base import Engine
 
-STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
 
 
 @dataclass
-class TrainerState:
-    """What the loop needs to continue exactly where it stopped."""
+class TrainerState(JsonRecord):
+    """What the loop needs to continue exactly where it stopped, and the run's counters over
+    all its launches (so that a resumed run's summary covers the whole run)."""
 
     step: int = 0
     samples: int = 0
     tokens: int = 0
-
-
-def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """Checkpoints that finished writing (temporary folders never match), oldest first."""
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
-    return sorted(found)
+    wall_s: float = 0.0  # wall time of the launches until this state
+    train_s: float = 0.0  # of which in optimizer steps
+    steps_timed: int = 0  # the steps train_s covers
+    real_tokens: int = 0  # rank 0's tokens, and those computed (padding included)
+    computed_tokens: int = 0
+    last_loss: float | None = None
+    first_step_s: float | None = None  # the first launch's start to its first step
 
 
 def save_checkpoint(engine: Engine, root: Path, state: TrainerState, keep: int) -> Path:
-    """All ranks write into `.step-N.tmp`; rank 0 renames it to `step-N` after a barrier."""
+    """Write `step-N` completely or not at all; keep the `keep` newest."""
     accelerator = engine.accelerator
     final = root / f"step-{state.step}"
     tmp = root / f".step-{state.step}.tmp"
@@ -40,24 +47,32 @@ def save_checkpoint(engine: Engine, root: Path, state: TrainerState, keep: int) 
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     engine.save(tmp)
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(asdict(state)) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        state.write(tmp / STATE_FILE)
+        write_manifest(tmp, state.step, engine.plan.world_size)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        for _, old in complete_checkpoints(root)[:-keep]:
+        for _, old in checkpoint_folders(root)[keep:]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
-def load_latest(engine: Engine, root: Path) -> TrainerState | None:
-    """Restore model, optimizer, scheduler and RNG states from the newest complete checkpoint."""
-    found = complete_checkpoints(root)
-    if not found:
+def load_latest(engine: Engine, root: Path, events: EventLog) -> TrainerState | None:
+    """Restore model, optimizer, scheduler and RNG states from the newest valid checkpoint."""
+    chosen: list[tuple[str, int] | None] = [None]
+    if engine.accelerator.is_main_process:
+        def skipped(folder: Path, why: str) -> None:
+            events.message(f"--resume: skipping {folder.parent.name}/{folder.name}: {why}")
+
+        found = newest_valid(root, hashes=True, skipped=skipped)
+        chosen = [(str(found[0]), found[1].world_size) if found else None]
+    if engine.plan.world_size > 1:
+        chosen = broadcast_object_list(chosen)
+    if chosen[0] is None:
         return None
-    _, path = found[-1]
-    engine.load(path)
-    return TrainerState(**json.loads((path / STATE_FILE).read_text()))
+    path, saved_world = Path(chosen[0][0]), chosen[0][1]
+    engine.load(path, saved_world)
+    return TrainerState.read(path / STATE_FILE)

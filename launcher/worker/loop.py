@@ -9,43 +9,55 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object
 
-from launcher.contract.events import Checkpointed, Evaluated, EventLog, TrainLogged
+from launcher.contract.events import Checkpointed, Evaluated, EventLog, Stopped, TrainLogged
+from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
+from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
 from launcher.data.packing import length_grouped_batches
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task
 from launcher.worker.checkpoint import TrainerState, save_checkpoint
 from launcher.worker.engines.base import Engine
+from launcher.worker.stopping import REQUEST, StopTraining
 from launcher.worker.tracking import Tracker
+from launcher.worker.watchdog import Watchdog
 
 Metrics = dict[str, Any]  # a task's metrics: floats, and tables (dicts) such as per-entity scores
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One optimizer step, summed over all ranks; `stop`: some rank was asked to stop."""
+
+    loss: float
+    tokens: int
+    samples: int
+    grad_norm: float
+    stop: bool
 
 
 class TrainLoop:
     """Steps, logs, evaluates and checkpoints one rank's share of the run."""
 
     def __init__(self, engine: Engine, task: Task, prepared: Prepared, plan: Plan,
-                 recipe: Recipe, scheduler: Any, events: EventLog, tracker: Tracker) -> None:
+                 recipe: Recipe, scheduler: Any, events: EventLog, tracker: Tracker,
+                 watchdog: Watchdog, folder: RunFolder) -> None:
         self.engine, self.acc, self.task, self.data = engine, engine.accelerator, task, prepared
         self.plan, self.recipe, self.scheduler = plan, recipe, scheduler
-        self.events, self.tracker = events, tracker
+        self.events, self.tracker, self.watchdog, self.folder = events, tracker, watchdog, folder
         self.model = engine.model
         self.held_bytes = None
         self.window: list[float] = []
-        self.first_step_s: float | None = None
-        self.train_s = 0.0
-        self.steps_run = 0
-        self.last_loss: float | None = None
         self.order: tuple[int, list[int]] = (-1, [])
-        self.computed_tokens = 0
-        self.real_tokens = 0
+        self.state = TrainerState()
 
     def epoch_order(self, epoch: int) -> list[int]:
         """The order of the training examples in `epoch`: shuffled (or length-grouped) by seed."""
@@ -61,45 +73,81 @@ class TrainLoop:
             self.order = (epoch, order)
         return self.order[1]
 
-    def global_batch(self, step: int, steps_per_epoch: int) -> list[dict[str, Any]]:
-        """This rank's examples for optimizer step `step` (0-based): a pure function of step."""
+    def batch_ids(self, step: int, steps_per_epoch: int) -> list[int]:
+        """This rank's example ids for optimizer step `step` (0-based): a pure function of the
+        step. The global batch is the same set at any world size; each rank takes its slice."""
         epoch, position = divmod(step, steps_per_epoch)
         order = self.epoch_order(epoch)
         size = self.plan.batch.global_size
         chunk = size // self.plan.world_size
         start = position * size + self.acc.process_index * chunk
-        return [self.data.train[i] for i in order[start:start + chunk]]
+        return order[start:start + chunk]
 
     def train(self, state: TrainerState, total_steps: int, steps_per_epoch: int,
-              folder: RunFolder, started: float) -> Metrics:
-        """Run steps until `total_steps`; returns the final eval metrics ({} without eval)."""
+              started: float) -> Metrics:
+        """Run steps until `total_steps`; returns the final eval metrics ({} without eval).
+
+        A stop request (a signal) ends the loop after the step it arrived in, with a complete
+        checkpoint of that step (StopTraining); one before the first step ends it at once."""
         train = self.recipe.train
+        self.state, self.started, self.wall_before = state, started, state.wall_s
         self.model.train()
+        if state.step < total_steps and self._agree(REQUEST.requested):
+            self._stop(state, checkpoint=False)
         while state.step < total_steps:
             t0 = time.time()
-            loss, tokens, samples, grad_norm = self.step(
-                self.global_batch(state.step, steps_per_epoch)
-            )
+            ids = self.batch_ids(state.step, steps_per_epoch)
+            result = self.step([self.data.train[i] for i in ids])
             state.step += 1
-            state.samples += samples
-            state.tokens += tokens
-            self.train_s += time.time() - t0
-            self.steps_run += 1
-            if self.first_step_s is None:
-                self.first_step_s = time.time() - started
-            self.window.append(loss)
+            state.samples += result.samples
+            state.tokens += result.tokens
+            self.watchdog.progress(Phase.TRAIN, state.step)
+            state.train_s += time.time() - t0
+            state.steps_timed += 1
+            if state.first_step_s is None:
+                state.first_step_s = round(time.time() - started, 2)
+            if train.log_sample_ids:
+                with self.folder.sample_ids(self.acc.process_index).open("a") as handle:
+                    handle.write(SampleIds(step=state.step, ids=tuple(ids)).to_line())
+            self.window.append(result.loss)
             if state.step % train.log_every == 0 or state.step == total_steps:
-                self.log_train(state, steps_per_epoch, grad_norm, tokens, samples,
-                               time.time() - t0)
+                self.log_train(state, steps_per_epoch, result, time.time() - t0)
+            if result.stop:
+                self._stop(state, checkpoint=True)
             if train.eval_every and state.step % train.eval_every == 0 and state.step < total_steps:
                 self.log_eval(state.step)
             if train.save_every and state.step % train.save_every == 0:
-                save_checkpoint(self.engine, folder.checkpoints, state, train.keep_checkpoints)
-                self.events.write(Checkpointed(step=state.step))
-        return self.log_eval(state.step, folder.predictions)
+                self.checkpoint(state)
+        return self.log_eval(state.step, self.folder.predictions)
 
-    def step(self, examples: list[dict[str, Any]]) -> tuple[float, int, int, float]:
-        """One optimizer step over grad_accum micro-batches; the loss is the global mean."""
+    def checkpoint(self, state: TrainerState) -> None:
+        self.watchdog.progress(Phase.CHECKPOINT)
+        state.wall_s = self.wall_s()
+        save_checkpoint(self.engine, self.folder.checkpoints, state,
+                        self.recipe.train.keep_checkpoints)
+        self.events.write(Checkpointed(step=state.step))
+        self.watchdog.progress(Phase.TRAIN)
+
+    def _stop(self, state: TrainerState, *, checkpoint: bool) -> None:
+        """Checkpoint this step (unless no step ran), say so, and leave the loop."""
+        signal_name = REQUEST.signal or "a signal on another rank"
+        if checkpoint:
+            self.checkpoint(state)
+        self.events.write(Stopped(step=state.step, signal=signal_name,
+                                  checkpoint=f"checkpoints/step-{state.step}" if checkpoint
+                                  else None))
+        raise StopTraining(state.step, signal_name)
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank when it is true on any."""
+        if self.plan.world_size == 1:
+            return flag
+        vote = self.acc.reduce(torch.tensor([float(flag)], device=self.acc.device), "sum")
+        return float(vote.item()) > 0
+
+    def step(self, examples: list[dict[str, Any]]) -> StepResult:
+        """One optimizer step over grad_accum micro-batches; the loss is the global mean. The
+        sums all ranks exchange at the end carry each rank's stop request too."""
         micro = self.plan.batch.micro
         batches = [examples[i:i + micro] for i in range(0, len(examples), micro)]
         counts = sum(self.task.count_units(e) for e in examples)
@@ -109,7 +157,7 @@ class TrainLoop:
         for i, chunk in enumerate(batches):
             batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
             tokens += sum(self.task.tokens_in(e) for e in chunk)
-            self.computed_tokens += batch["input_ids"].numel()
+            self.state.computed_tokens += batch["input_ids"].numel()
             with self.engine.micro_step(last=i == len(batches) - 1), self.acc.autocast():
                 summed, _ = self.task.loss_sum(self.model, batch)
                 self.engine.backward(summed * scale)
@@ -118,31 +166,32 @@ class TrainLoop:
         if self.held_bytes is None:  # after the first step, when the optimizer state exists
             self.held_bytes = self.engine.held_bytes()
         self.scheduler.step()
-        self.real_tokens += tokens
-        stats = torch.tensor([loss_sum, float(tokens), float(len(examples))],
-                             device=self.acc.device)
+        self.state.real_tokens += tokens
+        stats = torch.tensor([loss_sum, float(tokens), float(len(examples)),
+                              float(REQUEST.requested)], device=self.acc.device)
         stats = self.acc.reduce(stats, "sum")
-        return (float(stats[0]) / max(float(total.item()), 1.0), int(stats[1]), int(stats[2]),
-                grad_norm)
+        return StepResult(loss=float(stats[0]) / max(float(total.item()), 1.0),
+                          tokens=int(stats[1]), samples=int(stats[2]), grad_norm=grad_norm,
+                          stop=float(stats[3]) > 0)
 
-    def log_train(self, state: TrainerState, steps_per_epoch: int, grad_norm: float,
-                  tokens: int, samples: int, step_s: float) -> None:
+    def log_train(self, state: TrainerState, steps_per_epoch: int, result: StepResult,
+                  step_s: float) -> None:
         loss = sum(self.window) / len(self.window)
         self.window = []
-        self.last_loss = loss
+        self.state.last_loss = loss
         lr = self.scheduler.get_last_lr()[0]
         epoch = state.step / steps_per_epoch
         self.tracker.log({
             "train/loss": loss,
             "train/lr": lr,
-            "train/grad_norm": grad_norm,
+            "train/grad_norm": result.grad_norm,
             "train/epoch": epoch,
-            "train/tokens_per_s": tokens / max(step_s, 1e-9),
-            "train/samples_per_s": samples / max(step_s, 1e-9),
+            "train/tokens_per_s": result.tokens / max(step_s, 1e-9),
+            "train/samples_per_s": result.samples / max(step_s, 1e-9),
             "train/token_efficiency": self.efficiency(),
         }, step=state.step)
-        self.events.write(TrainLogged(step=state.step, loss=loss, lr=lr, grad_norm=grad_norm,
-                                      epoch=epoch))
+        self.events.write(TrainLogged(step=state.step, loss=loss, lr=lr,
+                                      grad_norm=result.grad_norm, epoch=epoch))
 
     def log_eval(self, step: int, predictions_file: Path | None = None) -> Metrics:
         """Evaluate, log and return the metrics; nothing at all without eval data."""
@@ -161,6 +210,7 @@ class TrainLoop:
         micro = self.plan.batch.micro
         loss_sum, count, predictions, references = 0.0, 0, [], []
         for i in range(0, len(indices), micro):
+            self.watchdog.progress(Phase.EVAL)
             chunk = [self.data.eval[j] for j in indices[i:i + micro]]
             batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
             with self.acc.autocast():
@@ -176,6 +226,7 @@ class TrainLoop:
             rows = gather_object(rows)
         rows.sort()
         self.model.train()
+        self.watchdog.progress(Phase.TRAIN)
         if predictions_file is not None and rows and self.acc.is_main_process:
             with predictions_file.open("w", encoding="utf-8") as handle:
                 for index, prediction, reference in rows:
@@ -184,9 +235,15 @@ class TrainLoop:
         return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
                                  [r[2] for r in rows])
 
-    def efficiency(self) -> float:
+    def efficiency(self) -> float | None:
         """Real tokens / tokens computed (padding lowers it; padding-free packing keeps 1.0)."""
-        return self.real_tokens / max(self.computed_tokens, 1)
+        if not self.state.computed_tokens:
+            return None
+        return self.state.real_tokens / self.state.computed_tokens
+
+    def wall_s(self) -> float:
+        """Wall time of the run so far, over all its launches."""
+        return self.wall_before + time.time() - self.started
 
 
 def scalars(metrics: Metrics) -> dict[str, float]:

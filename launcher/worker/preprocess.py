@@ -15,23 +15,28 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from datasets import Dataset, load_from_disk
 
 from launcher.contract.events import EventLog, Preprocessing
+from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
 from launcher.contract.records import JsonRecord
 from launcher.contract.reports import DataStats
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task
+from launcher.worker.watchdog import Watchdog
 
 CODE = Path(__file__).resolve().parents[1]
 CODE_FILES = sorted([*(CODE / "data").glob("*.py"), *(CODE / "tasks").glob("*.py"),
                      CODE / "contract" / "reports.py"])
+PREPROCESS_WAIT = timedelta(hours=24)  # others wait for rank 0's tokenization this long at most
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf")
 
 
@@ -78,31 +83,52 @@ def _file_digest(path: Path) -> bytes:
 
 
 def prepare_cached(task: Task, tokenizer: Any, recipe: Recipe, plan: Plan,
-                   accelerator: Accelerator, events: EventLog) -> Prepared:
-    """The task's prepared data, from the cache when an entry for these inputs exists."""
+                   accelerator: Accelerator, events: EventLog, watchdog: Watchdog) -> Prepared:
+    """The task's prepared data, from the cache when an entry for these inputs exists.
+
+    Rank 0 tokenizes while the others wait in a barrier of their own, with a long timeout
+    (the hang watchdog, not a collective timeout, catches a rank 0 that stopped progressing);
+    a rank that cannot see rank 0's entry (a cache not shared across nodes) tokenizes itself.
+    """
+    watchdog.progress(Phase.PREPROCESS)
     # Hashing the data files is I/O over all of them: rank 0 does it and tells the others.
     key = broadcast_object_list([cache_key(recipe, plan) if accelerator.is_main_process
                                  else None])[0]
     entry = cache_root() / key
-    with accelerator.main_process_first():
-        if (entry / "meta.json").is_file():
-            events.message(f"preprocessing: reused the cached examples {entry}")
-            return _load(entry)
-        events.message("preprocessing: tokenizing the data (cached for later launches)")
-        task.report_progress = _throttled(events)
-        prepared = task.prepare(tokenizer)
-        if accelerator.is_main_process:
-            _save(prepared, entry)
-            events.message(f"preprocessing: {len(prepared.train)} train / {len(prepared.eval)} "
-                           f"eval examples cached in {entry}")
-        return prepared
+    prepared = None
+    if accelerator.is_main_process:
+        prepared = _prepare_or_load(task, tokenizer, entry, events, watchdog, save=True)
+    if plan.world_size > 1:
+        group = torch.distributed.new_group(backend="gloo", timeout=PREPROCESS_WAIT)
+        torch.distributed.barrier(group=group)
+        torch.distributed.destroy_process_group(group)
+    if prepared is None:
+        prepared = _prepare_or_load(task, tokenizer, entry, events, watchdog, save=False)
+    return prepared
 
 
-def _throttled(events: EventLog, every_s: float = 1.0) -> Callable[[str, int, int], None]:
+def _prepare_or_load(task: Task, tokenizer: Any, entry: Path, events: EventLog,
+                     watchdog: Watchdog, *, save: bool) -> Prepared:
+    if (entry / "meta.json").is_file():
+        events.message(f"preprocessing: reused the cached examples {entry}")
+        return _load(entry)
+    events.message("preprocessing: tokenizing the data (cached for later launches)")
+    task.report_progress = _throttled(events, watchdog)
+    prepared = task.prepare(tokenizer)
+    if save:
+        _save(prepared, entry)
+        events.message(f"preprocessing: {len(prepared.train)} train / {len(prepared.eval)} "
+                       f"eval examples cached in {entry}")
+    return prepared
+
+
+def _throttled(events: EventLog, watchdog: Watchdog,
+               every_s: float = 1.0) -> Callable[[str, int, int], None]:
     """A progress reporter writing a `preprocess` event at most once a second (and at the end)."""
     last = [0.0]
 
     def report(what: str, done: int, total: int) -> None:
+        watchdog.progress(Phase.PREPROCESS)
         now = time.monotonic()
         if done == total or now - last[0] >= every_s:
             last[0] = now

@@ -6,15 +6,17 @@ import dataclasses
 import math
 import resource
 import time
+from datetime import timedelta
 
 import torch
 from accelerate.utils import set_seed
 
 from launcher.contract.events import Ended, EventLog, Started
+from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
-from launcher.contract.reports import LabelNames, Summary
+from launcher.contract.reports import LabelNames, RankReport, Summary
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import Strategy
+from launcher.contract.vocabulary import ExitCode, Strategy
 from launcher.recipe.schema import Recipe
 from launcher.tasks.lora import apply_lora
 from launcher.tasks.registry import build_task
@@ -25,28 +27,40 @@ from launcher.worker.loop import TrainLoop, scalars, tables
 from launcher.worker.optim import make_optimizer, make_scheduler
 from launcher.worker.preprocess import prepare_cached
 from launcher.worker.startup import verify_launch, verify_strategy, verify_world
+from launcher.worker.stopping import StopTraining
 from launcher.worker.tracking import start_tracking
+from launcher.worker.watchdog import Watchdog, allowance
 
 # Strategies whose ranks all hold the whole model: their fingerprints must be equal.
 REPLICATED = (None, Strategy.DDP, Strategy.ZERO2)
 
 
-def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
+def collective_timeout(recipe: Recipe) -> timedelta:
+    """How long a collective may wait: past the longest phase the watchdog allows (it catches a
+    stalled rank first and names it); 30 minutes when the watchdog is off."""
+    timeout = recipe.train.hang_timeout_s
+    return timedelta(seconds=allowance(timeout, Phase.CHECKPOINT) + 300 if timeout else 1800)
+
+
+def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitCode:
     """Train, evaluate, checkpoint and save the final model as the plan says."""
     started = time.time()
     torch.set_num_threads(plan.threads_per_proc)
     verify_launch(plan)
-    engine = make_engine(plan, folder.path)
+    engine = make_engine(plan, folder.path, collective_timeout(recipe))
     accelerator = engine.accelerator
     main = accelerator.is_main_process
     report = verify_world(accelerator, plan)
+    watchdog = Watchdog(folder, report.rank, plan.world_size,
+                        recipe.train.hang_timeout_s).start()
     events = EventLog(folder.events, main)
     set_seed(recipe.train.seed)
     torch.use_deterministic_algorithms(plan.device == "cpu", warn_only=True)
 
     task = build_task(recipe, plan)
     task.tokenizer = tokenizer = task.load_tokenizer()
-    prepared = prepare_cached(task, tokenizer, recipe, plan, accelerator, events)
+    prepared = prepare_cached(task, tokenizer, recipe, plan, accelerator, events, watchdog)
+    watchdog.progress(Phase.STARTUP)
     if main and prepared.label_names:
         LabelNames(names=tuple(prepared.label_names)).write(folder.label_names)
     steps_per_epoch = len(prepared.train) // plan.batch.global_size
@@ -65,37 +79,44 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
 
     state = TrainerState()
     if resume:
-        loaded = load_latest(engine, folder.checkpoints)
+        watchdog.progress(Phase.CHECKPOINT)
+        loaded = load_latest(engine, folder.checkpoints, events)
         if loaded is None:
             events.message("--resume: no complete checkpoint yet, starting from step 0")
         else:
             state = loaded
             events.message(f"resumed from checkpoints/step-{state.step}")
-    tracker = start_tracking(recipe, plan, folder, main)
+    watchdog.progress(Phase.STARTUP)
+    tracker = start_tracking(recipe, plan, folder, main, events)
     events.write(Started(step=state.step, total_steps=total_steps,
                          steps_per_epoch=steps_per_epoch, world_size=plan.world_size))
 
-    loop = TrainLoop(engine, task, prepared, plan, recipe, scheduler, events, tracker)
-    eval_metrics = loop.train(state, total_steps, steps_per_epoch, folder, started)
+    loop = TrainLoop(engine, task, prepared, plan, recipe, scheduler, events, tracker, watchdog,
+                     folder)
+    try:
+        eval_metrics = loop.train(state, total_steps, steps_per_epoch, started)
+    except StopTraining:
+        tracker.finish()
+        accelerator.end_training()
+        watchdog.stop()
+        return ExitCode.STOPPED
+    watchdog.progress(Phase.SAVE)
     save_final(engine, tokenizer, folder)
-    report = dataclasses.replace(
-        report, held_bytes=loop.held_bytes,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        final_weights_sha256=(weights_fingerprint(engine.unwrapped())
-                              if report.strategy in REPLICATED else None))
+    report = _finished(report, engine, loop)
     report.write(folder.rank_report(report.rank))
     if main:
+        efficiency = loop.efficiency()
         summary = Summary(
             steps=state.step,
             epochs=round(state.step / steps_per_epoch, 4),
             samples=state.samples,
             tokens=state.tokens,
-            train_loss=loop.last_loss,
-            wall_time_s=round(time.time() - started, 2),
-            time_to_first_step_s=round(loop.first_step_s or 0.0, 2),
-            train_samples_per_s=round(
-                loop.steps_run * plan.batch.global_size / max(loop.train_s, 1e-9), 2),
-            token_efficiency=round(loop.efficiency(), 4),
+            train_loss=state.last_loss,
+            wall_time_s=round(loop.wall_s(), 2),
+            time_to_first_step_s=state.first_step_s,
+            train_samples_per_s=(round(state.steps_timed * plan.batch.global_size
+                                       / state.train_s, 2) if state.steps_timed else None),
+            token_efficiency=round(efficiency, 4) if efficiency is not None else None,
             world_size=plan.world_size,
             strategy=report.strategy,
             data=prepared.stats,
@@ -106,3 +127,14 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> None:
         events.write(Ended(summary=summary))
     tracker.finish()
     accelerator.end_training()
+    watchdog.stop()
+    return ExitCode.OK
+
+
+def _finished(report: RankReport, engine: object, loop: TrainLoop) -> RankReport:
+    """The rank's report once trained: bytes held, peak memory, the weights' fingerprint."""
+    return dataclasses.replace(
+        report, held_bytes=loop.held_bytes,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        final_weights_sha256=(weights_fingerprint(engine.unwrapped())
+                              if report.strategy in REPLICATED else None))

@@ -1,13 +1,24 @@
-"""Weights & Biases from rank 0: the run's config, train and eval metrics, one run per folder."""
+"""Weights & Biases from rank 0: one run per run folder, kept across restarts and resumes.
+
+Tracking never stops training: when W&B cannot be reached online within `tracking.timeout_s`
+(or rejects the key), the run logs offline into the run folder, says so once in the event log,
+and gives the `wandb sync` command that uploads it later.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
+from launcher.contract.events import EventLog, TrackingOffline
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import TrackingMode
 from launcher.recipe.schema import Recipe
+
+# W&B debug logging writes the API key into its log files, in plain text.
+KEY_LEAKING_DEBUG = ("WANDB_DEBUG", "WANDB_CORE_DEBUG")
 
 
 class Tracker:
@@ -26,20 +37,49 @@ class Tracker:
             self.run = None
 
 
-def start_tracking(recipe: Recipe, plan: Plan, folder: RunFolder, main_process: bool) -> Tracker:
+def run_id(folder: RunFolder) -> str:
+    """The W&B run id of this folder, made on its first start."""
+    path = folder.tracking_id
+    if path.is_file():
+        return path.read_text().strip()
+    new = uuid.uuid4().hex[:12]
+    path.write_text(new + "\n")
+    return new
+
+
+def start_tracking(recipe: Recipe, plan: Plan, folder: RunFolder, main_process: bool,
+                   events: EventLog) -> Tracker:
     """The W&B run of this folder on the main process (offline files under the run folder)."""
     if not main_process or plan.tracking_mode is TrackingMode.DISABLED:
         return Tracker()
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")  # no telemetry flush at exit
+    if os.environ.get("WANDB_API_KEY"):
+        for name in KEY_LEAKING_DEBUG:
+            os.environ.pop(name, None)
     import wandb
 
     tracking = recipe.tracking
-    run = wandb.init(
-        project=tracking.project,
-        entity=tracking.entity,
-        name=tracking.run_name or folder.path.name,
-        tags=tracking.tags,
-        dir=str(folder.path),
-        mode=plan.tracking_mode.value,
-        config={"recipe": recipe.model_dump(mode="json"), "plan": plan.to_dict()},
-    )
-    return Tracker(run)
+    init: dict[str, Any] = {
+        "project": tracking.project, "entity": tracking.entity,
+        "name": tracking.run_name or folder.path.name, "tags": tracking.tags,
+        "dir": str(folder.path), "id": run_id(folder), "resume": "allow",
+        "config": {"recipe": recipe.model_dump(mode="json"), "plan": plan.to_dict()},
+    }
+    if plan.tracking_mode is TrackingMode.ONLINE:
+        try:
+            return Tracker(wandb.init(mode="online", **init, settings=wandb.Settings(
+                init_timeout=tracking.timeout_s)))
+        except Exception as err:  # unreachable, a rejected key: never a reason to stop
+            wandb.teardown()  # the failed run's id is free again only after this
+            events.write(TrackingOffline(reason=_reason(err),
+                                         sync_command=f"wandb sync {folder.wandb}/offline-run-*"))
+    return Tracker(wandb.init(mode="offline", **init))
+
+
+def _reason(err: Exception) -> str:
+    """The first line of W&B's error, never with the key in it."""
+    text = (str(err).strip().splitlines() or [""])[0][:200]
+    key = os.environ.get("WANDB_API_KEY")
+    if key:
+        text = text.replace(key, "***")
+    return f"could not use W&B online ({type(err).__name__}: {text})"

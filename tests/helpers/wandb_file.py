@@ -131,3 +131,17 @@ def find_run_files(wandb_dir: Path) -> list[Path]:
     """All ``offline-run-*/run-*.wandb`` files below a folder, sorted by path (run folders
     are named by start time)."""
     return sorted(Path(wandb_dir).rglob("offline-run-*/run-*.wandb"))
+
+
+def read_run_id(path: Path) -> str:
+    """The W&B run id a run file belongs to (its run record's)."""
+    for record in read_records(path):
+        if record.WhichOneof("record_type") == "run":
+            return record.run.run_id
+    raise ValueError(f"{path}: no run record")
+
+
+def logged_steps(wandb_dir: Path, key: str) -> list[int]:
+    """The `_step` of every row holding `key`, over all the run files below `wandb_dir`."""
+    return sorted(int(row["_step"]) for path in find_run_files(wandb_dir)
+                  for row in read_history(path) if key in row)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli_env
+
 REPO = Path(__file__).resolve().parents[2]
 UP_HINT = (
     "bring it up with `slurm/testcluster.sh up` and "
@@ -164,3 +166,9 @@ def sbatch(slurm_cluster: dict[str, str]) -> Iterator[Callable[..., SlurmJob]]:
     yield run
     for job_id in submitted:  # never leave a test's job behind
         subprocess.run(["scancel", str(job_id)], env=slurm_cluster, capture_output=True, timeout=20)
+
+
+@pytest.fixture(scope="module")
+def env(slurm_cluster: dict[str, str]) -> dict[str, str]:
+    """A user's environment (offline hubs, no W&B key) pointed at the test cluster."""
+    return cli_env(SLURM_CONF=slurm_cluster["SLURM_CONF"], PATH=slurm_cluster["PATH"])

@@ -1,5 +1,5 @@
 """`sft-launch` against the real test cluster: multi-node runs, equality with a local run, two
-jobs at once, requeue + resume, status/logs/cancel, refused submissions, hostile values.
+jobs at once, status/logs/cancel, refused submissions, hostile values.
 
 Every job uses the shortened quickstart (~6 optimizer steps); `sft-launch` always runs as a
 subprocess with the cluster's environment.
@@ -10,90 +10,28 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from launcher.contract.events import Message, TrainLogged
-from launcher.contract.run_folder import RunFolder
-from tests.conftest import REPO, SFT_LAUNCH, cli_env
-from tests.helpers.cli_status import Shown
-from tests.helpers.run_folder import events, job, of_kind, rank_reports, summary
+from launcher.contract.events import TrainLogged
+from tests.helpers.run_folder import events, job, rank_reports, summary
+from tests.slurm.jobs import (
+    HOSTILE,
+    QUICKSTART,
+    REPO,
+    SHORT,
+    TWO_NODES,
+    assert_completed_run,
+    assert_ok,
+    job_log,
+    sft,
+    sft_popen,
+    status,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slurm
-
-QUICKSTART = REPO / "recipes" / "quickstart.toml"
-# All test nodes share this machine's 2 cores: one CPU for each node's task.
-SHORT = ["--set", "data.max_train_samples=192", "--set", "data.max_eval_samples=64",
-         "--set", "train.log_every=1", "--set", 'slurm.time="00:10:00"',
-         "--set", "slurm.cpus_per_task=1", "--quiet"]
-TWO_NODES = ["--nodes", "2", "--procs-per-node", "1"]
-FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
-# Shell that must never run: no whitespace, quotes or '#', so a run folder may be named so.
-HOSTILE = "$(touch${IFS}pwned-a);`touch${IFS}pwned-b`&&touch${IFS}pwned-c"
-
-
-@pytest.fixture(scope="module")
-def env(slurm_cluster: dict[str, str]) -> dict[str, str]:
-    """A user's environment (offline hubs, no W&B key) pointed at the test cluster."""
-    return cli_env(SLURM_CONF=slurm_cluster["SLURM_CONF"], PATH=slurm_cluster["PATH"])
-
-
-def sft(env: dict[str, str], *args: Any, timeout: float = 600,
-        text: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([*SFT_LAUNCH, *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=text, timeout=timeout)
-
-
-def sft_popen(env: dict[str, str], *args: Any) -> subprocess.Popen:
-    return subprocess.Popen([*SFT_LAUNCH, *map(str, args)], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def status(env: dict[str, str], run_dir: Path) -> Shown:
-    """`sft-launch status RUN_DIR`, row by row."""
-    out = sft(env, "status", run_dir, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return Shown.parse(out.stdout)
-
-
-def wait_for(check: Any, timeout: float, what: str, poll_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def job_log(run_dir: Path) -> str:
-    job_id = job(run_dir).job_id
-    assert job_id is not None, f"{run_dir}: job.json holds no Slurm job id"
-    return RunFolder(run_dir).slurm_log(job_id).read_text()
-
-
-def assert_ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def assert_completed_run(run_dir: Path, world: int) -> None:
-    """One rank per node, one process group, identical final weights, one W&B run."""
-    reports = rank_reports(run_dir)
-    assert [r.rank for r in reports] == list(range(world))
-    assert [r.node_rank for r in reports] == list(range(world))
-    assert {r.world_size for r in reports} == {world}
-    assert {r.group_size for r in reports} == {world}
-    hosts = [r.hostname for r in reports]
-    assert len(set(hosts)) == world and all(re.fullmatch(r"n\d+", h) for h in hosts), hosts
-    assert len({r.final_weights_sha256 for r in reports}) == 1, "ranks ended different"
-    done = summary(run_dir)
-    assert done.status == "completed" and done.world_size == world
-    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
-    assert job(run_dir).submitted is True
-    assert not (REPO / ".deepspeed_env").exists() and not (run_dir / ".deepspeed_env").exists()
-
 
 @pytest.fixture(scope="module")
 def two_node(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
@@ -172,26 +110,6 @@ def test_two_jobs_on_the_same_nodes_at_once(env, tmp_path) -> None:
     spans = [(events(d)[0].time, events(d)[-1].time) for d in dirs]
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"jobs did not overlap: {spans}"
     assert [status(env, d).nodes.split()[0] for d in dirs] == ["n[1-2]", "n[1-2]"]
-
-
-def test_usr1_requeues_and_the_rerun_resumes(env, slurm_cluster, tmp_path) -> None:
-    run_dir = tmp_path / "run"
-    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT,
-                  "--set", "data.max_train_samples=256", "--set", "train.save_every=2"))
-    job_id = job(run_dir).job_id
-    wait_for(lambda: (run_dir / "checkpoints" / "step-2").is_dir(), 300, "checkpoint step-2",
-             poll_s=0.5)
-    # What Slurm does signal_grace_s before the time limit (--signal=B:USR1@...):
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm_cluster,
-                   check=True, timeout=30)
-    state = wait_for(lambda: (s := status(env, run_dir).state).startswith(FINAL) and s, 600,
-                     "the requeued job to end", poll_s=3)
-    assert state.startswith("COMPLETED"), job_log(run_dir)
-    log = job_log(run_dir)
-    assert f"requeueing job {job_id}" in log and "(restart 1)" in log
-    messages = [e.text for e in of_kind(events(run_dir), Message)]
-    assert any(m.startswith("resumed from checkpoints/step-") for m in messages), messages
-    assert summary(run_dir).steps == 8
 
 
 def test_status_logs_and_cancel_of_a_running_job(env, tmp_path) -> None:

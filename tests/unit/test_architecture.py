@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher
                  "launcher.data.errors")
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -34,14 +36,18 @@ def modules() -> dict[str, Path]:
 
 
 def imports(path: Path) -> set[str]:
-    """Modules `path` imports at its top level or inside functions (absolute names)."""
+    """Modules `path` imports at its top level or inside functions (absolute names); `from P
+    import M` of a submodule M counts as importing P.M only."""
+    names = modules()
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & set(names)
+            found.update(subs)
+            if len(subs) < len(node.names):
+                found.add(node.module)
     return found
 
 

@@ -119,3 +119,14 @@ def test_unknown_option_is_a_usage_error(run_cli, tmp_path: Path) -> None:
     result = launch(run_cli, QUICKSTART, tmp_path / "run", "--nodez", "2")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("setting", "problem"), [
+    ('model.path="a\\u0000b"', "cannot contain a NUL byte"),
+    (f'model.path="/{"a" * 300}/b"', "path too long for the OS"),
+    ('data.eval="x\\u0000.tsv"', "cannot contain a NUL byte"),
+], ids=["nul-byte", "name-over-255", "nul-in-data"])
+def test_paths_the_os_cannot_open(run_cli, tmp_path: Path, setting: str, problem: str) -> None:
+    """Once tracebacks (found by mutating the shipped recipes): now one message, exit 2."""
+    result = launch(run_cli, QUICKSTART, tmp_path / "run", "--set", setting)
+    assert_clean_failure(result, tmp_path / "run", problem)

@@ -101,11 +101,19 @@ touch "$STUB_DIR/srun.started"
 for node in 0 1; do SLURM_NODEID=$node "$@" || exit $?; done
 exit "${STUB_EXIT:-0}"
 """
-# Stands in for the venv's python: records its arguments and environment per node.
+# Stands in for the venv's python: records its arguments and environment per node; as the
+# requeue decider (`-m launcher.backends.requeue`) it answers $STUB_DECISION.
 STUB_PYTHON = """\
 #!/usr/bin/env bash
+if [ "$2" = launcher.backends.requeue ]; then
+  printf '%s\\n' "$@" > "$STUB_DIR/decider.args"; exit "${STUB_DECISION:-0}"
+fi
 printf '%s\\n' "$@" > "$STUB_DIR/node-$SLURM_NODEID.args"
 env > "$STUB_DIR/node-$SLURM_NODEID.env"
+"""
+STUB_SCANCEL = """\
+#!/usr/bin/env bash
+echo "$*" >> "$STUB_DIR/scancel.calls"
 """
 
 
@@ -115,7 +123,7 @@ def stubbed(tmp_path: Path) -> dict[str, Path]:
     bin_dir, stub_dir = tmp_path / "bin", tmp_path / "calls"
     python = tmp_path / f"py {HOSTILE}" / "python"
     for path, text in ((bin_dir / "scontrol", STUB_SCONTROL), (bin_dir / "srun", STUB_SRUN),
-                       (python, STUB_PYTHON)):
+                       (bin_dir / "scancel", STUB_SCANCEL), (python, STUB_PYTHON)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         path.chmod(0o755)
@@ -177,10 +185,11 @@ def test_rerun_after_requeue_resumes(tmp_path: Path, stubbed: dict[str, Path]) -
     assert node_args(stubbed, 1)[-1] == "--resume"
 
 
-def test_usr1_requeues_the_job_and_the_script_still_waits_for_srun(
-        tmp_path: Path, stubbed: dict[str, Path]) -> None:
+def usr1_during_srun(tmp_path: Path, stubbed: dict[str, Path],
+                     decision: str) -> subprocess.CompletedProcess:
+    """USR1 to the batch shell while srun (2 s, then exit 7) runs; the decider answers."""
     folder = two_node_folder(tmp_path, stubbed["python"])
-    env = job_env(stubbed, STUB_SLEEP="2", STUB_EXIT="7")
+    env = job_env(stubbed, STUB_SLEEP="2", STUB_EXIT="7", STUB_DECISION=decision)
     proc = subprocess.Popen(["bash", folder.job_script], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 20
@@ -188,10 +197,36 @@ def test_usr1_requeues_the_job_and_the_script_still_waits_for_srun(
         time.sleep(0.05)
     proc.send_signal(signal.SIGUSR1)
     output, _ = proc.communicate(timeout=30)
-    assert (stubbed["calls"] / "scontrol.calls").read_text() == f"requeue {JOB_ID}\n", output
-    assert "requeueing job" in output
-    assert proc.returncode == 7, output  # srun's own exit status, after it really ended
+    assert "USR1 received: every worker checkpoints and stops" in output
+    # forwarded to every process of the job's steps (the launchers ignore it), srun awaited
+    assert (stubbed["calls"] / "scancel.calls").read_text() == f"--signal=USR1 {JOB_ID}\n"
     assert (stubbed["calls"] / "node-1.args").exists()
+    assert (stubbed["calls"] / "decider.args").read_text().split() == [
+        "-m", "launcher.backends.requeue", ".", "--signal", "USR1"]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, output)
+
+
+def test_usr1_checkpoints_then_requeues_when_the_decider_says_so(
+        tmp_path: Path, stubbed: dict[str, Path]) -> None:
+    done = usr1_during_srun(tmp_path, stubbed, decision="0")
+    assert (stubbed["calls"] / "scontrol.calls").read_text() == f"requeue {JOB_ID}\n"
+    assert done.returncode == 0, done.stdout
+
+
+def test_usr1_ends_the_job_when_the_decider_says_so(tmp_path: Path,
+                                                    stubbed: dict[str, Path]) -> None:
+    done = usr1_during_srun(tmp_path, stubbed, decision="1")
+    assert not (stubbed["calls"] / "scontrol.calls").exists()  # never requeued
+    assert done.returncode == 1, done.stdout
+
+
+def test_the_launchers_start_ignoring_usr1(tmp_path: Path,
+                                                      stubbed: dict[str, Path]) -> None:
+    folder = two_node_folder(tmp_path, stubbed["python"])
+    subprocess.run(["bash", folder.job_script], env=job_env(stubbed), check=True, cwd=tmp_path,
+                   timeout=30)
+    command = (stubbed["calls"] / "srun.args").read_text()
+    assert "trap \"\" USR1; exec \"$SFT_PYTHON\" -m accelerate.commands.launch" in command
 
 
 def test_setup_lines_run_before_the_launch(tmp_path: Path, stubbed: dict[str, Path]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from launcher.contract.plan import Plan
@@ -19,6 +20,7 @@ ENGINES: dict[Strategy | None, type[Engine]] = {
 }
 
 
-def make_engine(plan: Plan, run_dir: Path) -> Engine:
-    """The engine for the strategy the plan runs, with its Accelerator (the process group)."""
-    return ENGINES[plan.active_strategy](plan, run_dir)
+def make_engine(plan: Plan, run_dir: Path, timeout: timedelta) -> Engine:
+    """The engine for the strategy the plan runs, with its Accelerator (the process group,
+    whose collectives give up after `timeout`)."""
+    return ENGINES[plan.active_strategy](plan, run_dir, timeout)

@@ -7,6 +7,8 @@ silently drops DeepSpeed), so the Accelerator is built per strategy here.
 from __future__ import annotations
 
 import json
+import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType
 from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
 from launcher.contract.vocabulary import Device, Offload, Strategy
+from launcher.worker.engines import dcp_checkpoint, universal
 from launcher.worker.engines.base import (
     Engine,
     group_kwargs,
@@ -31,8 +34,8 @@ ZERO_STRATEGY = {2: Strategy.ZERO2, 3: Strategy.ZERO3}
 class AccelerateEngine(Engine):
     """Single process, DDP, ZeRO-2 and ZeRO-3 through Accelerate (DeepSpeed for ZeRO)."""
 
-    def __init__(self, plan: Plan, run_dir: Path) -> None:
-        super().__init__(plan, run_dir)
+    def __init__(self, plan: Plan, run_dir: Path, timeout: timedelta) -> None:
+        super().__init__(plan, run_dir, timeout)
         self.zero_stage = plan.strategy.zero_stage
         deepspeed = None
         if self.zero_stage:
@@ -43,16 +46,17 @@ class AccelerateEngine(Engine):
             mixed_precision=plan.precision.accelerate_name,
             gradient_accumulation_steps=plan.batch.grad_accum,
             deepspeed_plugin=deepspeed,
-            kwargs_handlers=group_kwargs(plan),
+            kwargs_handlers=group_kwargs(plan, timeout),
             project_dir=str(run_dir),
         )
 
     def prepare(self, model, make_optimizer, make_scheduler):
         self.model, self.optimizer = self.accelerator.prepare(model, make_optimizer(model))
         # After prepare: ZeRO-3 regroups the parameters of the optimizer it wraps.
-        scheduler = make_scheduler(self.optimizer)
-        self.accelerator.register_for_checkpointing(scheduler)
-        return scheduler
+        self.scheduler = make_scheduler(self.optimizer)
+        if self.zero_stage:
+            self.accelerator.register_for_checkpointing(self.scheduler)
+        return self.scheduler
 
     def micro_step(self, last: bool):
         return self.accelerator.accumulate(self.model)
@@ -69,10 +73,36 @@ class AccelerateEngine(Engine):
         return float(norm) if norm is not None else float("nan")
 
     def save(self, folder):
-        self.accelerator.save_state(str(folder))
+        if self.zero_stage:  # DeepSpeed's own format: each rank's partitions
+            self.accelerator.save_state(str(folder))
+        else:
+            dcp_checkpoint.save(self.model, self.optimizer.optimizer, folder, self.scheduler,
+                                self.accelerator.scaler)
 
-    def load(self, folder):
-        self.accelerator.load_state(str(folder))
+    def load(self, folder, saved_world_size):
+        if not self.zero_stage:
+            dcp_checkpoint.load(self.model, self.optimizer.optimizer, folder, self.scheduler,
+                                self.accelerator.scaler)
+        elif saved_world_size == self.plan.world_size:
+            self.accelerator.load_state(str(folder))
+        else:
+            self._load_universal(folder)
+
+    def _load_universal(self, folder: Path) -> None:
+        """A ZeRO checkpoint of another world size, through DeepSpeed's universal format."""
+        converted = folder.parent / f".{folder.name}.universal"
+        if self.accelerator.is_main_process:
+            universal.convert(folder, converted)
+        self.accelerator.wait_for_everyone()
+        config = self.model._config  # read by DeepSpeed at load time only
+        config.load_universal_checkpoint = True
+        try:
+            self.accelerator.load_state(str(converted))
+        finally:
+            config.load_universal_checkpoint = False
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(converted, ignore_errors=True)
 
     def full_state_dict(self):
         state = self.accelerator.get_state_dict(self.model)

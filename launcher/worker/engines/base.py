@@ -26,16 +26,13 @@ from launcher.worker.shards import local_shard
 
 OptimizerFactory = Callable[[torch.nn.Module], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
-# Long enough for preprocessing a large dataset on rank 0 while the others wait.
-PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
 
 
-def group_kwargs(plan: Plan) -> list[InitProcessGroupKwargs]:
+def group_kwargs(plan: Plan, timeout: timedelta) -> list[InitProcessGroupKwargs]:
     """The process group's backend and timeout (none for one process: no group at all)."""
     if plan.world_size == 1:
         return []
-    return [InitProcessGroupKwargs(backend=plan.device.process_group_backend,
-                                   timeout=PROCESS_GROUP_TIMEOUT)]
+    return [InitProcessGroupKwargs(backend=plan.device.process_group_backend, timeout=timeout)]
 
 
 class Engine(ABC):
@@ -45,7 +42,7 @@ class Engine(ABC):
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
 
-    def __init__(self, plan: Plan, run_dir: Path) -> None:
+    def __init__(self, plan: Plan, run_dir: Path, timeout: timedelta) -> None:
         self.plan = plan
 
     @abstractmethod
@@ -69,7 +66,8 @@ class Engine(ABC):
         """Every rank writes its part of a checkpoint into `folder`."""
 
     @abstractmethod
-    def load(self, folder: Path) -> None: ...
+    def load(self, folder: Path, saved_world_size: int) -> None:
+        """Restore a checkpoint written at `saved_world_size` ranks (maybe not this one)."""
 
     @abstractmethod
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:

@@ -8,15 +8,13 @@ model is gathered to rank 0 only, tensor by tensor, through CPU.
 from __future__ import annotations
 
 import contextlib
-import random
-from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
 from launcher.contract.reports import HeldBytes
 from launcher.contract.vocabulary import Device, Precision, Strategy
+from launcher.worker.engines import dcp_checkpoint
 from launcher.worker.engines.base import (
     Engine,
     group_kwargs,
@@ -31,12 +29,12 @@ HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 class Fsdp2Engine(Engine):
     """torch FSDP2: parameters, gradients and optimizer state sharded across all ranks."""
 
-    def __init__(self, plan, run_dir) -> None:
-        super().__init__(plan, run_dir)
+    def __init__(self, plan, run_dir, timeout) -> None:
+        super().__init__(plan, run_dir, timeout)
         self.accelerator = Accelerator(
             cpu=plan.device is Device.CPU,
             mixed_precision="no",  # FSDP2's own MixedPrecisionPolicy casts
-            kwargs_handlers=group_kwargs(plan),
+            kwargs_handlers=group_kwargs(plan, timeout),
             project_dir=str(run_dir),
         )
 
@@ -72,32 +70,11 @@ class Fsdp2Engine(Engine):
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
-    def _state(self) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
-        return {"model": model_state, "optimizer": optimizer_state}
-
     def save(self, folder):
-        import torch.distributed.checkpoint as dcp
+        dcp_checkpoint.save(self.model, self.optimizer, folder, self.scheduler)
 
-        dcp.save(self._state(), checkpoint_id=str(folder))
-        rank = self.accelerator.process_index
-        torch.save({"scheduler": self.scheduler.state_dict(), "rng": _rng_state()},
-                   folder / f"extra_state_{rank}.pt")
-
-    def load(self, folder):
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import set_state_dict
-
-        state = self._state()
-        dcp.load(state, checkpoint_id=str(folder))
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"])
-        rank = self.accelerator.process_index
-        extra = torch.load(folder / f"extra_state_{rank}.pt", weights_only=False)
-        self.scheduler.load_state_dict(extra["scheduler"])
-        _set_rng_state(extra["rng"])
+    def load(self, folder, saved_world_size):
+        dcp_checkpoint.load(self.model, self.optimizer, folder, self.scheduler)
 
     def full_state_dict(self):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -133,14 +110,3 @@ def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
         lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 1]
         blocks = list(max(lists, key=len)) if lists else []
     return blocks
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
