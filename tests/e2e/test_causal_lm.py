@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.events import Evaluated
 from tests.conftest import REPO, cli_env
 from tests.e2e.conftest import ALPACA
-from tests.helpers.run_folder import rank_reports, summary
+from tests.helpers.run_folder import events, of_kind, rank_reports, summary
+from tests.helpers.wandb_file import find_run_files, read_history
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +69,23 @@ def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> No
         text = tokenizer.decode(kept)
         assert text.endswith("<|im_end|>")
         assert text.removesuffix("<|im_end|>") in responses
+
+
+def test_without_eval_data_no_eval_metric_is_reported(run_cli, tiny_llama: Path,
+                                                      tmp_path: Path) -> None:
+    """Nothing measured, nothing reported: no eval keys in the summary, events or W&B (it once
+    said eval_loss 0.0 and eval_perplexity 1.0)."""
+    run_dir = tmp_path / "run"
+    result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
+                     "--set", f"model.path='{tiny_llama}'", "--set", "train.max_steps=3",
+                     "--set", "data.max_train_samples=64", "--set", "data.max_length=128",
+                     "--set", "data.eval_fraction=0.0", "--set", "train.eval_every=1",
+                     "--set", "train.log_every=1", "--set", "tracking.mode=offline")
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = summary(run_dir)
+    assert done.steps == 3 and done.data.eval_rows == 0
+    assert done.eval == {} and done.eval_tables == {}
+    assert not of_kind(events(run_dir), Evaluated)
+    rows = [row for path in find_run_files(run_dir / "wandb") for row in read_history(path)]
+    assert rows and not any(key.startswith("eval") for row in rows for key in row)
+    assert "eval " not in result.stderr  # no eval row in the final table

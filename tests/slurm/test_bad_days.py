@@ -37,10 +37,10 @@ KEY = "0123456789abcdef" * 2 + "01234567"  # a well-formed W&B key that no serve
 LONG = ["--set", "data.max_train_samples=4000", "--set", "data.max_eval_samples=64",
         "--set", "train.log_every=1", "--set", "slurm.cpus_per_task=1",
         "--set", 'slurm.time="00:10:00"', "--quiet"]
-# 135 steps, about 3 times what one 2-minute allocation trains (~45 steps, measured) between its
-# start-up and Slurm's USR1 40 s (checked every 30 s) ahead of the limit.
-TIME_LIMITED = ["--set", "train.max_steps=135", "--set", 'slurm.time="00:02:00"',
-                "--set", "slurm.signal_grace_s=40"]
+# 120 steps, about 3 times what one 2-minute allocation trains (~40-45 steps, measured) between
+# its start-up and Slurm's USR1, 30 s (Slurm checks limits every 30 s) ahead of the limit.
+TIME_LIMITED = ["--set", "train.max_steps=120", "--set", 'slurm.time="00:02:00"',
+                "--set", "slurm.signal_grace_s=30"]
 
 
 def signal_batch(slurm_cluster: dict[str, str], run_dir: Path, name: str) -> None:

@@ -1,5 +1,5 @@
 """`sft-launch` against the real test cluster: multi-node runs, equality with a local run, two
-jobs at once, status/logs/cancel, refused submissions, hostile values.
+jobs at once, status/logs/cancel, refused submissions, hostile values, DeepSpeed across nodes.
 
 Every job uses the shortened quickstart (~6 optimizer steps); `sft-launch` always runs as a
 subprocess with the cluster's environment.
@@ -87,16 +87,6 @@ def test_four_nodes(env, tmp_path) -> None:
     assert_completed_run(run_dir, world=4)
 
 
-def test_deepspeed_across_nodes_uses_the_standard_launcher(env, tmp_path) -> None:
-    run_dir = tmp_path / "run"
-    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, "--wait", *SHORT,
-                  "--set", "distributed.strategy=zero2", "--set", "data.max_train_samples=64",
-                  "--set", "data.max_eval_samples=32"))
-    assert_completed_run(run_dir, world=2)  # no .deepspeed_env: no pdsh/ssh launcher
-    assert "--deepspeed_multinode_launcher standard" in (run_dir / "job.sbatch").read_text()
-    assert {r.strategy for r in rank_reports(run_dir)} == {"zero2"}
-
-
 def test_two_jobs_on_the_same_nodes_at_once(env, tmp_path) -> None:
     smaller = ["--set", "data.max_train_samples=96", "--set", "data.max_eval_samples=32"]
     dirs = [tmp_path / "a", tmp_path / "b"]
@@ -173,7 +163,9 @@ def test_refused_submission(env, tmp_path, args: list[str], slurm_says: str) -> 
         assert "JobState=CANCELLED" in state
 
 
-def test_hostile_values_never_run_as_shell(env, tmp_path) -> None:
+def test_hostile_values_never_run_as_shell_deepspeed_across_nodes(env, tmp_path) -> None:
+    """Hostile recipe values never run as shell; the same 2-node job runs ZeRO-2 with
+    DeepSpeed's standard launcher (no pdsh/ssh, no .deepspeed_env holding the environment)."""
     marker = tmp_path / "pwned"
     words = f"$(touch {marker}-1)`touch {marker}-2`';touch {marker}-3;'\"\\"
     run_dir = tmp_path / f"run{HOSTILE}"
@@ -187,9 +179,13 @@ def test_hostile_values_never_run_as_shell(env, tmp_path) -> None:
     assert not (tmp_path / "other").exists()
     result = sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, "--wait", *SHORT,
                  "--set", "data.max_train_samples=64", "--set", "data.max_eval_samples=32",
+                 "--set", "distributed.strategy=zero2",
                  "--set", f"tracking.run_name={json.dumps(words)}",
                  "--set", f"slurm.extra_sbatch={json.dumps([f'--comment={HOSTILE}'])}")
     assert_ok(result)
     assert (run_dir / "summary.json").is_file()
     ran = list(tmp_path.rglob("pwned*")) + list(REPO.glob("pwned*"))
     assert not ran, f"a recipe value ran as shell: {ran}"
+    assert_completed_run(run_dir, world=2)  # no .deepspeed_env: no pdsh/ssh launcher
+    assert "--deepspeed_multinode_launcher standard" in (run_dir / "job.sbatch").read_text()
+    assert {r.strategy for r in rank_reports(run_dir)} == {"zero2"}

@@ -130,3 +130,10 @@ def test_paths_the_os_cannot_open(run_cli, tmp_path: Path, setting: str, problem
     """Once tracebacks (found by mutating the shipped recipes): now one message, exit 2."""
     result = launch(run_cli, QUICKSTART, tmp_path / "run", "--set", setting)
     assert_clean_failure(result, tmp_path / "run", problem)
+
+
+def test_a_check_across_keys(run_cli, tmp_path: Path) -> None:
+    """Found by the property-based test: offload without ZeRO-3 failed with an IndexError."""
+    result = launch(run_cli, QUICKSTART, tmp_path / "run", "--set",
+                    "distributed.offload_optimizer=true")
+    assert_clean_failure(result, tmp_path / "run", "needs distributed.strategy = 'zero3'")
