@@ -1,0 +1,26 @@
+"""The `sft-launch` command line: `sft-launch RECIPE [options]` plus subcommands."""
+
+from __future__ import annotations
+
+import sys
+
+from launcher.cli import model, plan, run  # each registers its commands
+from launcher.cli.app import app, command_names
+from launcher.errors import LaunchError
+from launcher.progress import console
+
+# --help shows the commands in these panels, in this order.
+PANELS = [run.PANEL, plan.PANEL, model.PANEL]
+app.registered_commands.sort(key=lambda command: PANELS.index(command.rich_help_panel))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: `sft-launch RECIPE ...` means `sft-launch launch RECIPE ...`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-") and args[0] not in command_names():
+        args.insert(0, "launch")
+    try:
+        app(args, prog_name="sft-launch")
+    except LaunchError as err:
+        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(err.exit_code)

@@ -1,0 +1,97 @@
+"""Commands that run and follow a run folder: launch (the default), status, logs, cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from launcher.cli.app import (
+    NodesOpt,
+    PpnOpt,
+    RecipeArg,
+    RunDirArg,
+    SetOpt,
+    app,
+    choose_backend,
+    recipe_with_cli,
+)
+from launcher.progress import console
+
+PANEL = "Run and follow"
+
+
+@app.command(rich_help_panel=PANEL)
+def launch(
+    recipe_file: RecipeArg,
+    nodes: NodesOpt = None,
+    procs_per_node: PpnOpt = None,
+    backend: Annotated[str, typer.Option(help="auto (Slurm if present), local or slurm.")] = "auto",
+    set_: SetOpt = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder (default: runs/<name>-<UTC time>).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Write the run folder, do not launch.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --run-dir from its newest checkpoint.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Slurm: follow the job to its end and exit with its result.")
+    ] = False,
+) -> None:
+    """Validate, plan, write the run folder and launch (the default command)."""
+    from launcher.backends import backend_for
+    from launcher.jobs import launch as launch_job
+    from launcher.run_setup import write_new_run
+
+    recipe = recipe_with_cli(recipe_file, set_, nodes, procs_per_node)
+    chosen = choose_backend(backend, recipe, dry_run)
+    folder, plan = write_new_run(recipe, recipe_file, chosen, run_dir, resume=resume,
+                                 check_tracking=not dry_run)
+    if dry_run:
+        console.print("dry run: nothing launched")
+        return
+    launch_job(folder, backend_for(plan.backend), resume=resume, wait=wait, quiet=quiet)
+
+
+@app.command(rich_help_panel=PANEL)
+def status(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="The run folder (default: the newest under runs/).")
+    ] = None,
+) -> None:
+    """State, elapsed time, nodes, last step and loss, eval metrics of a run."""
+    from launcher.jobs import find_run
+    from launcher.jobs import status as run_status
+
+    for label, value in run_status(find_run(run_dir)):
+        print(f"{label + ':':<9} {value}")
+
+
+@app.command(rich_help_panel=PANEL)
+def logs(
+    run_dir: RunDirArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run "
+                                         "ends.")] = False,
+    node: Annotated[int | None, typer.Option(help="Only node K's lines (0-based).")] = None,
+) -> None:
+    """Print a run's output (Slurm: logs/slurm-<job>.out; local: logs/launch.log)."""
+    from launcher.jobs import find_run
+    from launcher.jobs import logs as run_logs
+
+    run_logs(find_run(run_dir), follow=follow, node=node)
+
+
+@app.command(rich_help_panel=PANEL)
+def cancel(run_dir: RunDirArg) -> None:
+    """Stop a run (Slurm: scancel; local: SIGTERM to its processes); the run folder stays."""
+    from launcher.jobs import cancel as cancel_run
+    from launcher.jobs import find_run
+
+    folder = find_run(run_dir)
+    console.print(f"job state: {cancel_run(folder).state}; run folder kept: {folder.path}",
+                  markup=False)
+
+
