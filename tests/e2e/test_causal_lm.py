@@ -88,4 +88,4 @@ def test_without_eval_data_no_eval_metric_is_reported(run_cli, tiny_llama: Path,
     assert not of_kind(events(run_dir), Evaluated)
     rows = [row for path in find_run_files(run_dir / "wandb") for row in read_history(path)]
     assert rows and not any(key.startswith("eval") for row in rows for key in row)
-    assert "eval " not in result.stderr  # no eval row in the final table
+    assert "│ eval" not in result.stderr  # no eval row in the final table
