@@ -12,6 +12,9 @@ token carries loss when it overlaps a span. The span of an assistant turn is fou
   A template whose renders of a conversation's prefixes are not prefixes of the whole render gets a
   `ChatTemplateError`.
 
+Rows with ``tools`` render with them (``tools=``, as HF chat templates take them), so the spans
+hold an assistant's tool calls as well as its answers, and never the tools block or tool results.
+
 Plain text rows (``{"text"}``) get the tokenizer's special tokens, eos appended, loss on all tokens.
 """
 
@@ -22,27 +25,27 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
+
+from launcher.data.chatml import CHATML
 
 IGNORE_INDEX = -100
 TrainOn = Literal["assistant", "last_assistant", "all"]
 Truncation = Literal["truncate", "drop"]
 Example = dict[str, list[int]]
 Span = tuple[int, int]
+Messages = Sequence[dict[str, Any]]
+Tools = Sequence[dict[str, Any]] | None
 
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 BUILTIN_TEMPLATES = {"chatml": CHATML}
 _GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class ChatTemplateError(ValueError):
-    """A chat template from which assistant turns cannot be located."""
+    """A chat template that refuses a conversation, or from which its assistant turns cannot be
+    located."""
 
 
 @dataclass
@@ -76,39 +79,50 @@ def resolve_template(tokenizer: PreTrainedTokenizerBase, template: str | None = 
 
 def render(
     tokenizer: PreTrainedTokenizerBase,
-    messages: Sequence[dict[str, str]],
+    messages: Messages,
     template: str,
     add_generation_prompt: bool = False,
+    tools: Tools = None,
 ) -> str:
     """The conversation as text, rendered by `template` (with the tokenizer's special tokens)."""
-    rendered, _ = render_jinja_template(
-        conversations=[list(messages)],
-        chat_template=template,
-        add_generation_prompt=add_generation_prompt,
-        **tokenizer.special_tokens_map,
-    )
-    return rendered[0]
+    text, _ = _render(tokenizer, messages, template, tools,
+                      add_generation_prompt=add_generation_prompt)
+    return text
+
+
+def _render(
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, template: str, tools: Tools,
+    **options: bool,
+) -> tuple[str, list[Span]]:
+    """The rendered text and its ``{% generation %}`` spans; a template's refusal (a
+    ``raise_exception``) becomes a `ChatTemplateError`."""
+    try:
+        rendered, indices = render_jinja_template(
+            conversations=[list(messages)],
+            tools=list(tools) if tools else None,
+            chat_template=template,
+            **options,
+            **tokenizer.special_tokens_map,
+        )
+    except TemplateError as err:
+        raise ChatTemplateError(f"the chat template refuses this conversation: {err}") from None
+    return rendered[0], [tuple(span) for span in indices[0]] if indices else []
 
 
 def assistant_spans(
-    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]], template: str
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, template: str, tools: Tools = None
 ) -> tuple[str, list[Span]]:
-    """The rendered conversation and the character span of each assistant turn in it."""
+    """The rendered conversation and the character span of each assistant turn in it (its
+    answer or its tool calls, with the end of turn)."""
     if _GENERATION_MARKER.search(template):
-        rendered, indices = render_jinja_template(
-            conversations=[list(messages)],
-            chat_template=template,
-            return_assistant_tokens_mask=True,
-            **tokenizer.special_tokens_map,
-        )
-        return rendered[0], [tuple(span) for span in indices[0]]
-    text = render(tokenizer, messages, template)
+        return _render(tokenizer, messages, template, tools, return_assistant_tokens_mask=True)
+    text = render(tokenizer, messages, template, tools=tools)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:index], template, add_generation_prompt=True)
-        through = render(tokenizer, messages[: index + 1], template)
+        before = render(tokenizer, messages[:index], template, True, tools)
+        through = render(tokenizer, messages[: index + 1], template, tools=tools)
         if not (text.startswith(through) and through.startswith(before)):
             raise ChatTemplateError(
                 f"the chat template renders message {index} differently in a shorter "
@@ -116,7 +130,7 @@ def assistant_spans(
                 "{% generation %} markers"
             )
         start = len(before)
-        if before == render(tokenizer, messages[:index], template):  # no generation prompt
+        if before == render(tokenizer, messages[:index], template, tools=tools):  # no prompt
             found = through.find(message["content"].strip(), start)
             start = found if found >= 0 else start
         spans.append((start, max(start, len(through.rstrip()))))
@@ -125,19 +139,26 @@ def assistant_spans(
 
 def encode_chat(
     tokenizer: PreTrainedTokenizerBase,
-    messages: Sequence[dict[str, str]],
+    messages: Messages,
     template: str,
     train_on: TrainOn = "assistant",
+    tools: Tools = None,
 ) -> Example:
-    """Token ids of the rendered conversation, and labels: the ids where a token carries loss
-    (every assistant turn, the last one only, or all tokens), `IGNORE_INDEX` elsewhere."""
+    """Token ids of the conversation rendered (with `tools`), and labels: the ids where a token
+    carries loss (every assistant turn, the last one only, or all tokens), `IGNORE_INDEX`
+    elsewhere. A row with tools or tool calls and a template that never mentions them (so
+    cannot render them) is refused, not trained on as empty turns."""
+    if (tools or any("tool_calls" in m for m in messages)) and "tool" not in template:
+        raise ChatTemplateError(
+            "the row has tools or tool calls but the chat template does not render them: use a "
+            "template that does (the model's own, or task.chat_template = 'chatml')")
     if train_on == "all":
-        text = render(tokenizer, messages, template)
+        text = render(tokenizer, messages, template, tools=tools)
         input_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         return {"input_ids": input_ids, "labels": list(input_ids)}
     if not tokenizer.is_fast:
         raise ChatTemplateError("loss masking needs a fast tokenizer (for offset mappings)")
-    text, spans = assistant_spans(tokenizer, messages, template)
+    text, spans = assistant_spans(tokenizer, messages, template, tools)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoding["input_ids"])
     if train_on == "last_assistant":
@@ -210,8 +231,9 @@ def encode_rows(
     template: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Example], EncodeStats]:
-    """Tokenize canonical causal-LM rows (``{"messages"}`` or ``{"text"}``) and fit each to
-    `max_length`; `template` as in `resolve_template`, looked up on the first chat row.
+    """Tokenize canonical causal-LM rows (``{"messages"}`` with optional ``tools``, or
+    ``{"text"}``) and fit each to `max_length`; `template` as in `resolve_template`, looked up on
+    the first chat row.
     `progress(rows_done)` is called as rows are done."""
     examples: list[Example] = []
     stats = EncodeStats()
@@ -221,7 +243,8 @@ def encode_rows(
             progress(done)
         if "messages" in row:
             resolved = resolved or resolve_template(tokenizer, template)
-            example = encode_chat(tokenizer, row["messages"], resolved, train_on)
+            example = encode_chat(tokenizer, row["messages"], resolved, train_on,
+                                  row.get("tools"))
         else:
             example = encode_text(tokenizer, row["text"])
         fitted = fit_length(example, max_length, truncation)

@@ -4,19 +4,25 @@ No torch or transformers here (the control plane validates data files with it).
 
 Canonical rows:
 
-- causal LM, chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}]}``
-  from "alpaca" (instruction, input, output, optional system; the user turn is the instruction,
-  then a blank line and the input when the input is not empty), "messages" (content a string or a
-  list of typed parts, text parts joined by newlines, part key ``text`` or ``value``), "sharegpt"
-  (``conversations: [{from, value}]``, optional ``system``) and "prompt_completion" (prompt,
-  completion, optional system). Every conversation holds at least one assistant turn.
+- causal LM, chat: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}],
+  "tools": [...]}`` (``tools`` only when the row has some) from "alpaca" (instruction, input,
+  output, optional system; the user turn is the instruction, then a blank line and the input when
+  the input is not empty), "messages" (content a string or a list of typed parts, text parts
+  joined by newlines, part key ``text`` or ``value``), "sharegpt" (``conversations: [{from,
+  value}]``, or LLaMA-Factory's ``columns = {messages = "conversations"}``, optional ``system``)
+  and "prompt_completion" (prompt, completion, optional system). Every conversation holds at least
+  one assistant turn. Tool calling ("messages" and "sharegpt", shapes in `launcher.data.messages`):
+  assistant ``tool_calls``, ``"tool"`` results, a ``tools`` column of schemas (list or JSON
+  string); ShareGPT's ``function_call`` turns become tool calls, ``observation`` turns results.
 - causal LM, plain text: ``{"text": str}`` ("text"): loss on every token.
 - classification: ``{"text": str, "text_pair": str | None, "label": int}`` ("classification").
 - token classification: ``{"tokens": list[str], "tags": list[int]}`` ("conll", or "tokens" for
   JSON-like rows ``{"tokens": [...], "tags": [...]}``).
 
 Labels and tags become ids through a `LabelMap` built from the rows loaded (the training files),
-or through the one passed in (for eval files). ``columns`` renames fields: ``{"instruction":
+or through the one passed in (for eval files). With ``labelled=False`` (to predict) rows need
+no label: classification and token rows have none, and a conversation may lack its answer
+(alpaca ``output``, ``completion``). ``columns`` renames fields: ``{"instruction":
 "prompt_text"}`` reads the canonical ``instruction`` field from the ``prompt_text`` column.
 """
 
@@ -30,6 +36,13 @@ from typing import Any
 from launcher.data.errors import BadRowPolicy, DataError, handle_bad_row
 from launcher.data.files import Record, describe, read_records
 from launcher.data.labels import LabelMap
+from launcher.data.messages import (
+    MessageError,
+    check_tool_order,
+    openai_message,
+    sharegpt_message,
+    tool_schemas,
+)
 
 FORMATS = (
     "alpaca",
@@ -41,20 +54,11 @@ FORMATS = (
     "conll",
     "tokens",
 )
-ROLES = ("system", "user", "assistant", "tool")
-SHAREGPT_ROLES = {
-    "human": "user",
-    "gpt": "assistant",
-    "system": "system",
-    "tool": "tool",
-    "function_call": "assistant",
-    "observation": "tool",
-}
 # Canonical input fields of each format (the keys a column mapping may rename).
 FIELDS: dict[str, tuple[str, ...]] = {
     "alpaca": ("instruction", "input", "output", "system"),
-    "messages": ("messages",),
-    "sharegpt": ("conversations", "system"),
+    "messages": ("messages", "tools"),
+    "sharegpt": ("conversations", "messages", "system", "tools"),
     "prompt_completion": ("prompt", "completion", "system"),
     "text": ("text",),
     "classification": ("text", "text_pair", "label"),
@@ -84,13 +88,14 @@ def load_rows(
     on_bad_row: BadRowPolicy = "error",
     label_map: LabelMap | None = None,
     reader: str | None = None,
+    labelled: bool = True,
 ) -> LoadedRows:
     """Read `paths` in order and normalise each record of format `fmt` to its canonical row.
 
     A bad row raises `DataError` (file and line) under "error", or is skipped and kept in
     `skipped` under "skip". `reader` overrides the file type told by the extension ("conll" is
     always read as CoNLL). Labelled formats map labels through `label_map`, or through a map
-    built from these rows when it is None.
+    built from these rows when it is None; `labelled=False` reads rows without labels.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
@@ -108,11 +113,11 @@ def load_rows(
         loaded.skipped.extend(result.skipped)
         for record in result.records:
             try:
-                loaded.rows.append(normalise(_Fields(record.data, columns)))
+                loaded.rows.append(normalise(_Fields(record.data, columns, labelled)))
                 records.append(record)
-            except RowError as exc:
+            except (RowError, MessageError) as exc:
                 handle_bad_row(DataError(record.origin, str(exc)), on_bad_row, loaded.skipped)
-    if fmt in LABELLED and loaded.rows:
+    if labelled and fmt in LABELLED and loaded.rows:
         _map_labels(loaded, records, LABELLED[fmt], label_map, on_bad_row)
     return loaded
 
@@ -146,9 +151,14 @@ def _map_labels(
 class _Fields:
     """Typed access to a raw record's fields, through the column mapping."""
 
-    def __init__(self, data: dict[str, Any], columns: Mapping[str, str]) -> None:
+    def __init__(self, data: dict[str, Any], columns: Mapping[str, str], labelled: bool) -> None:
         self.data = data
         self.columns = columns
+        self.labelled = labelled
+
+    def label_fields(self, *names: str) -> tuple[str, ...]:
+        """The label fields `names`: required of labelled rows only."""
+        return names if self.labelled else ()
 
     def column(self, name: str) -> str:
         return self.columns.get(name, name)
@@ -176,72 +186,52 @@ class _Fields:
         return value
 
 
-def _chat(turns: list[tuple[str, str]], system: str | None) -> dict[str, Any]:
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": role, "content": content} for role, content in turns]
-    if not any(message["role"] == "assistant" for message in messages):
+def _chat(turns: list[tuple[str, str]], system: str | None, labelled: bool) -> dict[str, Any]:
+    messages = [{"role": role, "content": content} for role, content in turns]
+    return _conversation(messages, system, labelled)
+
+
+def _conversation(messages: list[dict[str, Any]], system: str | None, labelled: bool,
+                  tools: list[dict[str, Any]] | None = None,
+                  unit: str = "message") -> dict[str, Any]:
+    """The canonical row: `system` first when given, ``tools`` only when there are some."""
+    check_tool_order(messages, unit)
+    messages = [{"role": "system", "content": system}, *messages] if system else messages
+    if labelled and not any(message["role"] == "assistant" for message in messages):
         raise RowError("the conversation has no assistant turn to learn from")
-    return {"messages": messages}
+    return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
 def _alpaca(row: _Fields) -> dict[str, Any]:
-    row.require("instruction", "output")
-    instruction, extra = row.text("instruction"), row.text("input")
+    row.require("instruction", *row.label_fields("output"))
+    instruction, extra, output = row.text("instruction"), row.text("input"), row.text("output")
     user = f"{instruction}\n\n{extra}" if extra else instruction
-    return _chat([("user", user), ("assistant", row.text("output"))], row.text("system"))
+    turns = [("user", user)] + ([("assistant", output)] if output is not None else [])
+    return _chat(turns, row.text("system"), row.labelled)
 
 
 def _prompt_completion(row: _Fields) -> dict[str, Any]:
-    row.require("prompt", "completion")
-    turns = [("user", row.text("prompt")), ("assistant", row.text("completion"))]
-    return _chat(turns, row.text("system"))
+    row.require("prompt", *row.label_fields("completion"))
+    turns = [("user", row.text("prompt"))]
+    if (completion := row.text("completion")) is not None:
+        turns.append(("assistant", completion))
+    return _chat(turns, row.text("system"), row.labelled)
 
 
 def _messages(row: _Fields) -> dict[str, Any]:
     row.require("messages")
-    turns = []
-    for index, message in enumerate(row.items("messages")):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise RowError(
-                f"message {index} must be an object with a role in {list(ROLES)}, "
-                f"got {describe(message)}"
-            )
-        turns.append((message["role"], _content(message.get("content"), index)))
-    return _chat(turns, None)
-
-
-def _content(content: Any, index: int) -> str:
-    """A message's content: a string, or the text of a list of typed parts joined by newlines."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            text = part.get("text", part.get("value")) if isinstance(part, dict) else None
-            if not isinstance(text, str) or part.get("type", "text") != "text":
-                raise RowError(
-                    f"message {index}: content parts must be text parts "
-                    f'{{"type": "text", "text"|"value": str}}, got {describe(part)}'
-                )
-            texts.append(text)
-        return "\n".join(texts)
-    raise RowError(
-        f"message {index}: content must be a string or a list of parts, got {describe(content)}"
-    )
+    messages = [openai_message(message, index)
+                for index, message in enumerate(row.items("messages"))]
+    tools = tool_schemas(row.get("tools"), row.column("tools"))
+    return _conversation(messages, None, row.labelled, tools)
 
 
 def _sharegpt(row: _Fields) -> dict[str, Any]:
-    row.require("conversations")
-    turns = []
-    for index, turn in enumerate(row.items("conversations")):
-        speaker = turn.get("from") if isinstance(turn, dict) else None
-        if speaker not in SHAREGPT_ROLES or not isinstance(turn.get("value"), str):
-            raise RowError(
-                f'turn {index} must be {{"from": one of {list(SHAREGPT_ROLES)}, "value": str}}, '
-                f"got {describe(turn)}"
-            )
-        turns.append((SHAREGPT_ROLES[speaker], turn["value"]))
-    return _chat(turns, row.text("system"))
+    name = "messages" if "messages" in row.columns else "conversations"  # LLaMA-Factory's name
+    row.require(name)
+    messages = [sharegpt_message(turn, index) for index, turn in enumerate(row.items(name))]
+    tools = tool_schemas(row.get("tools"), row.column("tools"))
+    return _conversation(messages, row.text("system"), row.labelled, tools, unit="turn")
 
 
 def _text(row: _Fields) -> dict[str, Any]:
@@ -253,7 +243,9 @@ def _text(row: _Fields) -> dict[str, Any]:
 
 
 def _classification(row: _Fields) -> dict[str, Any]:
-    row.require("text", "label")
+    row.require("text", *row.label_fields("label"))
+    if not row.labelled:
+        return {"text": row.text("text"), "text_pair": row.text("text_pair")}
     label = row.get("label")
     if isinstance(label, bool) or not isinstance(label, str | int):
         raise RowError(f'"{row.column("label")}" must be a string or an integer, got {label!r}')
@@ -261,10 +253,13 @@ def _classification(row: _Fields) -> dict[str, Any]:
 
 
 def _tokens(row: _Fields) -> dict[str, Any]:
-    row.require("tokens", "tags")
-    tokens, tags = row.items("tokens"), row.items("tags")
+    row.require("tokens", *row.label_fields("tags"))
+    tokens = row.items("tokens")
     if not all(isinstance(token, str) for token in tokens):
         raise RowError(f'"{row.column("tokens")}" must hold strings, got {describe(tokens)}')
+    if not row.labelled:
+        return {"tokens": tokens}
+    tags = row.items("tags")
     if not all(isinstance(tag, str | int) and not isinstance(tag, bool) for tag in tags):
         raise RowError(f'"{row.column("tags")}" must hold strings or ints, got {describe(tags)}')
     if len(tokens) != len(tags):

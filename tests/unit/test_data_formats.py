@@ -81,7 +81,7 @@ def test_sharegpt_roles(tmp_path: Path) -> None:
         "system": "be brief",
         "conversations": [
             {"from": "human", "value": "q"},
-            {"from": "function_call", "value": "{}"},
+            {"from": "function_call", "value": '{"name": "answer", "arguments": {}}'},
             {"from": "observation", "value": "42"},
             {"from": "gpt", "value": "a"},
         ],

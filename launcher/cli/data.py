@@ -1,0 +1,67 @@
+"""Commands about data: preview (the training examples as the model sees them, loss marked)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from launcher.cli.app import RecipeArg, SetOpt, app, recipe_with_cli
+
+PANEL = "Data"
+LOSS_STYLE = "bold black on green"
+
+
+PREVIEW_HELP = (
+    "Show the first training examples as the model sees them, the loss-bearing tokens marked.\n\n"
+    "Loads the recipe's tokenizer only (no model, no processes) and tokenizes the first training "
+    "rows as training does: a causal LM's through its chat template (tool schemas, tool calls "
+    "and tool results included), train_on and truncation; classification rows as tokens and "
+    "label; NER rows as subword tokens, the first subword of each word marked with its tag. "
+    "Each example says its token count and how many tokens carry loss. Loss-bearing text is "
+    "highlighted in a terminal and put in \\[\\[...]] otherwise (a pipe, a file).\n\n"
+    "Examples:\n\n"
+    "  sft-launch preview recipes/alpaca-tiny-llama.toml\n\n"
+    "  sft-launch preview recipe.toml --rows 1 --set task.chat_template=chatml | less\n\n"
+    "  sft-launch preview recipe.toml --set data.format=sharegpt "
+    "--set 'data.columns={messages=\"conversations\", tools=\"tools\"}'\n\n"
+    "shows what the model learns to write in \\[\\[...]], e.g. a tool call (chatml, \\n for a "
+    "newline):\n\n"
+    "  <|im_start|>assistant\\n\\[\\[<tool_call>\\n{\"name\": \"calculate_area\", "
+    "\"arguments\": {\"shape\": \"square\"}}\\n</tool_call><|im_end|>]]\\n<|im_start|>user..."
+)
+
+
+@app.command(rich_help_panel=PANEL, help=PREVIEW_HELP)
+def preview(
+    recipe_file: RecipeArg,
+    rows: Annotated[int, typer.Option(min=1, help="How many training examples to show.")] = 3,
+    set_: SetOpt = None,
+) -> None:
+    """Print training examples with their loss-bearing text marked."""
+    from launcher.data.preview import load_tokenizer, preview_rows
+    from launcher.data.splits import load_splits
+    from launcher.plan.plan import resolve_model_path
+
+    recipe = recipe_with_cli(recipe_file, set_, None, None)
+    splits = load_splits(recipe)
+    where = recipe.model.tokenizer or recipe.model.path
+    tokenizer = load_tokenizer(resolve_model_path(where, str(recipe_file)),
+                               recipe.model.trust_remote_code)
+    names = list(splits.label_map.names) if splits.label_map else None
+    examples = preview_rows(splits.train[:rows], tokenizer, recipe, names)
+    out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
+    legend = "loss-bearing text " + ("highlighted" if out.is_terminal else "in [[...]]")
+    if recipe.task.kind == "sequence_classification":
+        legend = "the loss is on each example's label"
+    out.print(f"{len(examples)} of {splits.stats.train_rows} training examples of "
+              f"{recipe_file}; {legend}")
+    for index, example in enumerate(examples, 1):
+        out.print(Text(f"\n--- example {index}: {example.summary()}", style="bold"))
+        if out.is_terminal:
+            out.print(Text.assemble(*((s.text, LOSS_STYLE if s.loss else "")
+                                      for s in example.segments)))
+        else:
+            out.print(example.bracketed())
