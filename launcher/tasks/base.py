@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,8 @@ from launcher.contract.reports import DataStats
 from launcher.recipe.schema import Recipe
 
 Batch = dict[str, torch.Tensor]
+Row = dict[str, Any]  # a canonical row (launcher.data.formats)
+Example = dict[str, Any]  # a tokenized row, as `collate` takes it
 
 
 @dataclass
@@ -52,6 +55,24 @@ class Task(ABC):
     def prepare(self, tokenizer: Any) -> Prepared: ...
 
     @abstractmethod
+    def encode(self, rows: list[Row]) -> list[Example]:
+        """Canonical rows tokenized as training does (`prepare` encodes with it); rows without
+        labels (to predict) give examples without labels, which `collate` takes too."""
+
+    def prompts(self, rows: list[Row]) -> list[Example]:
+        """What `predict` starts from for each row: its training encoding by default."""
+        return self.encode(rows)
+
+    @abstractmethod
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int) -> list[Any]:
+        """Each row's prediction, readable: a label name, a tag per word, or generated text
+        (greedy, at most `max_new_tokens`: causal LM only), for a `collate`d batch of `prompts`."""
+
+    @abstractmethod
+    def reference(self, row: Row) -> Any:
+        """What a labelled row says `predict` should give (None: nothing to compare to)."""
+
+    @abstractmethod
     def load_model(self, prepared: Prepared) -> torch.nn.Module: ...
 
     @abstractmethod
@@ -74,6 +95,33 @@ class Task(ABC):
 
     def tokens_in(self, example: dict[str, Any]) -> int:
         return len(example["input_ids"])
+
+
+def batches(task: Task, examples: Sequence[Example], size: int,
+            device: torch.device) -> Iterator[Batch]:
+    """`examples` in order, `size` at a time, collated by the task, on `device`."""
+    for start in range(0, len(examples), size):
+        chunk = [examples[i] for i in range(start, min(start + size, len(examples)))]
+        yield {key: value.to(device) for key, value in task.collate(chunk).items()}
+
+
+def evaluate_examples(task: Task, model: torch.nn.Module, examples: Sequence[Example],
+                      size: int, device: torch.device,
+                      autocast: Callable[[], AbstractContextManager],
+                      progress: Callable[[], None] = lambda: None) -> EvalOutput:
+    """`task.evaluate` over `examples` in batches of `size` (the training loop's eval, and
+    `sft-launch eval`): losses and counts summed, predictions and references in order.
+    `progress()` is called before each batch."""
+    total = EvalOutput(loss_sum=0.0, count=0)
+    for batch in batches(task, examples, size, device):
+        progress()
+        with autocast():
+            out = task.evaluate(model, batch)
+        total.loss_sum += out.loss_sum
+        total.count += out.count
+        total.predictions.extend(out.predictions)
+        total.references.extend(out.references)
+    return total
 
 
 def model_dtype(recipe: Recipe, plan: Plan) -> torch.dtype:

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from launcher.data.chat import IGNORE_INDEX, encode_rows
+from launcher.data.chat import IGNORE_INDEX, EncodeStats, encode_rows, render, resolve_template
 from launcher.data.packing import pack_indices, packed_collator, prepare_for_packing
 from launcher.data.splits import load_splits
-from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, model_dtype
 
 
 class CausalLM(Task):
@@ -30,22 +30,57 @@ class CausalLM(Task):
     def prepare(self, tokenizer: Any) -> Prepared:
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
-        data, task = self.recipe.data, self.recipe.task
-
-        def encode(rows: list[dict[str, Any]], what: str) -> tuple[list[dict[str, Any]], Any]:
-            return encode_rows(rows, tokenizer, data.max_length, data.truncation, task.train_on,
-                               task.chat_template,
-                               lambda done: self.report_progress(what, done, len(rows)))
-
-        train, train_stats = encode(splits.train, "train")
-        evaluation, eval_stats = encode(splits.eval, "eval")
+        data = self.recipe.data
+        train, train_stats = self.encode_counted(splits.train, "train")
+        evaluation, eval_stats = self.encode_counted(splits.eval, "eval")
         stats = dataclasses.replace(
             splits.stats, truncated=train_stats.truncated + eval_stats.truncated,
             dropped_too_long=train_stats.dropped + eval_stats.dropped)
-        if task.packing:
+        if self.recipe.task.packing:
             train = pack(train, data.max_length)
             stats = dataclasses.replace(stats, packs=len(train))
         return Prepared(train=train, eval=evaluation, stats=stats)
+
+    def encode(self, rows: list[Row]) -> list[Example]:
+        return self.encode_counted(rows)[0]
+
+    def encode_counted(self, rows: list[Row],
+                       what: str = "rows") -> tuple[list[Example], EncodeStats]:
+        """The rendered rows' tokens fitted to `data.max_length`, labels on `task.train_on`
+        (rows that cannot keep a loss-bearing token dropped), and what fitting did."""
+        data, task = self.recipe.data, self.recipe.task
+        return encode_rows(rows, self.tokenizer, data.max_length, data.truncation, task.train_on,
+                           task.chat_template,
+                           lambda done: self.report_progress(what, done, len(rows)))
+
+    def prompts(self, rows: list[Row]) -> list[Example]:
+        """Each row's prompt: the conversation before its answer (the last turn, when it is
+        the assistant's), rendered (with its tools) by the run's chat template with the
+        generation prompt; a text row's text. Cut to its last `data.max_length` tokens."""
+        chats = any("messages" in row for row in rows)
+        template = resolve_template(self.tokenizer, self.recipe.task.chat_template) if chats else ""
+        prompts = []
+        for row in rows:
+            if "messages" in row:
+                text = render(self.tokenizer, _before_answer(row["messages"]), template,
+                              add_generation_prompt=True, tools=row.get("tools"))
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            else:
+                ids = self.tokenizer(row["text"])["input_ids"]
+            prompts.append({"input_ids": list(ids[-self.recipe.data.max_length:])})
+        return prompts
+
+    def reference(self, row: Row) -> str | None:
+        """The answer: a conversation's last turn when it is the assistant's."""
+        last = row.get("messages", [{}])[-1]
+        return last.get("content") if last.get("role") == "assistant" else None
+
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int) -> list[str]:
+        """The text each prompt continues with, greedily, up to the end of the turn."""
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                             use_cache=True, pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+                                           skip_special_tokens=True)
 
     def load_model(self, prepared: Prepared) -> torch.nn.Module:
         model = AutoModelForCausalLM.from_pretrained(
@@ -65,6 +100,8 @@ class CausalLM(Task):
         if "position_ids" in examples[0]:  # packs: one padding-free row, no attention mask
             return {key: torch.tensor([[v for e in examples for v in e[key]]])
                     for key in ("input_ids", "labels", "position_ids")}
+        if "labels" not in examples[0]:  # prompts: padded on the left, where generation goes on
+            return pad_prompts(examples, self.tokenizer.pad_token_id)
         return pad_examples(examples, self.tokenizer.pad_token_id)
 
     def count_units(self, example: dict[str, Any]) -> int:
@@ -96,6 +133,20 @@ def pad_examples(examples: list[dict[str, Any]], pad_id: int) -> Batch:
         mask.append([1] * len(e["input_ids"]) + [0] * gap)
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask)}
+
+
+def pad_prompts(examples: list[dict[str, Any]], pad_id: int) -> Batch:
+    """Prompts padded on the left to the longest, with an attention mask (for `generate`)."""
+    longest = max(len(e["input_ids"]) for e in examples)
+    gaps = [longest - len(e["input_ids"]) for e in examples]
+    return {"input_ids": torch.tensor([[pad_id] * gap + e["input_ids"]
+                                       for gap, e in zip(gaps, examples, strict=True)]),
+            "attention_mask": torch.tensor([[0] * gap + [1] * (longest - gap) for gap in gaps])}
+
+
+def _before_answer(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A conversation without its last turn when that is the assistant's (the answer)."""
+    return messages[:-1] if messages[-1]["role"] == "assistant" else messages
 
 
 def pack(examples: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:

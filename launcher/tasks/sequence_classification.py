@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from launcher.data.splits import load_splits
-from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, model_dtype
 
 
 class SequenceClassification(Task):
@@ -25,25 +25,27 @@ class SequenceClassification(Task):
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
         labels = splits.label_map
-        max_length = self.recipe.data.max_length
-
-        def encode(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            texts = [row["text"] for row in rows]
-            pairs = [row.get("text_pair") for row in rows]
-            encoded = tokenizer(texts, pairs if any(pairs) else None, truncation=True,
-                                max_length=max_length)
-            return [
-                {"input_ids": ids, "attention_mask": mask, "labels": row["label"]}
-                for ids, mask, row in zip(encoded["input_ids"], encoded["attention_mask"], rows,
-                                          strict=True)
-            ]
-
         names = list(labels.names) if labels is not None else None
-        return Prepared(train=encode(splits.train), eval=encode(splits.eval), label_names=names,
-                        stats=splits.stats)
+        return Prepared(train=self.encode(splits.train), eval=self.encode(splits.eval),
+                        label_names=names, stats=splits.stats)
+
+    def encode(self, rows: list[Row]) -> list[Example]:
+        """Text (and text pair) truncated to `data.max_length` tokens; the label id if any."""
+        if not rows:
+            return []
+        texts = [row["text"] for row in rows]
+        pairs = [row.get("text_pair") for row in rows]
+        encoded = self.tokenizer(texts, pairs if any(pairs) else None, truncation=True,
+                                 max_length=self.recipe.data.max_length)
+        return [
+            {"input_ids": ids, "attention_mask": mask,
+             **({"labels": row["label"]} if "label" in row else {})}
+            for ids, mask, row in zip(encoded["input_ids"], encoded["attention_mask"], rows,
+                                      strict=True)
+        ]
 
     def load_model(self, prepared: Prepared) -> torch.nn.Module:
-        names = prepared.label_names or []
+        self.names = names = list(prepared.label_names or [])
         num_labels = self.recipe.task.num_labels or len(names)
         return AutoModelForSequenceClassification.from_pretrained(
             self.plan.model_path,
@@ -57,6 +59,14 @@ class SequenceClassification(Task):
 
     def collate(self, examples: list[dict[str, Any]]) -> Batch:
         return dict(self.tokenizer.pad(examples, return_tensors="pt"))
+
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int) -> list[str]:
+        """The name of the most likely label of each row."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return [self.names[i] for i in logits.argmax(-1).tolist()]
+
+    def reference(self, row: Row) -> str:
+        return self.names[row["label"]]
 
     def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         labels = batch["labels"]

@@ -12,10 +12,11 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from launcher.data.splits import load_splits
 from launcher.errors import UsageError
-from launcher.tasks.base import Batch, EvalOutput, Prepared, Task, model_dtype
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, model_dtype
 
 IGNORE_INDEX = -100
 OUTSIDE = "O"
+NO_WORD = -2  # word_starts padding in a batch (-1 is a word left without a subword)
 
 
 def align_labels(word_ids: list[int | None], tags: list[int]) -> tuple[list[int], list[int]]:
@@ -53,29 +54,29 @@ class TokenClassification(Task):
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
         names = list(splits.label_map.names) if splits.label_map else []
-        max_length = self.recipe.data.max_length
-        truncated = 0
-
-        def encode(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            nonlocal truncated
-            if not rows:
-                return []
-            encoded = tokenizer([row["tokens"] for row in rows], is_split_into_words=True,
-                                truncation=True, max_length=max_length)
-            examples = []
-            for index, row in enumerate(rows):
-                word_ids = encoded.word_ids(index)
-                labels, starts = align_labels(word_ids, row["tags"])
-                last = max((word for word in word_ids if word is not None), default=-1)
-                truncated += last < len(row["tags"]) - 1
-                examples.append({"input_ids": encoded["input_ids"][index],
-                                 "attention_mask": encoded["attention_mask"][index],
-                                 "labels": labels, "word_starts": starts, "tags": row["tags"]})
-            return examples
-
-        train, evaluation = encode(splits.train), encode(splits.eval)
+        train, evaluation = self.encode(splits.train), self.encode(splits.eval)
+        # A sentence was cut when its last word kept no subword.
+        truncated = sum(example["word_starts"][-1] < 0 for example in [*train, *evaluation])
         return Prepared(train=train, eval=evaluation, label_names=names,
                         stats=dataclasses.replace(splits.stats, truncated=truncated))
+
+    def encode(self, rows: list[Row]) -> list[Example]:
+        """Words to subwords (truncated to `data.max_length`), each word's first subword
+        (`word_starts`) and, for tagged rows, its tag on that subword (`labels`)."""
+        if not rows:
+            return []
+        encoded = self.tokenizer([row["tokens"] for row in rows], is_split_into_words=True,
+                                 truncation=True, max_length=self.recipe.data.max_length)
+        examples = []
+        for index, row in enumerate(rows):
+            tags = row.get("tags")
+            labels, starts = align_labels(encoded.word_ids(index),
+                                          tags or [IGNORE_INDEX] * len(row["tokens"]))
+            example = {"input_ids": encoded["input_ids"][index],
+                       "attention_mask": encoded["attention_mask"][index], "word_starts": starts}
+            examples.append(example | ({"labels": labels, "tags": tags} if tags is not None
+                                       else {}))
+        return examples
 
     def load_model(self, prepared: Prepared) -> torch.nn.Module:
         """The encoder with a fresh tagging head; its tag names also decode eval predictions."""
@@ -92,13 +93,26 @@ class TokenClassification(Task):
 
     def collate(self, examples: list[dict[str, Any]]) -> Batch:
         pads = {"input_ids": self.tokenizer.pad_token_id, "attention_mask": 0,
-                "labels": IGNORE_INDEX, "word_starts": -1, "tags": IGNORE_INDEX}
+                "labels": IGNORE_INDEX, "word_starts": NO_WORD, "tags": IGNORE_INDEX}
         batch = {}
         for key, pad in pads.items():
+            if key not in examples[0]:  # rows to predict have no labels or tags
+                continue
             longest = max(len(e[key]) for e in examples)
             batch[key] = torch.tensor([e[key] + [pad] * (longest - len(e[key]))
                                        for e in examples])
         return batch
+
+    def predict(self, model: torch.nn.Module, batch: Batch,
+                max_new_tokens: int) -> list[list[str]]:
+        """The tag of each word: its first subword's most likely tag ("O" if it has none)."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return [word_predictions(predicted, [s for s in starts if s != NO_WORD], self.names)
+                for predicted, starts in zip(logits.argmax(-1).tolist(),
+                                             batch["word_starts"].tolist(), strict=True)]
+
+    def reference(self, row: Row) -> list[str]:
+        return [self.names[tag] for tag in row["tags"]]
 
     def count_units(self, example: dict[str, Any]) -> int:
         """Words that carry loss (their first subword survived truncation)."""
