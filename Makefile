@@ -41,3 +41,4 @@ bench: setup
 	$(VENV)/bin/python bench/quickstart_bench.py
 	$(VENV)/bin/python bench/strategies_bench.py
 	$(VENV)/bin/python bench/packing_bench.py
+	$(VENV)/bin/python bench/lr_find_bench.py

@@ -113,4 +113,6 @@ def report_end(folder: RunFolder, log: Path, failure: str | None) -> None:
         console.print("\n".join(tail), markup=False, highlight=False)
         raise LaunchError(f"{failure}; full log: {log}")
     console.print(f"done: model in {escape(str(folder.final))}, "
-                  f"summary in {escape(str(folder.summary))}")
+                  f"summary in {escape(str(folder.summary))}"
+                  + (f", curves in {escape(str(folder.report))}" if folder.report.exists()
+                     else ""))

@@ -3,13 +3,14 @@ before launch (inputs, data, the W&B key), then the files."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.markup import escape
 
-from launcher.contract.plan import Plan
+from launcher.contract.plan import LrRange, Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, TrackingMode
 from launcher.data.splits import load_splits
@@ -21,8 +22,10 @@ from launcher.render.run_folder import write_run_folder
 
 
 def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_dir: Path | None,
-                  *, resume: bool, check_tracking: bool) -> tuple[RunFolder, Plan]:
-    """Plan, check and write the run folder (`runs/<name>-<UTC time>` unless `run_dir`)."""
+                  *, resume: bool, check_tracking: bool, lr_find: LrRange | None = None,
+                  quiet: bool = False) -> tuple[RunFolder, Plan]:
+    """Plan, check and write the run folder (`runs/<name>-<UTC time>` unless `run_dir`); with
+    `lr_find`, for an lr range test (no tracking, no checkpoints, no final model)."""
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run folder to continue")
     try:
@@ -34,6 +37,8 @@ def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_d
                               "batch, so that its sample order continues exactly: resume on a "
                               "number of processes that divides it") from None
         raise
+    if lr_find is not None:
+        plan = dataclasses.replace(plan, lr_find=lr_find, tracking_mode=TrackingMode.DISABLED)
     check_inputs(recipe, plan, str(recipe_file))
     rows = len(load_splits(recipe).train)
     if rows < plan.batch.global_size:
@@ -41,10 +46,17 @@ def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_d
                          f"more than the {rows} training rows; lower it or add data")
     if plan.tracking_mode is TrackingMode.ONLINE and check_tracking:
         check_wandb_key()
-    folder_path = run_dir or Path("runs") / f"{plan.recipe_name}-{_utc_stamp()}"
+    kind = "-lr-find" if lr_find else ""
+    folder_path = run_dir or Path("runs") / f"{plan.recipe_name}{kind}-{_utc_stamp()}"
     if resume:
         plan = resumed_plan(RunFolder(folder_path), plan)
     folder = write_run_folder(folder_path, recipe, plan)
+    if not quiet:
+        _describe(folder, plan)
+    return folder, plan
+
+
+def _describe(folder: RunFolder, plan: Plan) -> None:
     console.print(f"run folder: [bold]{escape(str(folder.path))}[/bold]")
     console.print(f"plan: {plan.world_size} process(es) = {plan.nodes} node(s) x "
                   f"{plan.procs_per_node}, {plan.device}, {plan.precision}, {plan.strategy}; "
@@ -57,7 +69,6 @@ def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_d
     if plan.tracking_mode is TrackingMode.OFFLINE:
         console.print("W&B: no WANDB_API_KEY, logging offline; upload later with "
                       f"`wandb sync {escape(str(folder.path))}/wandb/offline-run-*`")
-    return folder, plan
 
 
 def check_wandb_key() -> None:

@@ -45,6 +45,33 @@ class SubmitError(LaunchError):
     exit_code = 2
 
 
+class Refused(Exception):
+    """Slurm refused a job, or accepted one it will never start (then cancelled: `job_id`)."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.job_id = message, job_id
+
+
+def sbatch(cwd: Path, script: str, args: list[str]) -> str:
+    """`sbatch --parsable SCRIPT ARGS` in `cwd`; the job id, or Refused with Slurm's reason."""
+    try:
+        out = slurm.run(["sbatch", "--parsable", script, *args], cwd=cwd)
+    except slurm.SlurmCommandError as err:
+        raise Refused(f"Slurm refused the job: {err.detail}") from None
+    job_id = out.stdout.strip().split(";")[0]
+    info = slurm.state(job_id)
+    if info.reason == "PartitionConfig":  # the scheduler's first pass names the limit
+        time.sleep(REASON_SETTLE_S)
+        info = slurm.state(job_id)
+    if info.state == "PENDING" and info.reason in NEVER_STARTS:
+        slurm.scancel(job_id)
+        raise Refused(f"Slurm accepted job {job_id} but will never start it: {info.reason} "
+                      f"({NEVER_STARTS[info.reason]}); {slurm.request_vs_limits(job_id)}; "
+                      "cancelled it", job_id)
+    return job_id
+
+
 class SlurmBackend:
     """Submits with sbatch; a job's output is logs/slurm-<job id>.out, lines labelled by node."""
 
@@ -59,23 +86,12 @@ class SlurmBackend:
 
     def submit(self, folder: RunFolder, *, resume: bool) -> str:
         """`sbatch --parsable job.sbatch`; records job.json; returns the job id."""
-        args = ["sbatch", "--parsable", folder.job_script.name, *(["--resume"] if resume else [])]
         try:
-            out = slurm.run(args, cwd=folder.path)
-        except slurm.SlurmCommandError as err:
-            _refused(folder, f"Slurm refused the job: {err.detail}")
-        job_id = out.stdout.strip().split(";")[0]
+            job_id = sbatch(folder.path, folder.job_script.name, ["--resume"] if resume else [])
+        except Refused as err:
+            _refused(folder, err.message, err.job_id)
         JobRecord(backend=self.kind, submitted=True, time=utc_now(), job_id=job_id,
                   start_step=newest_step(folder.checkpoints)).write(folder.job)
-        info = slurm.state(job_id)
-        if info.reason == "PartitionConfig":  # the scheduler's first pass names the limit
-            time.sleep(REASON_SETTLE_S)
-            info = slurm.state(job_id)
-        if info.state == "PENDING" and info.reason in NEVER_STARTS:
-            slurm.scancel(job_id)
-            _refused(folder, f"Slurm accepted job {job_id} but will never start it: "
-                             f"{info.reason} ({NEVER_STARTS[info.reason]}); "
-                             f"{slurm.request_vs_limits(job_id)}; cancelled it", job_id)
         return f"Slurm job {job_id}"
 
     def wait(self, folder: RunFolder, *, quiet: bool) -> int:
@@ -110,6 +126,9 @@ class SlurmBackend:
         job_id = job_of(folder)
         if job_id is None:
             raise UsageError(f"{folder.path} was never submitted: no Slurm output yet")
+        if "_" in job_id:  # a job array's task writes under its own numeric job id
+            found = sorted(folder.logs.glob("slurm-*.out"), key=lambda p: p.stat().st_mtime)
+            return LogSource(found[-1] if found else folder.slurm_log(job_id), labelled=True)
         return LogSource(folder.slurm_log(job_id), labelled=True)
 
     def cancel(self, folder: RunFolder) -> JobStatus:
@@ -129,13 +148,15 @@ class SlurmBackend:
 
 
 def job_of(folder: RunFolder) -> str | None:
-    """The newest job of the folder: job.json's, or a later one submitted by hand (its
-    logs/slurm-<id>.out)."""
+    """The newest job of the folder: job.json's (a job array's task: "<array>_<task>"), or a
+    later one submitted by hand (its logs/slurm-<id>.out)."""
     record = JobRecord.read_if_exists(folder.job)
-    found = [int(record.job_id)] if record and record.submitted and record.job_id else []
-    found += [int(m.group(1)) for p in folder.logs.glob("slurm-*.out")
-              if (m := re.fullmatch(r"slurm-(\d+)\.out", p.name))]
-    return str(max(found)) if found else None
+    recorded = record.job_id if record and record.submitted else None
+    by_hand = [int(m.group(1)) for p in folder.logs.glob("slurm-*.out")
+               if (m := re.fullmatch(r"slurm-(\d+)\.out", p.name))]
+    if recorded and (not by_hand or "_" in recorded or int(recorded) >= max(by_hand)):
+        return recorded
+    return str(max(by_hand)) if by_hand else None
 
 
 def _submitted_job(folder: RunFolder) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from launcher.cli import model, plan, run  # each registers its commands
+from launcher.cli import data, model, plan, run, sweep  # each registers its commands
 from launcher.cli.app import app, command_names
 from launcher.errors import LaunchError
 from launcher.progress import console
 
 # --help shows the commands in these panels, in this order.
-PANELS = [run.PANEL, plan.PANEL, model.PANEL]
+PANELS = [run.PANEL, plan.PANEL, sweep.PANEL, data.PANEL, model.PANEL]
 app.registered_commands.sort(key=lambda command: PANELS.index(command.rich_help_panel))
 
 

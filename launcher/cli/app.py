@@ -34,6 +34,7 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a recipe key, e.g. --set train.lr=2e-5 (repeatable)."),
 ]
 NodesOpt = Annotated[int | None, typer.Option("--nodes", help="Nodes (overrides the recipe).")]
+BackendOpt = Annotated[str, typer.Option(help="auto (Slurm if present), local or slurm.")]
 PpnOpt = Annotated[
     int | None, typer.Option("--procs-per-node", help="Worker processes per node (GPUs per node).")
 ]

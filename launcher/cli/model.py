@@ -1,4 +1,5 @@
-"""Commands about models: export (merge a LoRA adapter), make-tiny-model."""
+"""Commands about models: eval and predict (a run's final model on a new file), export (merge a
+LoRA adapter), make-tiny-model."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
-from launcher.cli.app import app
+from launcher.cli.app import RunDirArg, app
+from launcher.contract.evaluation import EvalReport
 from launcher.errors import UsageError
 from launcher.progress import console
 
@@ -70,3 +74,96 @@ def make_tiny_model(
     console.print(f"wrote a {count:,}-parameter Llama and its tokenizer to {out_dir}")
 
 
+DataOpt = Annotated[Path, typer.Option(
+    "--data", metavar="FILE", show_default=False,
+    help="The data file: jsonl, json, csv, tsv, parquet or conll.")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", metavar="FORMAT", show_default=False,
+    help="Its row format, e.g. classification, conll, alpaca (default: the recipe's "
+    "data.format).")]
+ColumnsOpt = Annotated[list[str] | None, typer.Option(
+    "--columns", metavar="FIELD=COLUMN", show_default=False,
+    help="Read a row field from a column of yours, e.g. --columns text=sentence (repeatable; "
+    "default: the recipe's data.columns).")]
+MaxNewTokensOpt = Annotated[int, typer.Option(
+    "--max-new-tokens", min=1, help="Causal LM: tokens generated per row at most (greedy).")]
+
+
+@app.command("eval", rich_help_panel=PANEL, help=(
+    "Score a finished run's final model on a new labelled file, with the task's metrics.\n\n"
+    "The file is read as training reads its data (the recipe's format and columns unless "
+    "--format / --columns say otherwise), its labels mapped through the run's "
+    "label_names.json: a label the run never saw is an error. Metrics: loss, accuracy and "
+    "macro-F1 (classification); entity precision, recall and F1, per type too, and accuracy "
+    "(NER); loss and perplexity on the loss-bearing tokens (causal LM).\n\n"
+    "Writes RUN_DIR/eval-NAME.json (the metrics) and RUN_DIR/predictions-NAME.jsonl (index, "
+    "prediction, reference per row), NAME being the file's stem.\n\n"
+    "Example: sft-launch eval runs/quickstart-20250101-120000 --data sst2-test.tsv"))
+def eval_command(run_dir: RunDirArg, data: DataOpt, format_: FormatOpt = None,
+                 columns: ColumnsOpt = None, max_new_tokens: MaxNewTokensOpt = 128) -> None:
+    from launcher.predict import Source, evaluate_file
+
+    report, path = evaluate_file(run_dir, Source(data, format_, parse_columns(columns)),
+                                 max_new_tokens)
+    console.print(metrics_table(report))
+    for name, rows in report.tables.items():
+        console.print(score_table(name, rows))
+    console.print(f"metrics: {escape(str(path))}\n"
+                  f"predictions: {escape(str(path.with_name(report.predictions)))}")
+
+
+@app.command(rich_help_panel=PANEL, help=(
+    "Predict with a finished run's final model on a file that needs no labels.\n\n"
+    "Classification reads the text (and text_pair) of each row; NER the words (--format "
+    "tokens rows, or a CoNLL file, its tags ignored); a causal LM the prompt of each row (the "
+    "conversation before its answer, if it has one), rendered with the run's chat template "
+    "and generation prompt, then answered greedily.\n\n"
+    "Writes RUN_DIR/predictions-NAME.jsonl: index and prediction (a label name, a tag per "
+    "word, the generated text) per row, NAME being the file's stem.\n\n"
+    "Example: sft-launch predict runs/alpaca-tiny-llama-20250101-120000 --data questions.jsonl "
+    "--format prompt_completion --max-new-tokens 64"))
+def predict(run_dir: RunDirArg, data: DataOpt, format_: FormatOpt = None,
+            columns: ColumnsOpt = None, max_new_tokens: MaxNewTokensOpt = 128) -> None:
+    from launcher.predict import Source, predict_file
+
+    path, rows = predict_file(run_dir, Source(data, format_, parse_columns(columns)),
+                              max_new_tokens)
+    console.print(f"{rows} predictions: {escape(str(path))}")
+
+
+def parse_columns(pairs: list[str] | None) -> dict[str, str] | None:
+    """--columns FIELD=COLUMN ... as a mapping; None when none are given."""
+    if not pairs:
+        return None
+    columns = {}
+    for pair in pairs:
+        field, _, column = (part.strip() for part in pair.partition("="))
+        if not field or not column:
+            raise UsageError(f"--columns {pair}: expected FIELD=COLUMN, e.g. text=sentence")
+        columns[field] = column
+    return columns
+
+
+def metrics_table(report: EvalReport) -> Table:
+    table = Table(title=f"sft-launch eval: {escape(Path(report.data).name)}, {report.rows} rows")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in report.metrics.items():
+        table.add_row(name, _number(value))
+    return table
+
+
+def score_table(name: str, rows: dict[str, dict[str, float]]) -> Table:
+    """A table of scores by row (NER: precision, recall, F1 and support per entity type)."""
+    table = Table(title=name.replace("_", " "))
+    table.add_column("")
+    columns = list(next(iter(rows.values()), {}))
+    for column in columns:
+        table.add_column(column, justify="right")
+    for kind, scores in rows.items():
+        table.add_row(escape(kind), *(_number(scores[column]) for column in columns))
+    return table
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from launcher.cli.app import NodesOpt, PpnOpt, RecipeArg, SetOpt, app, recipe_with_cli
+from launcher.cli.app import (
+    BackendOpt,
+    NodesOpt,
+    PpnOpt,
+    RecipeArg,
+    SetOpt,
+    app,
+    choose_backend,
+    recipe_with_cli,
+)
 from launcher.contract.vocabulary import BackendKind
+from launcher.errors import UsageError
 from launcher.progress import console
 from launcher.recipe.schema import Recipe
 
@@ -47,3 +58,53 @@ def schema() -> None:
     print(json.dumps(Recipe.model_json_schema(), indent=2))
 
 
+
+
+LR_FIND_HELP = (
+    "Find a learning rate: the LR range test on the recipe's real data, model and strategy.\n\n"
+    "Runs up to --steps optimizer steps with the learning rate rising log-uniformly from --min "
+    "to --max (here or on Slurm, as a launch would), and stops once the smoothed loss "
+    "diverges. Suggests train.lr where the smoothed loss falls fastest (or the minimum's lr / "
+    "10) and writes lr_find.json and lr_find.png into the run folder.\n\n"
+    "Example: sft-launch lr-find recipes/quickstart.toml --steps 60"
+)
+
+
+@app.command("lr-find", rich_help_panel=PANEL, help=LR_FIND_HELP)
+def lr_find(
+    recipe_file: RecipeArg,
+    min_lr: Annotated[float, typer.Option("--min", help="Learning rate of the first step.")] = 1e-7,
+    max_lr: Annotated[float, typer.Option("--max", help="Learning rate of the last step.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Optimizer steps of the ramp, at most.")] = 100,
+    nodes: NodesOpt = None,
+    procs_per_node: PpnOpt = None,
+    backend: BackendOpt = "auto",
+    set_: SetOpt = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Run folder (default: runs/<name>-lr-find-<UTC time>).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """The LR range test (see LR_FIND_HELP)."""
+    from launcher.backends import backend_for
+    from launcher.contract.plan import LrRange
+    from launcher.lr_find import conclude
+    from launcher.progress import report_end
+    from launcher.run_setup import write_new_run
+
+    if not 0 < min_lr < max_lr or steps < 3:
+        raise UsageError("lr-find: needs 0 < --min < --max and --steps >= 3")
+    recipe = recipe_with_cli(recipe_file, set_, nodes, procs_per_node)
+    chosen = choose_backend(backend, recipe, dry_run=False)
+    folder, plan = write_new_run(recipe, recipe_file, chosen, run_dir, resume=False,
+                                 check_tracking=False, lr_find=LrRange(min_lr, max_lr, steps))
+    runner = backend_for(plan.backend)
+    runner.submit(folder, resume=False)
+    code = runner.wait(folder, quiet=quiet)
+    if code != 0 or not folder.lr_curve.is_file():
+        report_end(folder, runner.logs(folder).path,
+                   runner.status(folder).ended() + ", no lr curve")
+    result = conclude(folder, f"{plan.recipe_name}: lr range test")
+    console.print(f"suggested train.lr = {result.suggested_lr:.3g} ({result.method} of the "
+                  f"smoothed loss, {len(result.lrs)} steps); curve in {folder.lr_find}"
+                  f" and {folder.lr_find.with_suffix('.png')}")
+    console.print(f"use it: sft-launch {recipe_file} --set train.lr={result.suggested_lr:.3g}")

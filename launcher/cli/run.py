@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from launcher.cli.app import (
+    BackendOpt,
     NodesOpt,
     PpnOpt,
     RecipeArg,
@@ -27,7 +28,7 @@ def launch(
     recipe_file: RecipeArg,
     nodes: NodesOpt = None,
     procs_per_node: PpnOpt = None,
-    backend: Annotated[str, typer.Option(help="auto (Slurm if present), local or slurm.")] = "auto",
+    backend: BackendOpt = "auto",
     set_: SetOpt = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run folder (default: runs/<name>-<UTC time>).")
@@ -62,10 +63,16 @@ def status(
         Path | None, typer.Argument(help="The run folder (default: the newest under runs/).")
     ] = None,
 ) -> None:
-    """State, elapsed time, nodes, last step and loss, eval metrics of a run."""
+    """State, elapsed time, nodes, last step and loss, eval metrics of a run (or of every
+    point of a sweep folder)."""
     from launcher.jobs import find_run
     from launcher.jobs import status as run_status
+    from launcher.sweep import sweep_status
 
+    if run_dir is not None and (rows := sweep_status(run_dir)) is not None:
+        for point, state in rows:
+            print(f"{point + ':':<10} {state}")
+        return
     for label, value in run_status(find_run(run_dir)):
         print(f"{label + ':':<9} {value}")
 
@@ -86,10 +93,15 @@ def logs(
 
 @app.command(rich_help_panel=PANEL)
 def cancel(run_dir: RunDirArg) -> None:
-    """Stop a run (Slurm: scancel; local: SIGTERM to its processes); the run folder stays."""
+    """Stop a run (Slurm: scancel; local: SIGTERM to its processes, which checkpoint first), or
+    every point of a sweep folder; the folders stay."""
     from launcher.jobs import cancel as cancel_run
     from launcher.jobs import find_run
+    from launcher.sweep import cancel_sweep
 
+    if (stopped := cancel_sweep(run_dir)) is not None:
+        console.print(stopped, markup=False)
+        return
     folder = find_run(run_dir)
     console.print(f"job state: {cancel_run(folder).state}; run folder kept: {folder.path}",
                   markup=False)

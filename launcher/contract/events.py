@@ -62,6 +62,7 @@ class TrainLogged(Event):
     lr: float
     grad_norm: float
     epoch: float
+    tokens_per_s: float | None = None  # real tokens, all ranks, in this step
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -78,6 +78,16 @@ class WorldSpan:
 
 
 @dataclass(frozen=True)
+class LrRange:
+    """An lr range test instead of training: `steps` optimizer steps, the learning rate rising
+    log-uniformly from `min_lr` to `max_lr` (`sft-launch lr-find`)."""
+
+    min_lr: float
+    max_lr: float
+    steps: int
+
+
+@dataclass(frozen=True)
 class Plan(JsonRecord):
     """Everything a worker needs besides the recipe; written as `plan.json`."""
 
@@ -99,6 +109,7 @@ class Plan(JsonRecord):
     offload: tuple[Offload, ...] = ()
     memory: MemoryPlan | None = None
     world_history: tuple[WorldSpan, ...] = ()  # oldest first; the last is this plan's layout
+    lr_find: LrRange | None = None
     version: int = PLAN_VERSION
 
     @property

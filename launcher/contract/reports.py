@@ -89,3 +89,51 @@ class SampleIds(JsonRecord):
 
     step: int
     ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Series:
+    """A metric against optimizer steps."""
+
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts of (true label, predicted label) on the final evaluation: rows are true labels."""
+
+    labels: tuple[str, ...]
+    counts: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class ReportData(JsonRecord):
+    """`report.json`: what `report.png` draws, as numbers (every launch of the run, each step's
+    last value)."""
+
+    train_loss: Series
+    lr: Series
+    tokens_per_s: Series
+    eval: dict[str, Series]
+    confusion: Confusion | None = None
+
+
+@dataclass(frozen=True)
+class LrCurve(JsonRecord):
+    """`lr_curve.json`: the loss of each step of an lr range test, at the lr it ran with."""
+
+    lrs: tuple[float, ...]
+    losses: tuple[float, ...]
+    diverged: bool  # stopped early: the smoothed loss passed 4x its minimum
+
+
+@dataclass(frozen=True)
+class LrFindResult(JsonRecord):
+    """`lr_find.json`: the curve, its smoothed loss, and the suggested train.lr."""
+
+    lrs: tuple[float, ...]
+    losses: tuple[float, ...]
+    smoothed: tuple[float, ...]
+    suggested_lr: float
+    method: str  # "steepest descent" or "minimum / 10"

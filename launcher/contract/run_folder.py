@@ -102,6 +102,34 @@ class RunFolder:
         """The label names of a classification run, in id order (`LabelNames`)."""
         return self.path / "label_names.json"
 
+    def eval_report(self, name: str) -> Path:
+        """`sft-launch eval` of the final model on a data file of stem `name` (`EvalReport`)."""
+        return self.path / f"eval-{name}.json"
+
+    def predictions_on(self, name: str) -> Path:
+        """The final model's predictions on a data file of stem `name`, by row (`Prediction`)."""
+        return self.path / f"predictions-{name}.jsonl"
+
+    @property
+    def report(self) -> Path:
+        """report.png: the curves of the run, drawn at its end."""
+        return self.path / "report.png"
+
+    @property
+    def report_data(self) -> Path:
+        """report.json: the numbers report.png draws (`ReportData`)."""
+        return self.path / "report.json"
+
+    @property
+    def lr_curve(self) -> Path:
+        """An lr range test's raw curve, written by rank 0 (`LrCurve`)."""
+        return self.path / "lr_curve.json"
+
+    @property
+    def lr_find(self) -> Path:
+        """The lr range test's result (`LrFindResult`), and its picture beside it."""
+        return self.path / "lr_find.json"
+
     @property
     def wandb(self) -> Path:
         return self.path / "wandb"

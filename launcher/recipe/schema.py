@@ -209,6 +209,7 @@ class TrackingSettings(Section):
     project: str = "sft-launch"
     entity: str | None = None
     run_name: str | None = None
+    group: str | None = Field(None, description="W&B group (a sweep puts all its runs in one).")
     tags: list[str] = Field(default_factory=list)
     timeout_s: int = Field(
         30, ge=1, description="Seconds to wait for W&B online before logging offline instead.")

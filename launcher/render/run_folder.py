@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 import zlib
-from importlib.resources import files
 from pathlib import Path
 
-import jinja2
 import tomli_w
 
 from launcher.contract.plan import Plan
@@ -16,28 +13,10 @@ from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, Offload, Strategy
 from launcher.recipe.schema import Recipe
 from launcher.render.sbatch import render_job_script
+from launcher.render.templates import environment
 
 ACCELERATE_TEMPLATE = {Strategy.DDP: "ddp.yaml.j2", Strategy.FSDP: "fsdp2.yaml.j2",
                        Strategy.ZERO2: "zero.yaml.j2", Strategy.ZERO3: "zero.yaml.j2"}
-
-
-def _template_source(name: str) -> str:
-    """A template shipped in the package (`launcher/templates`, package data in the wheel)."""
-    try:
-        return files("launcher.templates").joinpath(name).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise jinja2.TemplateNotFound(name) from None
-
-
-def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(_template_source),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    env.filters["shquote"] = lambda value: shlex.quote(str(value))
-    return env
 
 
 def default_port(run_dir: Path) -> int:

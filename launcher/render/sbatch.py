@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -10,6 +11,7 @@ import jinja2
 from launcher.contract.plan import Plan
 from launcher.errors import RecipeError, UsageError
 from launcher.recipe.schema import Recipe
+from launcher.render.templates import environment
 
 # `#SBATCH` lines are not shell, but sbatch splits them on whitespace, strips quotes and
 # backslashes and cuts them at '#'; '%' starts a file-name pattern in paths. Values that reach
@@ -54,3 +56,17 @@ def _check_run_dir(run_dir: str) -> None:
         raise UsageError(f"run folder {run_dir!r}: a Slurm job's folder cannot contain spaces, "
                          "quotes, backslashes, '#' or '%' (#SBATCH lines cannot hold them); "
                          "choose another --run-dir")
+
+
+def render_sweep_script(recipe: Recipe, plan: Plan, sweep_dir: Path, count: int,
+                        max_parallel: int, sweep_name: str) -> str:
+    """A sweep's job array: the resources of its points (all the same), task N running
+    point-N/job.sbatch."""
+    _check_sbatch_values(recipe, plan)
+    _check_run_dir(str(sweep_dir))
+    slurm = recipe.slurm
+    return environment().get_template("sweep.sbatch.j2").render(
+        plan=plan, slurm=slurm, sweep_dir=str(sweep_dir), sweep_name=sweep_name,
+        job_name=job_name(sweep_name), count=count, max_parallel=max_parallel,
+        cpus_per_task=slurm.cpus_per_task or plan.procs_per_node * plan.threads_per_proc,
+    )

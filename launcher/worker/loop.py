@@ -7,7 +7,6 @@ curve and a run with another world size sees the same examples in the same steps
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 
+from launcher.contract.evaluation import Prediction
 from launcher.contract.events import Checkpointed, Evaluated, EventLog, Stopped, TrainLogged
 from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
@@ -23,7 +23,7 @@ from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
 from launcher.data.packing import length_grouped_batches
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Prepared, Task
+from launcher.tasks.base import Prepared, Task, evaluate_examples
 from launcher.worker.checkpoint import TrainerState, save_checkpoint
 from launcher.worker.engines.base import Engine
 from launcher.worker.stopping import REQUEST, StopTraining
@@ -181,17 +181,19 @@ class TrainLoop:
         self.state.last_loss = loss
         lr = self.scheduler.get_last_lr()[0]
         epoch = state.step / steps_per_epoch
+        tokens_per_s = result.tokens / max(step_s, 1e-9)
         self.tracker.log({
             "train/loss": loss,
             "train/lr": lr,
             "train/grad_norm": result.grad_norm,
             "train/epoch": epoch,
-            "train/tokens_per_s": result.tokens / max(step_s, 1e-9),
+            "train/tokens_per_s": tokens_per_s,
             "train/samples_per_s": result.samples / max(step_s, 1e-9),
             "train/token_efficiency": self.efficiency(),
         }, step=state.step)
         self.events.write(TrainLogged(step=state.step, loss=loss, lr=lr,
-                                      grad_norm=result.grad_norm, epoch=epoch))
+                                      grad_norm=result.grad_norm, epoch=epoch,
+                                      tokens_per_s=tokens_per_s))
 
     def log_eval(self, step: int, predictions_file: Path | None = None) -> Metrics:
         """Evaluate, log and return the metrics; nothing at all without eval data."""
@@ -207,31 +209,28 @@ class TrainLoop:
         """Every rank evaluates its share; sums and predictions are combined across ranks."""
         self.model.eval()
         indices = list(range(self.acc.process_index, len(self.data.eval), self.plan.world_size))
-        micro = self.plan.batch.micro
-        loss_sum, count, predictions, references = 0.0, 0, [], []
-        for i in range(0, len(indices), micro):
-            self.watchdog.progress(Phase.EVAL)
-            chunk = [self.data.eval[j] for j in indices[i:i + micro]]
-            batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
-            with self.acc.autocast():
-                out = self.task.evaluate(self.model, batch)
-            loss_sum += out.loss_sum
-            count += out.count
-            predictions.extend(out.predictions)
-            references.extend(out.references)
-        totals = self.acc.reduce(torch.tensor([loss_sum, float(count)], device=self.acc.device),
-                                 "sum")
-        rows = list(zip(indices, predictions, references, strict=False)) if predictions else []
+        out = evaluate_examples(self.task, self.model, [self.data.eval[j] for j in indices],
+                                self.plan.batch.micro, self.acc.device, self.acc.autocast,
+                                lambda: self.watchdog.progress(Phase.EVAL))
+        totals = self.acc.reduce(torch.tensor([out.loss_sum, float(out.count)],
+                                              device=self.acc.device), "sum")
+        rows = (list(zip(indices, out.predictions, out.references, strict=False))
+                if out.predictions else [])
         if self.plan.world_size > 1:
             rows = gather_object(rows)
         rows.sort()
         self.model.train()
         self.watchdog.progress(Phase.TRAIN)
         if predictions_file is not None and rows and self.acc.is_main_process:
+            names = self.data.label_names or []
+
+            def named(value: Any) -> Any:  # a classification label id -> its name
+                return names[value] if isinstance(value, int) and names else value
+
             with predictions_file.open("w", encoding="utf-8") as handle:
                 for index, prediction, reference in rows:
-                    handle.write(json.dumps({"index": index, "prediction": prediction,
-                                             "reference": reference}) + "\n")
+                    handle.write(Prediction(index=index, prediction=named(prediction),
+                                            reference=named(reference)).to_line())
         return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
                                  [r[2] for r in rows])
 

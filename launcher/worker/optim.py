@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from transformers import get_scheduler
 
+from launcher.contract.plan import LrRange
+from launcher.plan.lr_range import ramp
 from launcher.recipe.schema import Recipe
 
 
@@ -21,8 +23,14 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=recipe.train.lr)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int) -> Any:
-    """Warmup, then linear, cosine or constant."""
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int,
+                   lr_range: LrRange | None = None) -> Any:
+    """Warmup, then linear, cosine or constant; or the log-uniform ramp of an lr range test."""
+    if lr_range is not None:
+        def factor(step: int) -> float:
+            return ramp(lr_range.min_lr, lr_range.max_lr, lr_range.steps, step) / recipe.train.lr
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     train = recipe.train
     warmup = train.warmup_steps
     if warmup is None:

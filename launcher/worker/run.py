@@ -24,6 +24,7 @@ from launcher.worker.checkpoint import TrainerState, load_latest
 from launcher.worker.engines import make_engine
 from launcher.worker.final import save_final, weights_fingerprint
 from launcher.worker.loop import TrainLoop, scalars, tables
+from launcher.worker.lr_find import run_lr_range
 from launcher.worker.optim import make_optimizer, make_scheduler
 from launcher.worker.preprocess import prepare_cached
 from launcher.worker.startup import verify_launch, verify_strategy, verify_world
@@ -67,10 +68,12 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
     if steps_per_epoch == 0:
         raise ValueError(f"{len(prepared.train)} training examples are fewer than one global "
                          f"batch ({plan.batch.global_size})")
-    total_steps = recipe.train.max_steps or math.ceil(recipe.train.epochs * steps_per_epoch)
+    total_steps = (plan.lr_find.steps if plan.lr_find else
+                   recipe.train.max_steps or math.ceil(recipe.train.epochs * steps_per_epoch))
     model = apply_lora(task.load_model(prepared), recipe)
     scheduler = engine.prepare(model, lambda m: make_optimizer(m, recipe),
-                               lambda optimizer: make_scheduler(optimizer, recipe, total_steps))
+                               lambda optimizer: make_scheduler(optimizer, recipe, total_steps,
+                                                                plan.lr_find))
     report = verify_strategy(engine, plan, report)
     report.write(folder.rank_report(report.rank))
     print(f"sft-launch worker: rank {report.rank}/{plan.world_size} on {report.hostname}: "
@@ -93,6 +96,12 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
 
     loop = TrainLoop(engine, task, prepared, plan, recipe, scheduler, events, tracker, watchdog,
                      folder)
+    if plan.lr_find is not None:
+        run_lr_range(loop, plan.lr_find, steps_per_epoch, folder, events)
+        tracker.finish()
+        accelerator.end_training()
+        watchdog.stop()
+        return ExitCode.OK
     try:
         eval_metrics = loop.train(state, total_steps, steps_per_epoch, started)
     except StopTraining:
@@ -124,11 +133,22 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
             eval_tables=tables(eval_metrics),
         )
         summary.write(folder.summary)
+        _draw_report(folder, plan, events)
         events.write(Ended(summary=summary))
     tracker.finish()
     accelerator.end_training()
     watchdog.stop()
     return ExitCode.OK
+
+
+def _draw_report(folder: RunFolder, plan: Plan, events: EventLog) -> None:
+    """report.png: a picture that fails to draw is a message, never a failed run."""
+    from launcher.pictures import write_report
+
+    try:
+        write_report(folder, f"{plan.recipe_name}: {folder.path.name}")
+    except Exception as err:  # matplotlib, fonts, a full disk: the run itself is done
+        events.message(f"report.png could not be drawn ({type(err).__name__}: {err})")
 
 
 def _finished(report: RankReport, engine: object, loop: TrainLoop) -> RankReport:

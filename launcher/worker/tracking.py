@@ -62,6 +62,7 @@ def start_tracking(recipe: Recipe, plan: Plan, folder: RunFolder, main_process: 
     init: dict[str, Any] = {
         "project": tracking.project, "entity": tracking.entity,
         "name": tracking.run_name or folder.path.name, "tags": tracking.tags,
+        "group": tracking.group,
         "dir": str(folder.path), "id": run_id(folder), "resume": "allow",
         "config": {"recipe": recipe.model_dump(mode="json"), "plan": plan.to_dict()},
     }

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.evaluation import Prediction
 from launcher.contract.events import Ended, Evaluated, Started, TrainLogged
 from launcher.contract.plan import Plan
+from launcher.contract.reports import LabelNames, ReportData
+from launcher.contract.run_folder import RunFolder
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.e2e.conftest import QUICKSTART
 from tests.helpers.cli_status import Shown
+from tests.helpers.png import png_size
 from tests.helpers.run_folder import events, of_kind, plan, rank_reports, summary
 from tests.helpers.wandb_file import find_run_files, read_config, read_history
 
@@ -143,10 +147,10 @@ with torch.no_grad():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=cli_env(), check=True, cwd=REPO)
     reloaded = json.loads(out.stdout.strip().splitlines()[-1])
-    lines = (run_dir / "eval_predictions.jsonl").read_text().splitlines()
-    saved = [json.loads(line) for line in lines]
-    assert [r["index"] for r in saved] == list(range(EVAL_ROWS))
-    assert reloaded == [r["prediction"] for r in saved]
+    saved = Prediction.read_lines(RunFolder(run_dir).predictions)
+    names = LabelNames.read(RunFolder(run_dir).label_names).names
+    assert [r.index for r in saved] == list(range(EVAL_ROWS))
+    assert [names[i] for i in reloaded] == [r.prediction for r in saved]
 
 
 def test_dry_run_folder_launches_by_hand_with_accelerate(run_cli, tmp_path: Path) -> None:
@@ -198,3 +202,26 @@ def test_status_and_logs_of_the_finished_run(run, run_cli) -> None:
     log = (run_dir / "logs" / "launch.log").read_text(errors="replace")
     assert printed.stdout == log
     assert "sft-launch worker: rank 0/2" in log and "sft-launch worker: rank 1/2" in log
+
+
+def test_report_png_draws_the_run_from_its_numbers(run) -> None:
+    """report.png (curves + confusion matrix), drawn from report.json, which holds exactly what
+    the event log and the eval predictions say."""
+    run_dir, result = run
+    folder = RunFolder(run_dir)
+    assert png_size(folder.report) == (1500, 700)  # 3 columns: the confusion matrix too
+    data = ReportData.read(folder.report_data)
+    logged = of_kind(events(run_dir), TrainLogged)
+    assert data.train_loss.steps == tuple(e.step for e in logged)
+    assert data.train_loss.values == tuple(e.loss for e in logged)
+    assert data.lr.values == tuple(e.lr for e in logged)
+    assert len(data.tokens_per_s.values) == len(logged) and min(data.tokens_per_s.values) > 0
+    evaluated = of_kind(events(run_dir), Evaluated)
+    assert data.eval["accuracy"].steps == tuple(e.step for e in evaluated)
+    assert data.eval["accuracy"].values == tuple(e.metrics["accuracy"] for e in evaluated)
+    assert data.confusion is not None and data.confusion.labels == ("0", "1")
+    counts = data.confusion.counts
+    assert sum(map(sum, counts)) == EVAL_ROWS
+    assert (counts[0][0] + counts[1][1]) / EVAL_ROWS == pytest.approx(summary(run_dir).eval[
+        "accuracy"])
+    assert f"curves in {folder.report}" in result.stderr

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.evaluation import Prediction
 from launcher.contract.events import Evaluated
+from launcher.contract.run_folder import RunFolder
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.helpers.run_folder import events, of_kind, plan, rank_reports, summary
 from tests.helpers.wandb_file import find_run_files, read_history
@@ -120,10 +122,10 @@ print(json.dumps({{"id2label": model.config.id2label, "predictions": out}}))
     reloaded = json.loads(done.stdout.strip().splitlines()[-1])
     names = [*sorted([f"{p}-{t}" for t in TYPES for p in "BI"]), "O"]
     assert reloaded["id2label"] == {str(i): name for i, name in enumerate(names)}
-    saved = [json.loads(line) for line in (run_dir / "eval_predictions.jsonl").open()]
-    assert [r["index"] for r in saved] == list(range(EVAL_ROWS))
+    saved = Prediction.read_lines(RunFolder(run_dir).predictions)
+    assert [r.index for r in saved] == list(range(EVAL_ROWS))
     # One tag per word, as the worker scored them (after 6 steps most tags are still "O").
-    assert reloaded["predictions"] == [r["prediction"] for r in saved]
+    assert reloaded["predictions"] == [r.prediction for r in saved]
 
 
 def test_training_changed_the_encoder(run) -> None:

@@ -19,6 +19,7 @@ from launcher.plan import memory_plan
 from launcher.plan.plan import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.render.run_folder import write_run_folder
+from launcher.render.sbatch import render_sweep_script
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
@@ -109,6 +110,17 @@ def job_script(golden: str, tmp: Path) -> tuple[str, Path]:
         folder.job_script)
 
 
+def sweep_script(tmp: Path) -> str:
+    """The job array of a 6-point sweep of the GPU recipe, at most 2 tasks at a time."""
+    (tmp / "recipe.toml").write_text(GPU_RECIPE)
+    with this_machine(32):
+        recipe = load_recipe(tmp / "recipe.toml")
+        plan = make_plan(recipe, recipe_file=str(tmp / "recipe.toml"), backend=BackendKind.SLURM,
+                         gpus_here=0)
+    return render_sweep_script(recipe, plan, tmp / "sweep", 6, 2, "llama-8b-sft-sweep").replace(
+        str(tmp / "sweep"), "<SWEEP_DIR>")
+
+
 def rendered(tmp: Path) -> dict[str, str]:
     """Every golden file's name and its text as rendered now."""
     texts: dict[str, str] = {}
@@ -118,6 +130,8 @@ def rendered(tmp: Path) -> dict[str, str]:
     for index, golden in enumerate(SLURM_CASES):
         (tmp / f"slurm-{index}").mkdir()
         texts[golden] = job_script(golden, tmp / f"slurm-{index}")[0]
+    (tmp / "sweep").mkdir()
+    texts["sweep.sbatch"] = sweep_script(tmp / "sweep")
     return texts
 
 

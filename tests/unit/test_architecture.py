@@ -23,7 +23,7 @@ CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher
                  "launcher.contract", "launcher.recipe", "launcher.plan", "launcher.render",
                  "launcher.backends", "launcher.data.files", "launcher.data.formats",
                  "launcher.data.splits", "launcher.data.labels", "launcher.data.mixing",
-                 "launcher.data.errors")
+                 "launcher.data.errors", "launcher.data.messages")
 
 
 @functools.cache
