@@ -19,6 +19,7 @@ from launcher.contract.events import (
     Hung,
     Message,
     Preprocessing,
+    Sampled,
     Started,
     Stopped,
     TrackingOffline,
@@ -71,6 +72,8 @@ def _apply(bar: Progress, task: Any, event: Event) -> None:
             bar.console.print(f"step {event.step}: eval {metrics_text(event.metrics)}")
         case Message():
             bar.console.print(event.text)
+        case Sampled():  # model text: brackets are not rich markup
+            bar.console.print(escape(event.describe()))
         case TrackingOffline() | Hung():
             bar.console.print(event.describe())
         case Stopped():

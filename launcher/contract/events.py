@@ -72,6 +72,34 @@ class Evaluated(Event):
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One generated sample: the prompt as the model saw it (template and all), what it
+    generated greedily, and the answer the data gives (None for a prompt of the recipe's)."""
+
+    prompt: str
+    completion: str
+    reference: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sampled(Event):
+    """`train.sample_prompts` generated at the evaluation of step `step`."""
+
+    kind: ClassVar[str] = "samples"
+    step: int
+    samples: tuple[Sample, ...]
+
+    def describe(self, width: int = 160) -> str:
+        """The samples, one line each, the prompt's end and the completion (newlines shown)."""
+        lines = [f"step {self.step}: samples"]
+        for sample in self.samples:
+            prompt = sample.prompt[-width // 2:].replace("\n", "\\n")
+            completion = sample.completion[:width].replace("\n", "\\n")
+            lines.append(f"  ...{prompt} -> {completion!r}")
+        return "\n".join(lines)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Checkpointed(Event):
     """A complete checkpoint of step `step` is on disk."""
@@ -153,8 +181,8 @@ class TrackingOffline(Event):
 
 
 EVENT_KINDS: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (Preprocessing, Started, TrainLogged, Evaluated, Checkpointed,
-                              Message, Ended, Stopped, Hung, TrackingOffline)
+    cls.kind: cls for cls in (Preprocessing, Started, TrainLogged, Evaluated, Sampled,
+                              Checkpointed, Message, Ended, Stopped, Hung, TrackingOffline)
 }
 
 

@@ -180,6 +180,21 @@ class TrainSettings(Section):
         "logs/samples-rank-<R>.jsonl (to audit the data order, e.g. across a resume).",
     )
 
+    sample_prompts: list[str] | int = Field(
+        0, description="causal_lm: generate from these prompts (user turns, or texts for the "
+        "text format), or from the first N eval rows, greedily at every evaluation: logged to "
+        "the event log and as a W&B table, so a wrong template or stop token shows early. "
+        "0: none.",
+    )
+    sample_max_tokens: int = Field(64, gt=0, description="Tokens generated per sample at most.")
+
+    @field_validator("sample_prompts")
+    @classmethod
+    def _some_prompts(cls, value: list[str] | int) -> list[str] | int:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("give a list of prompts, or a number of eval rows (0: none)")
+        return value
+
     @field_validator("hang_timeout_s")
     @classmethod
     def _sensible_timeout(cls, value: int) -> int:
@@ -272,4 +287,10 @@ class Recipe(Section):
             raise ValueError("distributed.offload_* needs distributed.strategy = 'zero3'")
         if self.task.packing and self.task.kind != "causal_lm":
             raise ValueError("task.packing applies to causal_lm only")
+        if self.train.sample_prompts and self.task.kind != "causal_lm":
+            raise ValueError("train.sample_prompts applies to causal_lm only (generated text)")
+        no_eval = not self.data.eval and not self.data.eval_fraction
+        if isinstance(self.train.sample_prompts, int) and self.train.sample_prompts and no_eval:
+            raise ValueError("train.sample_prompts = N takes N eval rows, and there is no eval "
+                             "data: set data.eval or data.eval_fraction, or list the prompts")
         return self

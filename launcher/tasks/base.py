@@ -64,9 +64,16 @@ class Task(ABC):
         return self.encode(rows)
 
     @abstractmethod
-    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int) -> list[Any]:
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,
+                synced: bool = False) -> list[Any]:
         """Each row's prediction, readable: a label name, a tag per word, or generated text
-        (greedy, at most `max_new_tokens`: causal LM only), for a `collate`d batch of `prompts`."""
+        (greedy, at most `max_new_tokens`: causal LM only), for a `collate`d batch of `prompts`.
+        `synced`: every rank generates together (a sharded model), to the longest's end."""
+
+    def sample_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, Any]]:
+        """The prompts `train.sample_prompts` names, with their references: tasks that
+        generate text (causal LM) have some; the others none."""
+        return []
 
     @abstractmethod
     def reference(self, row: Row) -> Any:

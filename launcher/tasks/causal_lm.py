@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -70,15 +71,31 @@ class CausalLM(Task):
             prompts.append({"input_ids": list(ids[-self.recipe.data.max_length:])})
         return prompts
 
+    def sample_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, str | None]]:
+        """`train.sample_prompts`: the recipe's prompts (user turns; texts for the text format),
+        or the first N eval examples cut before their last answer, as training rendered them,
+        with that answer as the reference."""
+        wanted = self.recipe.train.sample_prompts
+        if isinstance(wanted, list):
+            text = self.recipe.data.format == "text"
+            rows = [{"text": p} if text else {"messages": [{"role": "user", "content": p}]}
+                    for p in wanted]
+            return [(prompt, None) for prompt in self.prompts(rows)]
+        # (a cached `datasets.Dataset` sliced gives columns: index it row by row)
+        return [_split_answer(eval_examples[i], self.tokenizer)
+                for i in range(min(wanted, len(eval_examples)))]
+
     def reference(self, row: Row) -> str | None:
         """The answer: a conversation's last turn when it is the assistant's."""
         last = row.get("messages", [{}])[-1]
         return last.get("content") if last.get("role") == "assistant" else None
 
-    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int) -> list[str]:
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,
+                synced: bool = False) -> list[str]:
         """The text each prompt continues with, greedily, up to the end of the turn."""
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                             use_cache=True, pad_token_id=self.tokenizer.pad_token_id)
+                             use_cache=True, pad_token_id=self.tokenizer.pad_token_id,
+                             synced_gpus=synced)
         return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                            skip_special_tokens=True)
 
@@ -142,6 +159,21 @@ def pad_prompts(examples: list[dict[str, Any]], pad_id: int) -> Batch:
     return {"input_ids": torch.tensor([[pad_id] * gap + e["input_ids"]
                                        for gap, e in zip(gaps, examples, strict=True)]),
             "attention_mask": torch.tensor([[0] * gap + [1] * (longest - gap) for gap in gaps])}
+
+
+def _split_answer(example: Example, tokenizer: Any) -> tuple[Example, str | None]:
+    """An encoded example as a prompt (the tokens before its last loss-bearing span) and that
+    span's text; a text example (loss everywhere) is cut in half instead."""
+    ids, labels = example["input_ids"], example["labels"]
+    labelled = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    start = labelled[-1] if labelled else 0
+    while start > 0 and labels[start - 1] != IGNORE_INDEX:
+        start -= 1
+    if start <= 1:
+        start = max(1, len(ids) // 2)
+    answer = [t for t, label in zip(ids[start:], labels[start:], strict=True)
+              if label != IGNORE_INDEX]
+    return {"input_ids": list(ids[:start])}, tokenizer.decode(answer, skip_special_tokens=True)
 
 
 def _before_answer(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -60,7 +60,8 @@ class SequenceClassification(Task):
     def collate(self, examples: list[dict[str, Any]]) -> Batch:
         return dict(self.tokenizer.pad(examples, return_tensors="pt"))
 
-    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int) -> list[str]:
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,
+                synced: bool = False) -> list[str]:
         """The name of the most likely label of each row."""
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return [self.names[i] for i in logits.argmax(-1).tolist()]

@@ -103,8 +103,8 @@ class TokenClassification(Task):
                                        for e in examples])
         return batch
 
-    def predict(self, model: torch.nn.Module, batch: Batch,
-                max_new_tokens: int) -> list[list[str]]:
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,
+                synced: bool = False) -> list[list[str]]:
         """The tag of each word: its first subword's most likely tag ("O" if it has none)."""
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return [word_predictions(predicted, [s for s in starts if s != NO_WORD], self.names)

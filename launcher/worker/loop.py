@@ -26,6 +26,7 @@ from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task, evaluate_examples
 from launcher.worker.checkpoint import TrainerState, save_checkpoint
 from launcher.worker.engines.base import Engine
+from launcher.worker.samples import Sampler
 from launcher.worker.stopping import REQUEST, StopTraining
 from launcher.worker.tracking import Tracker
 from launcher.worker.watchdog import Watchdog
@@ -58,6 +59,7 @@ class TrainLoop:
         self.window: list[float] = []
         self.order: tuple[int, list[int]] = (-1, [])
         self.state = TrainerState()
+        self.sampler = Sampler(task, prepared.eval, recipe, plan, engine)
 
     def epoch_order(self, epoch: int) -> list[int]:
         """The order of the training examples in `epoch`: shuffled (or length-grouped) by seed."""
@@ -202,6 +204,12 @@ class TrainLoop:
         metrics = self.evaluate(predictions_file)
         self.tracker.log(_flatten(metrics, "eval/"), step=step)
         self.events.write(Evaluated(step=step, metrics=scalars(metrics)))
+        if self.sampler:
+            self.watchdog.progress(Phase.EVAL)
+            samples = self.sampler.generate(self.acc.device, self.acc.autocast)
+            self.watchdog.progress(Phase.TRAIN)
+            if self.acc.is_main_process:
+                self.sampler.log(samples, step, self.events, self.tracker)
         return metrics
 
     @torch.no_grad()

@@ -31,6 +31,13 @@ class Tracker:
         if self.run is not None:
             self.run.log(metrics, step=step)
 
+    def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """A table (generated samples) under `key` at `step`."""
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
+
     def finish(self) -> None:
         if self.run is not None:
             self.run.finish()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from launcher.contract.events import Evaluated
+from launcher.contract.events import Evaluated, Sampled
+from launcher.contract.vocabulary import Strategy
 from tests.conftest import REPO, cli_env
 from tests.e2e.conftest import ALPACA
 from tests.helpers.run_folder import events, of_kind, rank_reports, summary
@@ -18,32 +20,48 @@ pytestmark = pytest.mark.slow
 
 
 def test_alpaca_sft_runs_and_the_model_reloads(run_cli, tiny_llama: Path, tmp_path: Path) -> None:
+    """Sharded (FSDP2) SFT with samples at each evaluation; the final model reloads in
+    transformers and, greedily, continues the logged prompts as the sharded model did."""
     run_dir = tmp_path / "run"
-    result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
+    result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir,
                      "--set", f"model.path='{tiny_llama}'", "--set", "train.max_steps=6",
                      "--set", "data.max_train_samples=200", "--set", "data.max_length=128",
-                     "--set", "tracking.mode=disabled")
+                     "--set", "distributed.strategy=fsdp", "--set", "train.eval_every=3",
+                     "--set", "train.sample_prompts=2", "--set", "train.sample_max_tokens=8",
+                     "--set", "tracking.mode=offline")
     assert result.returncode == 0, result.stdout + result.stderr
     done = summary(run_dir)
-    assert done.steps == 6
+    assert done.steps == 6 and done.strategy == Strategy.FSDP
     assert done.eval["perplexity"] > 1.0
     assert done.data.eval_rows == 10  # 5% of 200, held out by seed
-    reports = rank_reports(run_dir)
-    assert len({r.final_weights_sha256 for r in reports}) == 1
+    held = [r.local_param_numel for r in rank_reports(run_dir)]
+    sampled = of_kind(events(run_dir), Sampled)
+    assert [s.step for s in sampled] == [3, 6] and all(len(s.samples) == 2 for s in sampled)
+    last = sampled[-1].samples
+    assert all(s.reference and s.prompt.endswith("assistant\n") for s in last), last
+    assert "step 6: samples" in result.stdout + result.stderr  # shown while it runs
+    tables = sorted((run_dir / "wandb").glob("offline-run-*/files/media/table/eval/samples_*.json"))
+    assert len(tables) == 2
+    logged = json.loads(tables[-1].read_text())
+    assert [row[2] for row in logged["data"]] == [s.completion for s in last]
     script = f"""
-import torch
+import json, sys
 from transformers import AutoModelForCausalLM, AutoTokenizer
 tok = AutoTokenizer.from_pretrained({str(run_dir / 'final')!r})
 model = AutoModelForCausalLM.from_pretrained({str(run_dir / 'final')!r})
-ids = tok.apply_chat_template([{{"role": "user", "content": "Hi"}}], add_generation_prompt=True,
-                              return_tensors="pt", return_dict=True)["input_ids"]
-out = model.generate(ids, max_new_tokens=5, do_sample=False)
-print(out.shape[1] - ids.shape[1])
+print(sum(p.numel() for p in model.parameters()))
+for prompt in json.loads(sys.stdin.read()):
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False,
+                         pad_token_id=tok.pad_token_id)
+    print(json.dumps(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=cli_env(), cwd=REPO)
+                         env=cli_env(), cwd=REPO, input=json.dumps([s.prompt for s in last]))
     assert out.returncode == 0, out.stderr
-    assert int(out.stdout.strip().splitlines()[-1]) >= 1
+    lines = out.stdout.strip().splitlines()
+    assert [json.loads(line) for line in lines[-2:]] == [s.completion for s in last]
+    assert held == [pytest.approx(int(lines[-3]) / 2, rel=0.05)] * 2  # each rank: half
 
 
 def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> None:
@@ -79,7 +97,8 @@ def test_without_eval_data_no_eval_metric_is_reported(run_cli, tiny_llama: Path,
     result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
                      "--set", f"model.path='{tiny_llama}'", "--set", "train.max_steps=3",
                      "--set", "data.max_train_samples=64", "--set", "data.max_length=128",
-                     "--set", "data.eval_fraction=0.0", "--set", "train.eval_every=1",
+                     "--set", "data.eval_fraction=0.0", "--set", "train.sample_prompts=0",
+                     "--set", "train.eval_every=1",
                      "--set", "train.log_every=1", "--set", "tracking.mode=offline")
     assert result.returncode == 0, result.stdout + result.stderr
     done = summary(run_dir)
