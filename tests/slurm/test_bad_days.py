@@ -37,9 +37,9 @@ KEY = "0123456789abcdef" * 2 + "01234567"  # a well-formed W&B key that no serve
 LONG = ["--set", "data.max_train_samples=4000", "--set", "data.max_eval_samples=64",
         "--set", "train.log_every=1", "--set", "slurm.cpus_per_task=1",
         "--set", 'slurm.time="00:10:00"', "--quiet"]
-# 120 steps, about 3 times what one 2-minute allocation trains (~40-45 steps, measured) between
-# its start-up and Slurm's USR1, 30 s (Slurm checks limits every 30 s) ahead of the limit.
-TIME_LIMITED = ["--set", "train.max_steps=120", "--set", 'slurm.time="00:02:00"',
+# 75 steps, more than what one 2-minute allocation trains (~40-45 steps, measured) between its
+# start-up and Slurm's USR1, 30 s (Slurm checks limits every 30 s) ahead of the limit.
+TIME_LIMITED = ["--set", "train.max_steps=75", "--set", 'slurm.time="00:02:00"',
                 "--set", "slurm.signal_grace_s=30"]
 
 
@@ -66,7 +66,7 @@ def test_a_time_limited_job_finishes_by_itself_with_one_offline_wandb_run(env, t
                  *TIME_LIMITED, "--set", "tracking.timeout_s=10", timeout=1800)
     assert_ok(result)
     record = job(run_dir)
-    assert len(record.requeues) >= 2, record
+    assert len(record.requeues) >= 1, record
     found = events(run_dir)
     starts = of_kind(found, Started)
     assert len(starts) == len(record.requeues) + 1
@@ -124,7 +124,7 @@ def test_max_requeues_ends_the_job(env, slurm_cluster, tmp_path) -> None:
 def test_a_stopped_worker_ends_the_job_on_every_node(env, tmp_path) -> None:
     run_dir = tmp_path / "run"
     assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *LONG,
-                  "--set", "train.hang_timeout_s=60"))
+                  "--set", "train.hang_timeout_s=30"))
     wait_for_event(run_dir, lambda e: isinstance(e, TrainLogged) and e.step >= 2)
     victim = Heartbeat.read(RunFolder(run_dir).heartbeat(1))
     os.kill(victim.pid, signal.SIGSTOP)
@@ -132,7 +132,7 @@ def test_a_stopped_worker_ends_the_job_on_every_node(env, tmp_path) -> None:
     state = ended(env, run_dir, timeout=300)
     took = time.monotonic() - stopped_at
     assert state.startswith("FAILED"), state
-    assert took < 120, f"{took:.0f} s"
+    assert took < 90, f"{took:.0f} s"
     hung = of_kind(events(run_dir), Hung)[0]
     assert [(r.rank, r.host) for r in hung.stalled] == [(1, victim.host)] == [(1, "n2")]
     assert "rank 1 (host n2" in job_log(run_dir)
