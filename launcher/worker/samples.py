@@ -25,7 +25,7 @@ class Sampler:
 
     def __init__(self, task: Task, eval_examples: list[Example], recipe: Recipe, plan: Plan,
                  engine: Engine) -> None:
-        self.task, self.engine, self.plan = task, engine, plan
+        self.task, self.engine = task, engine
         self.max_tokens = recipe.train.sample_max_tokens
         self.prompts = task.sample_prompts(eval_examples)
         self.synced = plan.active_strategy in SHARDED
