@@ -28,6 +28,8 @@ class Sampler:
         self.task, self.engine = task, engine
         self.max_tokens = recipe.train.sample_max_tokens
         self.prompts = task.sample_prompts(eval_examples)
+        # what each prompt is, as text (template and all): decoded once, shown at every eval
+        self.texts = [task.tokenizer.decode(p["input_ids"]) for p, _ in self.prompts]
         self.synced = plan.active_strategy in SHARDED
 
     def __bool__(self) -> bool:
@@ -39,12 +41,11 @@ class Sampler:
         model = self.engine.unwrapped()
         model.eval()
         samples = []
-        for prompt, reference in self.prompts:
+        for (prompt, reference), text in zip(self.prompts, self.texts, strict=True):
             batch = next(batches(self.task, [prompt], 1, device))
             with autocast():
                 completion = self.task.predict(model, batch, self.max_tokens,
                                                synced=self.synced)[0]
-            text = self.task.tokenizer.decode(prompt["input_ids"])
             samples.append(Sample(prompt=text, completion=completion, reference=reference))
         model.train()
         return samples
