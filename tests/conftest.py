@@ -40,3 +40,13 @@ def run_cli() -> RunCli:
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+def assert_one_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Bad input's answer: exit 2, one `error:` line holding every needle, no traceback."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    assert output.count("error:") == 1, output
+    for needle in needles:
+        assert needle in output, f"{needle!r} not in:\n{output}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_env
+from tests.conftest import REPO, assert_one_error, cli_env
 
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
 
@@ -25,12 +25,7 @@ def recipe_copy(tmp_path: Path, extra: str = "", replace: tuple[str, str] | None
 
 
 def assert_clean_failure(result, run_dir: Path, *needles: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    assert "Traceback" not in output
-    assert output.count("error:") == 1, output
-    for needle in needles:
-        assert needle in output, f"{needle!r} not in:\n{output}"
+    assert_one_error(result, *needles)
     assert not run_dir.exists(), "a run folder was written for a bad input"
 
 

@@ -17,7 +17,7 @@ from launcher.contract.run_folder import RunFolder
 from launcher.data.errors import DataError
 from launcher.data.formats import load_rows
 from launcher.errors import UsageError
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_one_error
 
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
 ALPACA = REPO / "recipes" / "alpaca-tiny-llama.toml"
@@ -31,12 +31,7 @@ def dry_run(run_cli, recipe: Path, run_dir: Path, *sets: str) -> Path:
 
 
 def assert_refused(result, run_dir: Path, *needles: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    assert "Traceback" not in output
-    assert output.count("error:") == 1, output
-    for needle in needles:
-        assert needle in output, f"{needle!r} not in:\n{output}"
+    assert_one_error(result, *needles)
     left = [p.name for p in run_dir.glob("*") if p.name.startswith(("eval-", "predictions-"))]
     assert not left, f"bad input wrote {left}"
 
