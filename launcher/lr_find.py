@@ -13,7 +13,7 @@ def conclude(folder: RunFolder, title: str) -> LrFindResult:
     """The suggestion from the workers' curve; writes lr_find.json and lr_find.png."""
     curve = LrCurve.read(folder.lr_curve)
     smooth = smoothed(curve.losses)
-    suggestion = suggest(curve.lrs, smooth)
+    suggestion = suggest(curve.lrs, curve.losses)
     result = LrFindResult(lrs=curve.lrs, losses=curve.losses, smoothed=tuple(smooth),
                           suggested_lr=suggestion.lr, method=suggestion.method)
     result.write(folder.lr_find)

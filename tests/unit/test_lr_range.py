@@ -1,5 +1,5 @@
 """The lr range test's arithmetic on synthetic curves: the ramp, smoothing, divergence, and a
-suggestion where the smoothed loss falls fastest."""
+suggestion where the loss falls fastest, also through noise."""
 
 from __future__ import annotations
 
@@ -39,11 +39,28 @@ def falling_then_diverging(lr: float, steepest_at: float) -> float:
 def test_the_suggestion_is_where_the_smoothed_loss_falls_fastest(steepest_at: float) -> None:
     lrs = [ramp(1e-7, 1.0, 100, step) for step in range(100)]
     losses = [falling_then_diverging(lr, steepest_at) for lr in lrs]
-    curve = smoothed(losses, beta=0.0)  # already smooth: the raw curve
-    found = suggest(lrs, curve)
+    found = suggest(lrs, losses)
     assert found.method == "steepest descent"
     assert abs(math.log10(found.lr / steepest_at)) < 0.1  # within one ramp step (10^0.07)
-    assert found.index < (diverged_at(curve) or len(curve))
+    assert found.index < (diverged_at(smoothed(losses)) or len(losses))
+
+
+@pytest.mark.parametrize(("amplitude", "frequency"), [(0.05, 2.4), (0.15, 2.4), (0.15, 1.3),
+                                                      (0.15, 0.7)])
+def test_noise_does_not_move_the_suggestion(amplitude: float, frequency: float) -> None:
+    """Noise as large as a real run's: the fitted slope still finds the steepest point within
+    two ramp steps, where the steepest point of the EMA-smoothed curve lands a third of a
+    decade or more too high (its lag)."""
+    lrs = [ramp(1e-7, 1.0, 100, step) for step in range(100)]
+    losses = [falling_then_diverging(lr, 1e-4) + amplitude * math.sin(frequency * step)
+              for step, lr in enumerate(lrs)]
+    curve = smoothed(losses)
+    lagging = min(range(10, 60), key=lambda i: (curve[i + 1] - curve[i - 1]) / math.log(
+        lrs[i + 1] / lrs[i - 1]))
+    assert math.log10(lrs[lagging] / 1e-4) > 0.3
+    found = suggest(lrs, losses)
+    assert found.method == "steepest descent"
+    assert abs(math.log10(found.lr / 1e-4)) < 0.15
 
 
 def test_a_curve_that_never_falls_suggests_its_minimum_over_ten() -> None:
