@@ -26,9 +26,11 @@ from launcher.contract.events import (
     TrainLogged,
     read_events,
 )
-from launcher.contract.reports import Summary
+from launcher.contract.plan import Plan
+from launcher.contract.reports import RankReport, Summary
 from launcher.contract.run_folder import RunFolder
 from launcher.errors import LaunchError
+from launcher.plan.sizes import format_bytes
 
 # Not a terminal (logs, CI, pipes): wide enough that tables are not cut.
 console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
@@ -87,8 +89,9 @@ def stopped_text(event: Stopped) -> str:
             f"{event.checkpoint}")
 
 
-def summary_table(summary: Summary) -> Table:
-    """The end-of-run table: final eval and train metrics, steps, tokens, time."""
+def summary_table(summary: Summary, memory: str | None = None) -> Table:
+    """The end-of-run table: final eval and train metrics, steps, tokens, time, and the peak
+    memory of a rank (`memory`, measured against the plan)."""
     table = Table(title="sft-launch: final metrics", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -99,18 +102,33 @@ def summary_table(summary: Summary) -> Table:
              ("samples/s", summary.train_samples_per_s),
              ("time to first step s", summary.time_to_first_step_s),
              ("wall time s", summary.wall_time_s), ("world size", summary.world_size),
-             ("strategy", summary.strategy or "one process")]
+             ("strategy", summary.strategy or "one process"),
+             ("peak memory/rank", memory)]
     for name, value in rows:
         shown = "-" if value is None else f"{value:.4f}" if isinstance(value, float) else value
         table.add_row(name, str(shown))
     return table
 
 
+def peak_memory(folder: RunFolder) -> str | None:
+    """The highest peak of any rank (GPU memory where there is one, else host memory), and the
+    plan's prediction for the strategy that ran: `3.2 GiB (plan 3.0 GiB)`."""
+    reports = [RankReport.read(path) for path in folder.rank_reports()]
+    peaks = [r.peak_device_bytes or r.peak_rss_bytes for r in reports]
+    if not peaks or None in peaks:
+        return None
+    plan = Plan.read(folder.plan)
+    predicted = (plan.memory.estimate_for(plan.strategy, plan.offload).peak_bytes
+                 if plan.memory is not None and plan.active_strategy is not None else 0)
+    shown = format_bytes(max(peaks))
+    return f"{shown} (plan {format_bytes(predicted)})" if predicted else shown
+
+
 def report_end(folder: RunFolder, log: Path, failure: str | None) -> None:
     """The summary table; on failure the log's tail and a LaunchError, else where things are."""
     summary = Summary.read_if_exists(folder.summary)
     if summary is not None:
-        console.print(summary_table(summary))
+        console.print(summary_table(summary, peak_memory(folder)))
     if failure is not None:
         tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
         console.print("\n".join(tail), markup=False, highlight=False)

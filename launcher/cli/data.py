@@ -48,7 +48,8 @@ def preview(
     recipe = recipe_with_cli(recipe_file, set_, None, None)
     splits = load_splits(recipe)
     where = recipe.model.tokenizer or recipe.model.path
-    tokenizer = load_tokenizer(resolve_model_path(where, str(recipe_file)),
+    revision = None if recipe.model.tokenizer else recipe.model.revision
+    tokenizer = load_tokenizer(resolve_model_path(where, str(recipe_file), revision),
                                recipe.model.trust_remote_code)
     names = list(splits.label_map.names) if splits.label_map else None
     examples = preview_rows(splits.train[:rows], tokenizer, recipe, names)

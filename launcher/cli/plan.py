@@ -35,6 +35,9 @@ def plan_command(
         str | None, typer.Option(help="Memory of one device, e.g. 80GiB (default: detected).")
     ] = None,
     set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per strategy (bytes per rank, peak_bytes the "
+        "highest they go) instead of the table.")] = False,
 ) -> None:
     """Show the memory plan: bytes per device for every strategy, and what auto picks.
 
@@ -49,6 +52,10 @@ def plan_command(
     on_cluster = recipe.distributed.nodes > 1 or recipe.slurm.gpus_per_node > 0
     backend = BackendKind.SLURM if on_cluster else BackendKind.LOCAL
     plan = make_plan(recipe, recipe_file=str(recipe_file), backend=backend, gpus_here=0)
+    if as_json:
+        estimates = plan.memory.estimates if plan.memory is not None else ()
+        print(json.dumps([{"label": e.label, **e.to_dict()} for e in estimates], indent=2))
+        return
     console.print(memory_report(plan, recipe))
 
 
@@ -64,8 +71,9 @@ LR_FIND_HELP = (
     "Find a learning rate: the LR range test on the recipe's real data, model and strategy.\n\n"
     "Runs up to --steps optimizer steps with the learning rate rising log-uniformly from --min "
     "to --max (here or on Slurm, as a launch would), and stops once the smoothed loss "
-    "diverges. Suggests train.lr where the smoothed loss falls fastest (or the minimum's lr / "
-    "10) and writes lr_find.json and lr_find.png into the run folder.\n\n"
+    "diverges. Suggests train.lr where the loss falls fastest (the steepest slope of a line "
+    "fitted through 11 neighbouring steps; or the minimum's lr / 10) and writes lr_find.json "
+    "and lr_find.png into the run folder.\n\n"
     "Example: sft-launch lr-find recipes/quickstart.toml --steps 60"
 )
 
@@ -105,6 +113,6 @@ def lr_find(
                    runner.status(folder).ended() + ", no lr curve")
     result = conclude(folder, f"{plan.recipe_name}: lr range test")
     console.print(f"suggested train.lr = {result.suggested_lr:.3g} ({result.method} of the "
-                  f"smoothed loss, {len(result.lrs)} steps); curve in {folder.lr_find}"
+                  f"loss, {len(result.lrs)} steps); curve in {folder.lr_find}"
                   f" and {folder.lr_find.with_suffix('.png')}")
     console.print(f"use it: sft-launch {recipe_file} --set train.lr={result.suggested_lr:.3g}")

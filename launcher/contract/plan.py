@@ -42,6 +42,9 @@ class MemoryEstimate(JsonRecord):
     total_bytes: int
     fits: bool | None  # None when the device memory is not known
     host_bytes: int = 0
+    # The highest a rank's memory goes (host memory on CPU, the device's on GPU): the runtime's
+    # own footprint, then the largest of load, steady state and final save; 0: not predicted.
+    peak_bytes: int = 0
 
     @property
     def label(self) -> str:
@@ -58,6 +61,8 @@ class MemoryPlan:
     device_memory_bytes: int | None
     procs_per_node: int
     estimates: tuple[MemoryEstimate, ...]
+    hidden_size: int | None = None  # with block_parameters: sizes DeepSpeed's buffers
+    block_parameters: int = 0  # one transformer block (0: unknown)
 
     def estimate_for(self, strategy: Strategy, offload: tuple[Offload, ...]) -> MemoryEstimate:
         return next(e for e in self.estimates

@@ -38,7 +38,10 @@ class RankReport(JsonRecord):
     strategy: Strategy | None = None  # None: one plain process
     local_param_numel: int = 0
     held_bytes: HeldBytes | None = None
-    peak_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None  # the process's high-water mark, host memory
+    loaded_rss_bytes: int | None = None  # the same, once the model is loaded and sharded
+    trained_rss_bytes: int | None = None  # the same, after training, before the final save
+    peak_device_bytes: int | None = None  # GPU: the most the allocator held (None on CPU)
     final_weights_sha256: str | None = None  # replicated strategies: equal on every rank
 
 

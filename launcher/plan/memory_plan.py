@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from launcher.contract.plan import MemoryPlan
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
 from launcher.errors import RecipeError
+from launcher.plan.lora_size import lora_trainable
 from launcher.plan.memory import CANDIDATES, DoesNotFit, choose_strategy, estimate
 from launcher.plan.model_shape import ModelShape, read_model_shape
 from launcher.plan.sizes import parse_bytes
@@ -62,20 +64,26 @@ def model_shape(recipe: Recipe, model_path: str) -> ModelShape | None:
 
 def memory_plan(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
                 procs_per_node: int, micro: int, precision: Precision,
-                device_memory: int | None) -> MemoryPlan | None:
+                device_memory: int | None, device: Device) -> MemoryPlan | None:
     """Estimates for every strategy at this world size (what plan.json records)."""
     if shape is None:
         return None
+    lora = recipe.model.lora
+    trainable = lora_trainable(shape, lora) if lora is not None else None
+    if trainable is not None:  # peft keeps a trainable copy of the head beside the original
+        shape = dataclasses.replace(shape, num_parameters=shape.num_parameters + trainable)
     estimates = tuple(
         estimate(shape, strategy=strategy, offload=offload, world_size=world_size,
                  micro_batch_size=micro, seq_len=recipe.data.max_length, precision=precision,
                  activation_checkpointing=recipe.train.activation_checkpointing,
-                 device_memory_bytes=device_memory)
+                 device_memory_bytes=device_memory, device=device,
+                 trainable_parameters=trainable)
         for strategy, offload in CANDIDATES
     )
     return MemoryPlan(model_parameters=shape.num_parameters, approximate=shape.approximate,
                       device_memory_bytes=device_memory, procs_per_node=procs_per_node,
-                      estimates=estimates)
+                      estimates=estimates, hidden_size=shape.hidden_size,
+                      block_parameters=shape.block_parameters)
 
 
 def auto_strategy(shape: ModelShape | None, *, recipe: Recipe, world_size: int,

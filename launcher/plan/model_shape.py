@@ -46,6 +46,9 @@ class ModelShape:
     num_labels: int = 2
     block_parameters: int = 0  # one transformer block
     approximate: bool = False  # True when num_parameters is the generic estimate
+    # Every nn.Linear peft's "all-linear" adapts: (name, in, out, how many); () when unknown.
+    linears: tuple[tuple[str, int, int, int], ...] = ()
+    head_parameters: int = 0  # the task head (classifier / score), which LoRA trains in full
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,41 @@ def read_model_shape(
             num_labels=count.labels,
             block_parameters=count.block,
             approximate=count.approximate,
+            linears=_linears(config, count.head),
+            head_parameters=_task_head(config, count.head, count.labels),
         )
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
+
+def _linears(config: dict, head: str) -> tuple[tuple[str, int, int, int], ...]:
+    """The linear layers LoRA can adapt (no lm_head or task head), per family; () if unknown."""
+    model_type, layers = config.get("model_type"), config.get("num_hidden_layers", 0)
+    if model_type in _DECODERS:
+        h, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
+        inter = _get(config, "intermediate_size")
+        dim = config.get("head_dim") or h // heads
+        q, kv = heads * dim, (config.get("num_key_value_heads") or heads) * dim
+        block = (("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h),
+                 ("gate_proj", h, inter), ("up_proj", h, inter), ("down_proj", inter, h))
+        return tuple((name, i, o, layers) for name, i, o in block)
+    if model_type in _ENCODERS:
+        h, inter = _get(config, "hidden_size"), _get(config, "intermediate_size")
+        block = (("query", h, h, layers), ("key", h, h, layers), ("value", h, h, layers),
+                 ("dense", h, h, layers), ("dense", h, inter, layers),
+                 ("dense", inter, h, layers))
+        pooler = model_type == "bert" and head in ("sequence_classification", "none")
+        return block + ((("dense", h, h, 1),) if pooler else ())
+    return ()
+
+
+def _task_head(config: dict, head: str, labels: int) -> int:
+    """Parameters of a classification head (score or classifier); 0 for the others."""
+    if head not in ("sequence_classification", "token_classification"):
+        return 0
+    h = _get(config, "hidden_size", "n_embd")
+    bias = config.get("model_type") not in _DECODERS or head == "token_classification"
+    dense = (h * h + h if config.get("model_type") in ("roberta", "xlm-roberta")
+             and head == "sequence_classification" else 0)  # RoBERTa's classifier.dense
+    return dense + h * labels + (labels if bias else 0)
+

@@ -15,6 +15,7 @@ from launcher.contract.plan import Batch, Plan, WorldSpan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, Device, Offload, Precision, TrackingMode
 from launcher.errors import RecipeError, UsageError
+from launcher.plan.hub import hub_snapshot, is_hub_id
 from launcher.plan.memory_plan import (
     auto_strategy,
     device_memory_bytes,
@@ -35,7 +36,7 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_he
                           f"use --procs-per-node {gpus_here}")
     precision = _precision(recipe, device, recipe_file)
     batch = batch_arithmetic(recipe, world, recipe_file)
-    model_path = resolve_model_path(recipe.model.path, recipe_file)
+    model_path = resolve_model_path(recipe.model.path, recipe_file, recipe.model.revision)
     tokenizer = recipe.model.tokenizer
     shape = model_shape(recipe, model_path)
     device_memory = device_memory_bytes(recipe, device, recipe_file)
@@ -60,11 +61,12 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_he
         strategy_reason=reason,
         batch=batch,
         model_path=model_path,
-        tokenizer_path=resolve_model_path(tokenizer, recipe_file) if tokenizer else model_path,
+        tokenizer_path=(resolve_model_path(tokenizer, recipe_file, None, "model.tokenizer")
+                        if tokenizer else model_path),
         tracking_mode=tracking_mode(recipe.tracking.mode),
         threads_per_proc=max(1, _cpus_per_node(recipe, backend) // dist.procs_per_node),
         offload=offload,
-        memory=memory_plan(shape, **sizes),
+        memory=memory_plan(shape, device=device, **sizes),
         world_history=(WorldSpan(from_step=0, nodes=dist.nodes,
                                  procs_per_node=dist.procs_per_node),),
     )
@@ -136,8 +138,12 @@ def tracking_mode(mode: str) -> TrackingMode:
     return TrackingMode.ONLINE if os.environ.get("WANDB_API_KEY") else TrackingMode.OFFLINE
 
 
-def resolve_model_path(value: str, recipe_file: str) -> str:
-    """`package:<module>` -> the folder its get_model_path() names; other values unchanged."""
+def resolve_model_path(value: str, recipe_file: str, revision: str | None,
+                       key: str = "model.path") -> str:
+    """`package:<module>` -> the folder its get_model_path() names; a Hub id -> its snapshot
+    in the Hugging Face cache (fetched first if need be); a local folder unchanged."""
+    if is_hub_id(value):
+        return hub_snapshot(value, revision, recipe_file, key)
     if not value.startswith("package:"):
         return value
     module_name = value.removeprefix("package:")

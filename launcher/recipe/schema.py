@@ -65,9 +65,9 @@ class LoraSettings(Section):
 
 class ModelSettings(Section):
     path: str = Field(
-        description="Local folder, hub id, or 'package:<module>' for a model shipped in a Python "
-        "package (its get_model_path() is used)."
-    )
+        description="Local folder, Hub id ('org/name', fetched into the HF cache where the run "
+        "is planned), or 'package:<module>' (a Python package's get_model_path()).")
+    revision: str | None = Field(None, description="Hub id only: branch, tag or commit.")
     tokenizer: str | None = Field(None, description="Tokenizer location; defaults to model.path.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="dtype the weights are loaded in; auto follows train.precision."
@@ -81,6 +81,10 @@ class ModelSettings(Section):
 
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
     lora: LoraSettings | None = None
+    max_shard_size: str = Field(
+        "5GB", pattern=r"^[0-9]+(KB|MB|GB|KiB|MiB|GiB)$",
+        description="Largest safetensors file of the final model ('5GB', '500MiB'); more "
+        "weights: several files and an index, as on the Hub.")
 
 
 class TaskSettings(Section):

@@ -11,6 +11,7 @@ import tomli_w
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, Offload, Strategy
+from launcher.plan.memory import deepspeed_buckets
 from launcher.recipe.schema import Recipe
 from launcher.render.sbatch import render_job_script
 from launcher.render.templates import environment
@@ -47,6 +48,8 @@ def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
         "zero_stage": zero_stage,
         "offload_optimizer": Offload.OPTIMIZER in plan.offload and zero_stage == 3,
         "offload_params": Offload.PARAMS in plan.offload and zero_stage == 3,
+        "buckets": (deepspeed_buckets(plan.memory.hidden_size, plan.memory.block_parameters)
+                    if plan.memory else {}),
     }
     job_script = render_job_script(env, context) if plan.backend is BackendKind.SLURM else None
     for sub in (folder.path, folder.logs, folder.checkpoints):

@@ -80,7 +80,9 @@ class Task(ABC):
         """What a labelled row says `predict` should give (None: nothing to compare to)."""
 
     @abstractmethod
-    def load_model(self, prepared: Prepared) -> torch.nn.Module: ...
+    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+        """The pretrained model with the task's head; `meta`: the same architecture with no
+        weights (parameters on the meta device, for a sharded load)."""
 
     @abstractmethod
     def collate(self, examples: list[dict[str, Any]]) -> Batch: ...
@@ -129,6 +131,25 @@ def evaluate_examples(task: Task, model: torch.nn.Module, examples: Sequence[Exa
         total.predictions.extend(out.predictions)
         total.references.extend(out.references)
     return total
+
+
+def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool,
+               **config: Any) -> torch.nn.Module:
+    """`auto_class.from_pretrained` of the recipe's model, or with `meta` the same model with
+    its parameters on the meta device (buffers stay real: rotary tables, position ids), built
+    from the config alone: no weight is read and no memory is taken."""
+    options = {"trust_remote_code": recipe.model.trust_remote_code,
+               "attn_implementation": recipe.model.attn_implementation}
+    dtype = model_dtype(recipe, plan)
+    if not meta:
+        return auto_class.from_pretrained(plan.model_path, dtype=dtype, **options, **config)
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(
+        plan.model_path, trust_remote_code=recipe.model.trust_remote_code, **config)
+    with init_empty_weights(include_buffers=False):
+        return auto_class.from_config(model_config, dtype=dtype, **options)
 
 
 def model_dtype(recipe: Recipe, plan: Plan) -> torch.dtype:

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from launcher.data.chat import IGNORE_INDEX, EncodeStats, encode_rows, render, resolve_template
 from launcher.data.packing import pack_indices, packed_collator, prepare_for_packing
 from launcher.data.splits import load_splits
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, model_dtype
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
 
 
 class CausalLM(Task):
@@ -99,13 +99,8 @@ class CausalLM(Task):
         return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                            skip_special_tokens=True)
 
-    def load_model(self, prepared: Prepared) -> torch.nn.Module:
-        model = AutoModelForCausalLM.from_pretrained(
-            self.plan.model_path,
-            dtype=model_dtype(self.recipe, self.plan),
-            trust_remote_code=self.recipe.model.trust_remote_code,
-            attn_implementation=self.recipe.model.attn_implementation,
-        )
+    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+        model = pretrained(AutoModelForCausalLM, self.recipe, self.plan, meta)
         model.config.use_cache = False  # training: no KV cache (and packing needs none)
         if self.recipe.task.packing:
             prepare_for_packing(model)

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from launcher.data.splits import load_splits
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, model_dtype
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
 
 
 class SequenceClassification(Task):
@@ -44,17 +44,13 @@ class SequenceClassification(Task):
                                       strict=True)
         ]
 
-    def load_model(self, prepared: Prepared) -> torch.nn.Module:
+    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
         self.names = names = list(prepared.label_names or [])
-        num_labels = self.recipe.task.num_labels or len(names)
-        return AutoModelForSequenceClassification.from_pretrained(
-            self.plan.model_path,
-            num_labels=num_labels,
+        return pretrained(
+            AutoModelForSequenceClassification, self.recipe, self.plan, meta,
+            num_labels=self.recipe.task.num_labels or len(names),
             id2label=dict(enumerate(names)) if names else None,
             label2id={n: i for i, n in enumerate(names)} if names else None,
-            dtype=model_dtype(self.recipe, self.plan),
-            trust_remote_code=self.recipe.model.trust_remote_code,
-            attn_implementation=self.recipe.model.attn_implementation,
         )
 
     def collate(self, examples: list[dict[str, Any]]) -> Batch:

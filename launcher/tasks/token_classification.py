@@ -12,7 +12,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from launcher.data.splits import load_splits
 from launcher.errors import UsageError
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, model_dtype
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
 
 IGNORE_INDEX = -100
 OUTSIDE = "O"
@@ -78,17 +78,14 @@ class TokenClassification(Task):
                                        else {}))
         return examples
 
-    def load_model(self, prepared: Prepared) -> torch.nn.Module:
+    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
         """The encoder with a fresh tagging head; its tag names also decode eval predictions."""
         self.names = names = list(prepared.label_names or [])
-        return AutoModelForTokenClassification.from_pretrained(
-            self.plan.model_path,
+        return pretrained(
+            AutoModelForTokenClassification, self.recipe, self.plan, meta,
             num_labels=len(names),
             id2label=dict(enumerate(names)),
             label2id={name: i for i, name in enumerate(names)},
-            dtype=model_dtype(self.recipe, self.plan),
-            trust_remote_code=self.recipe.model.trust_remote_code,
-            attn_implementation=self.recipe.model.attn_implementation,
         )
 
     def collate(self, examples: list[dict[str, Any]]) -> Batch:

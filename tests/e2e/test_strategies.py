@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 STEPS, SAVE_EVERY = 6, 3
 # fp32 on CPU; differences come from the order of floating-point reductions only.
 WEIGHT_TOLERANCE, EVAL_LOSS_TOLERANCE = 1e-4, 1e-3
+SHARD_SIZE = "30MB"
 
 
 def label(strategy: Strategy, offload: tuple[Offload, ...]) -> str:
@@ -40,6 +42,8 @@ def launch(name: str, run_dir: Path, *extra: str) -> subprocess.CompletedProcess
             "--set", "data.max_train_samples=192", "--set", "data.max_eval_samples=64",
             "--set", f"train.max_steps={STEPS}", "--set", f"train.save_every={SAVE_EVERY}",
             "--set", "train.log_every=1", "--set", "tracking.mode=disabled", *extra]
+    if name != "ddp":  # the final model in several files (MiniLM is ~91 MB in fp32)
+        args += ["--set", f"model.max_shard_size={SHARD_SIZE}"]
     return subprocess.run(args, cwd=REPO, env=cli_env(), capture_output=True, text=True,
                           timeout=600)
 
@@ -79,6 +83,24 @@ def final_weights_base(run_dir: Path) -> dict:
 
     return AutoModelForSequenceClassification.from_pretrained(plan(run_dir).model_path,
                                                               num_labels=2).state_dict()
+
+
+@pytest.mark.parametrize("name", ["fsdp", "zero3"])
+def test_final_model_is_sharded_safetensors_with_the_models_own_names(
+        runs: dict[str, Path], name: str) -> None:
+    """`model.max_shard_size` splits the consolidated model into files transformers loads (the
+    weights are compared above); every tensor keeps the name DDP's single file gives it."""
+    from safetensors import safe_open
+
+    final = runs[name] / "final"
+    files = sorted(final.glob("model-*-of-*.safetensors"))
+    index = json.loads((final / "model.safetensors.index.json").read_text())
+    assert len(files) >= 2
+    assert set(index["weight_map"].values()) == {f.name for f in files}
+    with safe_open(runs["ddp"] / "final" / "model.safetensors", "pt") as single:
+        names = set(single.keys())
+    assert set(index["weight_map"]) == names
+    assert not any(part in ("gamma", "beta") for n in names for part in n.split("."))
 
 
 @pytest.mark.parametrize("name", LAYOUTS)

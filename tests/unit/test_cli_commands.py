@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_one_error, cli_env
 
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
 LLAMA_70B = {
@@ -49,10 +49,11 @@ def test_plan_sizes_a_70b_model_across_nodes(run_cli, tmp_path: Path) -> None:
     assert "device memory: 80.0 GiB; strategy: fsdp (auto:" in result.stderr
 
 
-def test_plan_without_a_local_config(run_cli) -> None:
-    result = run_cli("plan", QUICKSTART, "--set", "model.path='org/not-here'")
-    assert result.returncode == 0, result.stderr
-    assert "no memory estimate" in result.stderr
+def test_plan_of_a_hub_id_not_in_the_offline_cache(run_cli, tmp_path: Path) -> None:
+    result = run_cli("plan", QUICKSTART, "--set", "model.path='org/not-here'",
+                     env=cli_env(HF_HOME=str(tmp_path)))
+    assert_one_error(result, "model.path", "org/not-here is not in the Hugging Face cache",
+                     str(tmp_path / "hub"))
 
 
 def test_schema_is_json_schema_of_the_recipe(run_cli) -> None:

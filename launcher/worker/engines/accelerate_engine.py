@@ -40,7 +40,7 @@ class AccelerateEngine(Engine):
         deepspeed = None
         if self.zero_stage:
             config = json.loads((run_dir / "deepspeed.json").read_text())
-            deepspeed = DeepSpeedPlugin(hf_ds_config=config)
+            deepspeed = DeepSpeedPlugin(hf_ds_config=config, zero3_init_flag=self.zero_stage == 3)
         self.accelerator = Accelerator(
             cpu=plan.device is Device.CPU and not self.zero_stage,
             mixed_precision=plan.precision.accelerate_name,
@@ -50,7 +50,10 @@ class AccelerateEngine(Engine):
             project_dir=str(run_dir),
         )
 
-    def prepare(self, model, make_optimizer, make_scheduler):
+    def prepare(self, build_model, make_optimizer, make_scheduler):
+        # Under ZeRO-3 the plugin's zero3_init_flag makes from_pretrained build the model in
+        # deepspeed.zero.Init: each rank allocates only its partition of every parameter.
+        model = build_model(False)
         self.model, self.optimizer = self.accelerator.prepare(model, make_optimizer(model))
         # After prepare: ZeRO-3 regroups the parameters of the optimizer it wraps.
         self.scheduler = make_scheduler(self.optimizer)

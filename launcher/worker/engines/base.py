@@ -24,6 +24,7 @@ from launcher.contract.reports import HeldBytes
 from launcher.contract.vocabulary import Offload, Strategy
 from launcher.worker.shards import local_shard
 
+ModelFactory = Callable[[bool], torch.nn.Module]  # meta=True: no weights, for a sharded load
 OptimizerFactory = Callable[[torch.nn.Module], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -46,9 +47,10 @@ class Engine(ABC):
         self.plan = plan
 
     @abstractmethod
-    def prepare(self, model: torch.nn.Module, make_optimizer: OptimizerFactory,
+    def prepare(self, build_model: ModelFactory, make_optimizer: OptimizerFactory,
                 make_scheduler: SchedulerFactory) -> Any:
-        """Wrap/shard the model, build the optimizer on the result; returns the scheduler."""
+        """Build the model as the strategy loads it (whole, or each rank its shard), wrap or
+        shard it, build the optimizer on the result; returns the scheduler."""
 
     @abstractmethod
     def micro_step(self, last: bool) -> contextlib.AbstractContextManager:

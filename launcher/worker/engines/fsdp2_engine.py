@@ -1,8 +1,10 @@
 """torch FSDP2: `fully_shard` on every transformer block, then the root, over a 1-D device mesh.
 
-The same code on GPUs (NCCL) and CPUs (gloo): Accelerate's own FSDP never activates on a CPU
-host. Checkpoints use torch.distributed.checkpoint (each rank writes its shards); the final
-model is gathered to rank 0 only, tensor by tensor, through CPU.
+The model is built on the meta device and sharded before any weight exists; rank 0 then reads
+the pretrained weights and broadcasts them, each rank keeping its shard (as torchtune's
+`load_from_full_model_state_dict`). The same code on GPUs (NCCL) and CPUs (gloo): Accelerate's
+own FSDP never activates on a CPU host. Checkpoints use torch.distributed.checkpoint (each rank
+writes its shards); the final model is gathered to rank 0 only, tensor by tensor, through CPU.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from accelerate import Accelerator
 
 from launcher.contract.reports import HeldBytes
 from launcher.contract.vocabulary import Device, Precision, Strategy
+from launcher.worker.allocator import big_blocks_returned
 from launcher.worker.engines import dcp_checkpoint
 from launcher.worker.engines.base import (
     Engine,
+    ModelFactory,
     group_kwargs,
     numel_bytes,
     optimizer_state_tensors,
@@ -38,7 +42,7 @@ class Fsdp2Engine(Engine):
             project_dir=str(run_dir),
         )
 
-    def prepare(self, model, make_optimizer, make_scheduler):
+    def prepare(self, build_model, make_optimizer, make_scheduler):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -47,10 +51,13 @@ class Fsdp2Engine(Engine):
         if self.plan.precision.is_half:
             policy = MixedPrecisionPolicy(param_dtype=HALF[self.plan.precision],
                                           reduce_dtype=torch.float32)
-        model = model.to(self.accelerator.device)
+        with torch.random.fork_rng(devices=[]):  # no weights, no random numbers drawn
+            model = build_model(True)  # every rank: the architecture on the meta device
         for block in transformer_blocks(model):
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
+        with big_blocks_returned():
+            load_sharded(model, build_model if self.accelerator.is_main_process else None)
         self.model = model
         self.optimizer = make_optimizer(model)
         self.scheduler = make_scheduler(self.optimizer)
@@ -100,6 +107,26 @@ class Fsdp2Engine(Engine):
         return HeldBytes(params=numel_bytes(iter(params)), grads=numel_bytes(iter(grads)),
                          optimizer_state=numel_bytes(optimizer_state_tensors(self.optimizer)),
                          master_params=0)
+
+
+def load_sharded(model: torch.nn.Module, build_model: ModelFactory | None) -> None:
+    """Fill a sharded meta-device `model` with the pretrained weights: rank 0 (the one given
+    `build_model`) loads the whole model on the host and broadcasts it tensor by tensor; every
+    rank keeps only its shard of each. No rank but 0 ever holds a full copy, and rank 0 holds
+    one on the host only, never on the device."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full = build_model(False).state_dict() if build_model is not None else {}
+    # Every rank continues with the random state rank 0 has after building (fresh heads drew
+    # from it), as under DDP, where every rank builds: the same dropout masks, the same run.
+    state = [torch.get_rng_state()]
+    torch.distributed.broadcast_object_list(state, src=0)
+    torch.set_rng_state(state[0])
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True,
+                                                               broadcast_from_rank0=True))
+    del full
+    if hasattr(model, "tie_weights"):  # a load by assignment unties shared embeddings
+        model.tie_weights()
 
 
 def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
