@@ -29,7 +29,7 @@ from __future__ import annotations
 from launcher.contract.vocabulary import Device, Offload, Strategy
 
 MIB = 2**20
-RUNTIME_BYTES = {Device.CPU: 500 * MIB, Device.CUDA: 0}
+RUNTIME_BYTES = {Device.CPU: 600 * MIB, Device.CUDA: 0}
 DEEPSPEED_RUNTIME_BYTES = {Device.CPU: 200 * MIB, Device.CUDA: 0}
 
 

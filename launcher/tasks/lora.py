@@ -15,8 +15,9 @@ PEFT_TASK_TYPES = {
 }
 
 
-def apply_lora(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
-    """`model` with LoRA adapters as `[model.lora]` says; `model` itself when it says nothing."""
+def apply_lora(model: torch.nn.Module, recipe: Recipe, announce: bool = True) -> torch.nn.Module:
+    """`model` with LoRA adapters as `[model.lora]` says; `model` itself when it says nothing.
+    `announce`: print the trainable count (rank 0; not for a meta-device twin)."""
     lora = recipe.model.lora
     if lora is None:
         return model
@@ -27,7 +28,7 @@ def apply_lora(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
                         task_type=PEFT_TASK_TYPES[recipe.task.kind])
     model = get_peft_model(model, config)
     trainable, total = param_counts(model)
-    if PartialState().is_main_process:
+    if announce and PartialState().is_main_process:
         print(f"LoRA r={lora.r} alpha={lora.alpha} on {lora.target_modules}: {trainable:,} "
               f"trainable of {total:,} parameters ({100 * trainable / total:.2f}%)", flush=True)
     return model

@@ -70,7 +70,8 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
                          f"batch ({plan.batch.global_size})")
     total_steps = (plan.lr_find.steps if plan.lr_find else
                    recipe.train.max_steps or math.ceil(recipe.train.epochs * steps_per_epoch))
-    scheduler = engine.prepare(lambda meta: apply_lora(task.load_model(prepared, meta), recipe),
+    scheduler = engine.prepare(lambda meta: apply_lora(task.load_model(prepared, meta), recipe,
+                                                       announce=not meta),
                                lambda m: make_optimizer(m, recipe),
                                lambda optimizer: make_scheduler(optimizer, recipe, total_steps,
                                                                 plan.lr_find))
