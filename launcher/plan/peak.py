@@ -5,12 +5,13 @@
 of three moments. With W = the whole model's weights, G = all its gradients (trainable
 parameters only), N = world size, B = one transformer block's weights + gradients:
 
-    moment  ddp / one process   zero2           fsdp                        zero3
+    moment  ddp                 zero2           fsdp                        zero3
     load    W + G               S - A           W + W / N (rank 0 reads W)  S - A
     train   S + G               S + bucket      S + 2B                      S + 2B + bucket
     save    S                   S               S - A + W                   S - A + W
 
-- DDP's reducer keeps its own copy of the gradients (G), from the wrap on.
+- DDP's reducer keeps its own copy of the gradients (G), from the wrap on; one process alone
+  has no wrapper: W to load, S to train.
 - DeepSpeed builds its optimizer state (partitions) at start-up, so a ZeRO rank holds its whole
   training state once loaded; ZeRO-3 builds the model partitioned (zero.Init).
 - FSDP2 and ZeRO-3 hold one block unsharded while it computes and prefetch the next (2B);
@@ -41,7 +42,9 @@ def peak_bytes(*, strategy: Strategy, offload: tuple[Offload, ...], device: Devi
     runtime = RUNTIME_BYTES[device] + (DEEPSPEED_RUNTIME_BYTES[device]
                                        if strategy.uses_deepspeed else 0)
     state = held - activations
-    if world_size == 1 or strategy is Strategy.DDP:
+    if world_size == 1:  # one plain process: no wrapper, no buckets
+        moments = (weights, held, held)
+    elif strategy is Strategy.DDP:
         moments = (weights + gradients, held + gradients, held)
     elif strategy is Strategy.ZERO2:
         moments = (state, held + bucket, held)

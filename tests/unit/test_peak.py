@@ -1,0 +1,62 @@
+"""The plan's peak per rank (launcher.plan.peak), on a 7B Llama's config: what it adds to what a
+rank holds, and what sharding saves. Measured against real runs by bench/memory_bench.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
+from launcher.plan.memory import CANDIDATES, estimate
+from launcher.plan.model_shape import ModelShape, read_model_shape
+from launcher.plan.peak import DEEPSPEED_RUNTIME_BYTES, RUNTIME_BYTES
+from tests.unit.test_memory import LLAMA_7B
+
+
+@pytest.fixture
+def llama_7b(tmp_path: Path) -> ModelShape:
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_7B))
+    return read_model_shape(tmp_path)
+
+
+def peak(shape: ModelShape, strategy: Strategy, offload: tuple[Offload, ...] = (),
+         world_size: int = 8, device: Device = Device.CUDA) -> tuple[int, int]:
+    """(peak_bytes, total_bytes) of a bf16 rank, micro batch 1 x 2048 tokens."""
+    est = estimate(shape, strategy=strategy, offload=offload, world_size=world_size,
+                   micro_batch_size=1, seq_len=2048, precision=Precision.BF16,
+                   activation_checkpointing=True, device=device)
+    return est.peak_bytes, est.total_bytes
+
+
+@pytest.mark.parametrize("device", list(Device))
+@pytest.mark.parametrize(("strategy", "offload"), CANDIDATES)
+def test_the_peak_covers_what_a_rank_holds_and_the_runtime(llama_7b: ModelShape, device: Device,
+                                                           strategy: Strategy,
+                                                           offload: tuple[Offload, ...]) -> None:
+    found, total = peak(llama_7b, strategy, offload, device=device)
+    runtime = RUNTIME_BYTES[device] + (DEEPSPEED_RUNTIME_BYTES[device]
+                                       if strategy.uses_deepspeed else 0)
+    assert found >= total + runtime
+
+
+def test_ddp_adds_its_gradient_buckets_and_one_process_does_not(llama_7b: ModelShape) -> None:
+    ddp, total = peak(llama_7b, Strategy.DDP)
+    gradients = 2 * llama_7b.num_parameters  # bf16
+    assert ddp == total + gradients
+    alone, total_alone = peak(llama_7b, Strategy.DDP, world_size=1)
+    assert alone == total_alone
+
+
+def test_sharding_brings_the_peak_below_ddp(llama_7b: ModelShape) -> None:
+    ddp, _ = peak(llama_7b, Strategy.DDP)
+    for strategy in (Strategy.FSDP, Strategy.ZERO3):
+        assert peak(llama_7b, strategy)[0] < 0.7 * ddp, strategy
+
+
+def test_fsdp_rank_zero_gathers_the_whole_model_to_save_it(llama_7b: ModelShape) -> None:
+    """At 8 ranks a rank holds 1/8 of the state; the final save adds the whole bf16 model."""
+    found, total = peak(llama_7b, Strategy.FSDP)
+    assert found >= 2 * llama_7b.num_parameters
+    assert found > total + llama_7b.num_parameters
