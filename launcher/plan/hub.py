@@ -8,8 +8,6 @@ local folder; the job itself never contacts the Hub (its environment sets HF_HUB
 
 from __future__ import annotations
 
-import os
-
 from launcher.errors import RecipeError
 
 # What a training run reads from a model repository: configs, tokenizer, safetensors weights.
@@ -25,13 +23,12 @@ def is_hub_id(value: str) -> bool:
 def hub_snapshot(repo_id: str, revision: str | None, recipe_file: str, key: str) -> str:
     """The local folder of `repo_id` at `revision` in the Hugging Face cache, downloaded first
     when it is not there (offline, HF_HUB_OFFLINE=1: the cache alone)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
     try:
         return snapshot_download(repo_id, revision=revision, allow_patterns=list(FILES))
     except Exception as err:  # offline and not cached, unknown repo or revision, no network
-        cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-            os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+        cache = constants.HF_HUB_CACHE
         raise RecipeError(
             recipe_file, key,
             f"{repo_id}{'@' + revision if revision else ''} is not in the Hugging Face cache "

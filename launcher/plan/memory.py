@@ -158,7 +158,8 @@ def estimate(
     total = params + grads + optim + activations
     fits = (None if device_memory_bytes is None
             else total <= int(device_memory_bytes * USABLE_FRACTION))
-    bucket = g_bytes * shape.hidden_size ** 2 if strategy.uses_deepspeed else 0
+    buckets = deepspeed_buckets(shape.hidden_size, shape.block_parameters)
+    bucket = g_bytes * buckets.get("reduce_bucket_size", 0) if strategy.uses_deepspeed else 0
     peak = peak_bytes(strategy=strategy, offload=offload, device=device, world_size=world_size,
                       weights=p_bytes * total_params, gradients=g_bytes * trainable,
                       held=total, activations=activations,

@@ -70,7 +70,7 @@ def memory_plan(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
         return None
     lora = recipe.model.lora
     trainable = lora_trainable(shape, lora) if lora is not None else None
-    if trainable is not None:  # peft keeps a trainable copy of the head beside the original
+    if trainable is not None:  # the adapters and peft's copy of the head are extra parameters
         shape = dataclasses.replace(shape, num_parameters=shape.num_parameters + trainable)
     estimates = tuple(
         estimate(shape, strategy=strategy, offload=offload, world_size=world_size,

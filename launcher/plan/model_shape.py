@@ -101,11 +101,16 @@ def _decoder_head(head: str, h: int, vocab: int, labels: int, tied: bool) -> int
     }[head]
 
 
+def _attention_widths(config: dict) -> tuple[int, int]:
+    """A decoder's query and key/value projection widths (grouped-query attention aware)."""
+    h, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
+    dim = config.get("head_dim") or h // heads
+    return heads * dim, (config.get("num_key_value_heads") or heads) * dim
+
+
 def _count_llama(config: dict, head: str, labels: int) -> tuple[int, int]:
     h = _get(config, "hidden_size")
-    heads = _get(config, "num_attention_heads")
-    q = heads * (config.get("head_dim") or h // heads)
-    kv = (config.get("num_key_value_heads") or heads) * (config.get("head_dim") or h // heads)
+    q, kv = _attention_widths(config)
     inter = _get(config, "intermediate_size")
     vocab = _get(config, "vocab_size")
     model_type = config.get("model_type")
@@ -210,10 +215,8 @@ def _linears(config: dict, head: str) -> tuple[tuple[str, int, int, int], ...]:
     """The linear layers LoRA can adapt (no lm_head or task head), per family; () if unknown."""
     model_type, layers = config.get("model_type"), config.get("num_hidden_layers", 0)
     if model_type in _DECODERS:
-        h, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
-        inter = _get(config, "intermediate_size")
-        dim = config.get("head_dim") or h // heads
-        q, kv = heads * dim, (config.get("num_key_value_heads") or heads) * dim
+        h, inter = _get(config, "hidden_size"), _get(config, "intermediate_size")
+        q, kv = _attention_widths(config)
         block = (("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h),
                  ("gate_proj", h, inter), ("up_proj", h, inter), ("down_proj", inter, h))
         return tuple((name, i, o, layers) for name, i, o in block)
@@ -232,8 +235,9 @@ def _task_head(config: dict, head: str, labels: int) -> int:
     if head not in ("sequence_classification", "token_classification"):
         return 0
     h = _get(config, "hidden_size", "n_embd")
-    bias = config.get("model_type") not in _DECODERS or head == "token_classification"
+    if config.get("model_type") in _DECODERS:
+        return _decoder_head(head, h, 0, labels, tied=True)
     dense = (h * h + h if config.get("model_type") in ("roberta", "xlm-roberta")
              and head == "sequence_classification" else 0)  # RoBERTa's classifier.dense
-    return dense + h * labels + (labels if bias else 0)
+    return dense + h * labels + labels
 
