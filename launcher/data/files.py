@@ -10,6 +10,8 @@ any process starts. Readers, chosen by file extension unless named explicitly:
 - ``csv`` / ``tsv``: a header line naming the columns, then one record per row. TSV fields are
   taken verbatim (no quoting), so quotes inside sentences survive.
 - ``parquet``: one record per row; the origin is the 0-based row index.
+- ``hf:`` sources (not files): the rows of a Hub dataset split, see `launcher.data.hub_data`;
+  the origin is the 0-based row index.
 - ``conll``: one ``token<TAB or space>tag`` per line (extra middle columns are ignored), sentences
   split by blank or whitespace-only lines, ``-DOCSTART-`` lines skipped. A record is
   ``{"tokens": [...], "tags": [...]}`` whose origin is the line of its first token.
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
+from launcher.data.hub_data import HubData, is_hub_data
 
 READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll")
 _BY_SUFFIX = {f".{name}": name for name in READERS}
@@ -59,9 +62,15 @@ def reader_for(path: str | Path, reader: str | None = None) -> str:
 
 
 def read_records(
-    path: str | Path, reader: str | None = None, on_bad_row: BadRowPolicy = "error"
+    path: str | Path, reader: str | None = None, on_bad_row: BadRowPolicy = "error",
+    role: str = "train",
 ) -> ReadResult:
-    """Read every record of `path`; a malformed one raises `DataError` or is skipped and counted."""
+    """Read every record of `path`; a malformed one raises `DataError` or is skipped and counted.
+    An `hf:` source is read through `datasets` (its default split is `role`'s)."""
+    if is_hub_data(str(path)):
+        source = HubData.parse(str(path), role)
+        return ReadResult([Record(row, Origin(str(source), index, "row"))
+                           for index, row in enumerate(source.rows())])
     readers = {
         "jsonl": _read_json_lines,
         "json": _read_json,

@@ -89,13 +89,15 @@ def load_rows(
     label_map: LabelMap | None = None,
     reader: str | None = None,
     labelled: bool = True,
+    role: str = "train",
 ) -> LoadedRows:
     """Read `paths` in order and normalise each record of format `fmt` to its canonical row.
 
     A bad row raises `DataError` (file and line) under "error", or is skipped and kept in
     `skipped` under "skip". `reader` overrides the file type told by the extension ("conll" is
     always read as CoNLL). Labelled formats map labels through `label_map`, or through a map
-    built from these rows when it is None; `labelled=False` reads rows without labels.
+    built from these rows when it is None; `labelled=False` reads rows without labels. `role`
+    ("train" or "eval") picks the split an `hf:` source reads when it names none.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
@@ -109,7 +111,7 @@ def load_rows(
     loaded = LoadedRows()
     records: list[Record] = []
     for path in paths:
-        result = read_records(path, "conll" if fmt == "conll" else reader, on_bad_row)
+        result = read_records(path, "conll" if fmt == "conll" else reader, on_bad_row, role)
         loaded.skipped.extend(result.skipped)
         for record in result.records:
             try:

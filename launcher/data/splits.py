@@ -37,8 +37,8 @@ def load_splits(recipe: Recipe) -> Splits:
             parts = [load_rows([path], fmt, data.columns, data.on_bad_row, label_map).rows
                      for path in data.train]
             train.rows = mix(list(zip(parts, data.train_weights, strict=True)), data.split_seed)
-        evaluation = (load_rows(data.eval, fmt, data.columns, data.on_bad_row, label_map)
-                      if data.eval else None)
+        evaluation = (load_rows(data.eval, fmt, data.columns, data.on_bad_row, label_map,
+                                role="eval") if data.eval else None)
     except (DataError, ValueError) as err:
         raise UsageError(f"bad data: {err}") from None
     rows = train.rows[: data.max_train_samples] if data.max_train_samples else train.rows

@@ -14,6 +14,7 @@ from launcher.contract.checkpoints import newest_step
 from launcher.contract.plan import Batch, Plan, WorldSpan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, Device, Offload, Precision, TrackingMode
+from launcher.data.hub_data import HubData, HubDataError, is_hub_data
 from launcher.errors import RecipeError, UsageError
 from launcher.plan.hub import hub_snapshot, is_hub_id
 from launcher.plan.memory_plan import (
@@ -179,9 +180,26 @@ def check_inputs(recipe: Recipe, plan: Plan, recipe_file: str) -> None:
                               "for a tiny offline model: sft-launch make-tiny-model DIR")
     for key in ("train", "eval"):
         for path in getattr(recipe.data, key):
-            if not Path(path).is_file():
+            if is_hub_data(path):
+                _fetch_hub_data(path, key, recipe_file)
+            elif not Path(path).is_file():
                 raise RecipeError(recipe_file, f"data.{key}", f"data file not found: {path}",
                                   "check the path (relative paths start at the recipe's folder)")
+
+
+def _fetch_hub_data(value: str, key: str, recipe_file: str) -> None:
+    """An `hf:` source must load here: from the Hub into the `datasets` cache of HF_HOME (which
+    the job reads offline), or from that cache when offline."""
+    try:
+        HubData.parse(value, key).load()
+    except HubDataError as err:
+        raise RecipeError(recipe_file, f"data.{key}", f"cannot load {err}",
+                          "run where the Hub is reachable once (with the same HF_HOME, shared "
+                          "with the compute nodes), and check the name and its ?subset= and "
+                          "?split=") from None
+    except ValueError as err:
+        raise RecipeError(recipe_file, f"data.{key}", str(err),
+                          'e.g. "hf:openai/gsm8k?subset=main&split=train"') from None
 
 
 # What a resume may not change: the checkpoints hold this model, sharded so, in this precision,

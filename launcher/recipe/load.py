@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from launcher.data.hub_data import HubData, is_hub_data
 from launcher.errors import RecipeError
 from launcher.recipe.schema import Recipe
 
@@ -204,13 +205,30 @@ def _type_name(annotation: Any) -> str:
 
 
 def _resolve_paths(recipe: Recipe, folder: Path) -> None:
-    """Data files (and local model folders) are relative to the recipe's own folder."""
-    recipe.data.train = [_resolve(folder, p) for p in recipe.data.train]
-    recipe.data.eval = [_resolve(folder, p) for p in recipe.data.eval]
+    """Data files, local `hf:` dataset folders and local model folders are relative to the
+    recipe's own folder; Hub ids stay as they are."""
+    recipe.data.train = [_resolve_data(folder, p, "train") for p in recipe.data.train]
+    recipe.data.eval = [_resolve_data(folder, p, "eval") for p in recipe.data.eval]
     for attr in ("path", "tokenizer"):
         value = getattr(recipe.model, attr)
-        if value and (value.startswith((".", "/")) or (folder / value).exists()):
+        if value and _is_local(folder, value):
             setattr(recipe.model, attr, _resolve(folder, value))
+
+
+def _resolve_data(folder: Path, value: str, role: str) -> str:
+    if not is_hub_data(value):
+        return _resolve(folder, value)
+    try:
+        source = HubData.parse(value, role)
+    except ValueError:
+        return value  # check_inputs names the key and the expected form
+    if _is_local(folder, source.name):
+        return source.with_name(_resolve(folder, source.name))
+    return str(source)
+
+
+def _is_local(folder: Path, value: str) -> bool:
+    return value.startswith((".", "/", "~")) or (folder / value).exists()
 
 
 def _resolve(folder: Path, value: str) -> str:

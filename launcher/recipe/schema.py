@@ -9,18 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from launcher.contract.vocabulary import Precision, Strategy
 
 TaskKind = Literal["sequence_classification", "causal_lm", "token_classification"]
-DataFormat = Literal[
-    "alpaca", "messages", "sharegpt", "prompt_completion", "text", "classification", "conll",
-    "tokens",
-]
+DataFormat = Literal["alpaca", "messages", "sharegpt", "prompt_completion", "text",
+                     "classification", "conll", "tokens"]
 StrategyChoice = Strategy | Literal["auto"]
 PrecisionChoice = Precision | Literal["auto"]
 
-DEFAULT_FORMAT: dict[str, str] = {
-    "sequence_classification": "classification",
-    "causal_lm": "alpaca",
-    "token_classification": "conll",
-}
+DEFAULT_FORMAT: dict[str, str] = {"sequence_classification": "classification",
+                                  "causal_lm": "alpaca", "token_classification": "conll"}
 
 
 PATH_MAX = 4096  # Linux: longer paths cannot be opened at all
@@ -103,8 +98,10 @@ class TaskSettings(Section):
 
 
 class DataSettings(Section):
-    train: list[str] = Field(description="Training file(s): jsonl, json, csv, tsv, parquet, conll.")
-    eval: list[str] = Field(default_factory=list, description="Evaluation file(s).")
+    train: list[str] = Field(description="Training file(s): jsonl, json, csv, tsv, parquet, "
+                             "conll; or Hub datasets: hf:org/name?subset=S&split=train.")
+    eval: list[str] = Field(default_factory=list, description="Evaluation file(s) or hf: "
+                            "datasets (split: validation unless ?split= names one).")
     format: DataFormat | None = Field(None, description="Row format; defaults by task kind.")
     columns: dict[str, str] = Field(
         default_factory=dict, description="Map canonical field -> column name in your files."

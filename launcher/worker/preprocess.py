@@ -1,7 +1,8 @@
 """Tokenize once: the main process prepares the data, the others (and later launches) reuse it.
 
-The cache key covers everything the examples depend on: the data files' bytes, the tokenizer's
-files, the recipe's data and task settings, and the preprocessing code itself. Entries are
+The cache key covers everything the examples depend on: the data files' bytes (a Hub dataset's
+`datasets` fingerprint), the tokenizer's files, the recipe's data and task settings, and the
+preprocessing code itself. Entries are
 `datasets` folders (`save_to_disk`, memory-mapped on load), written under a temporary name and
 renamed, so a crash never leaves a half-written entry behind.
 """
@@ -29,6 +30,7 @@ from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
 from launcher.contract.records import JsonRecord
 from launcher.contract.reports import DataStats
+from launcher.data.hub_data import HubData, is_hub_data
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task
 from launcher.worker.watchdog import Watchdog
@@ -60,8 +62,10 @@ def cache_key(recipe: Recipe, plan: Plan) -> str:
     settings = {"task": recipe.task.model_dump(mode="json"),
                 "data": recipe.data.model_dump(mode="json")}
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for path in [*recipe.data.train, *recipe.data.eval]:
-        digest.update(_file_digest(Path(path)))
+    for role, paths in (("train", recipe.data.train), ("eval", recipe.data.eval)):
+        for path in paths:
+            digest.update(HubData.parse(path, role).fingerprint().encode() if is_hub_data(path)
+                          else _file_digest(Path(path)))
     tokenizer = Path(plan.tokenizer_path)
     if tokenizer.is_dir():
         for path in sorted(tokenizer.iterdir()):

@@ -12,7 +12,7 @@ import pytest
 from launcher.contract.plan import MemoryEstimate
 from tests.conftest import assert_one_error, cli_env
 from tests.e2e.conftest import ALPACA
-from tests.helpers.run_folder import plan
+from tests.helpers.run_folder import plan, summary
 
 pytestmark = pytest.mark.slow
 REPO_ID, COMMIT = "acme/tiny-llama", "3f1c0ffee0ddba11c0de5eed0123456789abcdef"
@@ -78,3 +78,86 @@ def test_a_hub_id_missing_from_an_offline_cache_is_one_error(run_cli, hub_home: 
                      "--set", "model.path='acme/not-cached'", env=cli_env(HF_HOME=str(hub_home)))
     assert_one_error(result, "model.path", "acme/not-cached is not in the Hugging Face cache")
     assert not (tmp_path / "run").exists()
+
+
+DATA_ID = "acme/tiny-alpaca"
+TRAIN_ROWS, EVAL_ROWS = 48, 16
+
+
+def alpaca_rows() -> list[dict[str, str]]:
+    recipe = ALPACA.parent / "data" / "alpaca" / "alpaca_en_demo.json"
+    return json.loads(recipe.read_text())[: TRAIN_ROWS + EVAL_ROWS]
+
+
+def datasets_cache(home: Path, source: Path) -> None:
+    """`source`'s train and validation files as `load_dataset("acme/tiny-alpaca")` leaves them
+    in HF_HOME: built by the real `datasets` builder, in `acme___tiny-alpaca/default/...`."""
+    import datasets
+    from datasets.packaged_modules.json.json import Json
+
+    cache = home / "datasets"
+    builder = Json(cache_dir=str(cache), dataset_name=DATA_ID.split("/")[1], config_name="default",
+                   config_id="default", hash=COMMIT,
+                   data_files={split: str(source / f"{split}.jsonl")
+                               for split in ("train", "validation")})
+    builder.download_and_prepare()
+    (cache / DATA_ID.split("/")[1]).rename(cache / DATA_ID.replace("/", "___"))
+    assert datasets.config.HF_DATASETS_CACHE  # the layout datasets reads offline: name/config/...
+
+
+@pytest.fixture(scope="module")
+def hub_data_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An HF_HOME holding acme/tiny-alpaca, and a Hub-style folder of the same rows."""
+    home, folder = tmp_path_factory.mktemp("hf-data-home"), tmp_path_factory.mktemp("repo")
+    rows = alpaca_rows()
+    for split, part in (("train", rows[:TRAIN_ROWS]), ("validation", rows[TRAIN_ROWS:])):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    datasets_cache(home, folder)
+    return home, folder
+
+
+def test_a_hub_dataset_trains_offline_from_the_datasets_cache(
+        run_cli, tiny_llama: Path, hub_data_home: tuple[Path, Path], tmp_path: Path) -> None:
+    home, _ = hub_data_home
+    run_dir = tmp_path / "run"
+    result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
+                     "--set", f"model.path='{tiny_llama}'", "--set", f"data.train='hf:{DATA_ID}'",
+                     "--set", f"data.eval='hf:{DATA_ID}?split=validation'",
+                     "--set", "train.max_steps=2", "--set", "train.global_batch_size=8",
+                     "--set", "train.sample_prompts=0", "--set", "tracking.mode=disabled",
+                     env=cli_env(HF_HOME=str(home)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = summary(run_dir)
+    assert (done.data.train_rows, done.data.eval_rows) == (TRAIN_ROWS, EVAL_ROWS)
+    assert done.eval  # evaluated on the validation split
+    assert "export HF_HUB_OFFLINE=1" in (run_dir / "launch.sh").read_text()
+
+
+def test_a_hub_style_folder_is_read_relative_to_the_recipe(
+        run_cli, tiny_llama: Path, hub_data_home: tuple[Path, Path], tmp_path: Path) -> None:
+    _, folder = hub_data_home
+    recipe = folder.parent / "recipe.toml"
+    recipe.write_text(f'[model]\npath = "{tiny_llama}"\n[task]\nkind = "causal_lm"\n'
+                      f'[data]\nformat = "alpaca"\ntrain = "hf:./{folder.name}"\n'
+                      f'eval = "hf:./{folder.name}?split=validation"\n')
+    result = run_cli("preview", recipe, "--rows", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"1 of {TRAIN_ROWS} training examples" in result.stdout
+    assert alpaca_rows()[0]["instruction"][:40] in result.stdout
+
+
+def test_a_hub_dataset_missing_offline_or_a_wrong_split_is_one_error(
+        run_cli, tiny_llama: Path, hub_data_home: tuple[Path, Path], tmp_path: Path) -> None:
+    home, _ = hub_data_home
+    env = cli_env(HF_HOME=str(home))
+    model = ("--set", f"model.path='{tiny_llama}'")
+    result = run_cli(ALPACA, "--run-dir", tmp_path / "a", "--dry-run", *model,
+                     "--set", "data.train='hf:acme/not-cached'", env=env)
+    assert_one_error(result, "data.train", "hf:acme/not-cached", "HF_HOME")
+    result = run_cli(ALPACA, "--run-dir", tmp_path / "b", "--dry-run", *model,
+                     "--set", f"data.eval='hf:{DATA_ID}?split=tset'", env=env)
+    assert_one_error(result, "data.eval", "tset", "validation")
+    result = run_cli(ALPACA, "--run-dir", tmp_path / "c", "--dry-run", *model,
+                     "--set", f"data.train='hf:{DATA_ID}?splt=train'", env=env)
+    assert_one_error(result, "data.train", "?subset=...&split=...&revision=...")
+    assert not any((tmp_path / name).exists() for name in "abc")

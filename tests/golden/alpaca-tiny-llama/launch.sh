@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=1
 export TOKENIZERS_PARALLELISM=false
-export HF_HUB_OFFLINE=1  # Hub models were fetched into the cache when the run was planned
+export HF_HUB_OFFLINE=1  # Hub models and datasets were fetched into the cache when the run was planned
 export WANDB_DIR="$PWD"
 export WANDB_MODE=offline
 exec /opt/venv/bin/python -m accelerate.commands.launch \
