@@ -1,14 +1,18 @@
 """A model's shape from its Hugging Face config.json (stdlib only): exact parameter counts.
 
-Parameters are counted from the config alone, never from weights: exactly for llama, mistral and
-qwen2 (gated MLP, GQA), gpt2, and bert/roberta/xlm-roberta, with the head of the task (causal LM,
-sequence or token classification, or the bare model). Other families get the generic estimate
-12*L*h^2 + V*h and are flagged ``approximate``.
+Parameters are counted from the config, never from weights: exactly for llama, mistral and qwen2
+(gated MLP, GQA), gpt2, and bert/roberta/xlm-roberta, with the head of the task (causal LM,
+sequence or token classification, or the bare model). Other families are counted from the
+headers of the folder's safetensors files (no tensor is read), exact when the checkpoint has the
+task's head; without weights they get the generic estimate 12*L*h^2 + V*h, flagged
+``approximate``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -190,6 +194,11 @@ def read_model_shape(
         raise ValueError(f"{path}: not a JSON object")
     try:
         count = _count(config, task, num_labels)
+        stored = stored_parameters(path.parent) if count.approximate else None
+        if stored is not None:  # exact when the checkpoint has the head being counted
+            stored_head, known = _head_of(config, None)
+            count = _Count(stored, count.block, count.head, count.labels,
+                           approximate=not known or stored_head != count.head)
         h = _get(config, "hidden_size", "n_embd", "d_model")
         return ModelShape(
             architecture=(config.get("architectures") or [config.get("model_type", "unknown")])[0],
@@ -241,3 +250,19 @@ def _task_head(config: dict, head: str, labels: int) -> int:
              and head == "sequence_classification" else 0)  # RoBERTa's classifier.dense
     return dense + h * labels + labels
 
+
+
+def stored_parameters(folder: Path) -> int | None:
+    """Elements of every tensor in `folder`'s safetensors files, from their headers alone (an
+    8-byte little-endian length, then JSON); None when the folder has none."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        total += sum(math.prod(entry["shape"]) for name, entry in header.items()
+                     if name != "__metadata__")
+    return total

@@ -139,3 +139,25 @@ def test_bad_configs(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(bert))
     with pytest.raises(ValueError, match="no causal_lm head"):
         read_model_shape(tmp_path, task="causal_lm")
+
+
+def test_a_family_without_a_formula_is_counted_from_its_safetensors_headers(
+        tmp_path: Path) -> None:
+    """Phi-3 has no counting formula: its saved weights' headers give parameters() exactly
+    (tied embeddings stored once), and a task with another head stays approximate."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    config = Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
+                        pad_token_id=0, tie_word_embeddings=True)
+    model = Phi3ForCausalLM(config)
+    model.save_pretrained(tmp_path, max_shard_size="100KB")  # several files and an index
+    assert len(list(tmp_path.glob("*.safetensors"))) >= 2
+    shape = read_model_shape(tmp_path)
+    assert shape.num_parameters == sum(p.numel() for p in model.parameters())
+    assert not shape.approximate
+    assert read_model_shape(tmp_path, task="sequence_classification").approximate
+    (tmp_path / "model.safetensors.index.json").unlink()
+    for weights in tmp_path.glob("*.safetensors"):
+        weights.unlink()
+    assert read_model_shape(tmp_path).approximate  # no weights: the generic estimate
