@@ -162,8 +162,10 @@ def estimate(
     bucket = g_bytes * buckets.get("reduce_bucket_size", 0) if strategy.uses_deepspeed else 0
     peak = peak_bytes(strategy=strategy, offload=offload, device=device, world_size=world_size,
                       weights=p_bytes * total_params, gradients=g_bytes * trainable,
-                      held=total, activations=activations,
+                      held=total, activations=activations, optimizer=optim,
                       block=(p_bytes + g_bytes) * shape.block_parameters, bucket=bucket,
+                      flat=(4 * _ceil_div(trainable, world_size)
+                            if strategy.uses_deepspeed and not offload else 0),
                       host=host)
     return MemoryEstimate(strategy=strategy, offload=offload, world_size=world_size,
                           params_bytes=params, grads_bytes=grads, optimizer_bytes=optim,

@@ -3,26 +3,32 @@
 `memory.estimate` counts what a rank holds while it trains: S = params + grads + optimizer state
 + activations A, per rank. The peak is higher: the runtime's own footprint R, plus the largest
 of three moments. With W = the whole model's weights, G = all its gradients (trainable
-parameters only), N = world size, B = one transformer block's weights + gradients:
+parameters only), O = the optimizer state a rank holds, N = world size, B = one transformer
+block's weights + gradients, F = the fp32 copy of a rank's gradient partition (4T/N):
 
     moment  ddp                 zero2           fsdp                        zero3
     load    W + G               S - A           W + W / N (rank 0 reads W)  S - A
-    train   S + G               S + bucket      S + 2B                      S + 2B + bucket
-    save    S                   S               S - A + W                   S - A + W
+    train   S + G               S + bucket + F  S + 2B                      S + 2B + bucket + F
+    save    S - O               S - O           S - A - O + W               S - A - O + W
 
 - DDP's reducer keeps its own copy of the gradients (G), from the wrap on; one process alone
   has no wrapper: W to load, S to train.
-- DeepSpeed builds its optimizer state (partitions) at start-up, so a ZeRO rank holds its whole
-  training state once loaded; ZeRO-3 builds the model partitioned (zero.Init).
+- DeepSpeed builds its fp32 master partition and gradient buffer at start-up and the moments at
+  the first step: S - A bounds a ZeRO rank once loaded; ZeRO-3 builds the model partitioned
+  (zero.Init).
 - FSDP2 and ZeRO-3 hold one block unsharded while it computes and prefetch the next (2B);
   ZeRO's reduce bucket is hidden^2 elements of gradients (`memory.deepspeed_buckets`).
-- At the end rank 0 gathers the whole model (W) to write it, beside the training state.
+- DeepSpeed's optimizer step flattens the rank's gradient partition into one fp32 tensor (F;
+  `sub_group_size` is left at its default, so there is one sub-group). The step itself adds
+  nothing: AdamW is fused (the unfused one allocates two temporaries of each tensor's size).
+- At the end the optimizer state is freed, then rank 0 gathers the whole model (W) to write it.
 - With offload the device holds the working set only and the host the rest (`host_bytes`); on a
   CPU both are the same memory.
 
 R was measured once per device kind (bench/memory_bench.py): on CPU, the RSS a worker has
 before its model exists (Python, torch, transformers, accelerate, the tokenized data; DeepSpeed
-adds its own); on a GPU the measure is torch's max allocated, which has no runtime part.
+adds its own): a loaded FSDP rank's RSS less its shard, a loaded DDP rank's less W + G; on a GPU
+the measure is torch's max allocated, which has no runtime part.
 """
 
 from __future__ import annotations
@@ -30,28 +36,29 @@ from __future__ import annotations
 from launcher.contract.vocabulary import Device, Offload, Strategy
 
 MIB = 2**20
-RUNTIME_BYTES = {Device.CPU: 600 * MIB, Device.CUDA: 0}
-DEEPSPEED_RUNTIME_BYTES = {Device.CPU: 200 * MIB, Device.CUDA: 0}
+RUNTIME_BYTES = {Device.CPU: 520 * MIB, Device.CUDA: 0}
+DEEPSPEED_RUNTIME_BYTES = {Device.CPU: 100 * MIB, Device.CUDA: 0}
 
 
 def peak_bytes(*, strategy: Strategy, offload: tuple[Offload, ...], device: Device,
                world_size: int, weights: int, gradients: int, held: int, activations: int,
-               block: int, bucket: int, host: int) -> int:
-    """A rank's peak (see the module docstring); `held` is S, `block` is B, `bucket` is ZeRO's
-    reduce bucket in bytes, `host` what offload keeps in host memory."""
+               optimizer: int, block: int, bucket: int, flat: int, host: int) -> int:
+    """A rank's peak (see the module docstring); `held` is S, `optimizer` O, `block` B,
+    `bucket` ZeRO's reduce bucket and `flat` F in bytes, `host` what offload keeps in host
+    memory."""
     runtime = RUNTIME_BYTES[device] + (DEEPSPEED_RUNTIME_BYTES[device]
                                        if strategy.uses_deepspeed else 0)
-    state = held - activations
+    state, saving = held - activations, held - activations - optimizer + weights
     if world_size == 1:  # one plain process: no wrapper, no buckets
-        moments = (weights, held, held)
+        moments = (weights, held, held - optimizer)
     elif strategy is Strategy.DDP:
-        moments = (weights + gradients, held + gradients, held)
+        moments = (weights + gradients, held + gradients, held - optimizer)
     elif strategy is Strategy.ZERO2:
-        moments = (state, held + bucket, held)
+        moments = (state, held + bucket + flat, held - optimizer)
     elif strategy is Strategy.FSDP:
-        moments = (weights + weights // world_size, held + 2 * block, state + weights)
+        moments = (weights + weights // world_size, held + 2 * block, saving)
     else:  # ZeRO-3
-        moments = (state, held + 2 * block + bucket, state + weights)
+        moments = (state, held + 2 * block + bucket + flat, saving)
     if offload and device is Device.CPU:
         moments = tuple(m + host for m in moments)
     return runtime + max(moments)

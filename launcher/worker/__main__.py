@@ -6,11 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from launcher.worker.allocator import return_freed_blocks
 from launcher.worker.stopping import REQUEST
 
 
 def main(argv: list[str] | None = None) -> int:
     REQUEST.install()  # first: a stop signal during the heavy imports must not be lost
+    return_freed_blocks()  # before torch allocates anything
     from launcher.contract.plan import Plan
     from launcher.contract.run_folder import RunFolder
     from launcher.contract.vocabulary import ExitCode

@@ -20,7 +20,9 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": recipe.train.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=recipe.train.lr)
+    # fused: one kernel per tensor, no temporaries; the unfused step allocates two of each
+    # parameter's size (under ZeRO a rank's whole flat partition: 1.2 GB on a 303M model, 2 ranks)
+    return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int,

@@ -113,6 +113,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
         return ExitCode.STOPPED
     watchdog.progress(Phase.SAVE)
     trained_rss = peak_rss_bytes()
+    engine.drop_optimizer_state()
     save_final(engine, tokenizer, folder, recipe.model.max_shard_size)
     report = dataclasses.replace(_finished(report, engine, loop), trained_rss_bytes=trained_rss)
     report.write(folder.rank_report(report.rank))

@@ -91,6 +91,14 @@ class Engine(ABC):
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
+    def drop_optimizer_state(self) -> None:
+        """Free the optimizer's moments: training is over and its last checkpoint written, so
+        the final gather of the whole model does not come on top of them."""
+        inner = self.optimizer  # Accelerate's wrapper, then DeepSpeed's, then torch's AdamW
+        while hasattr(inner, "optimizer"):
+            inner = inner.optimizer
+        inner.state.clear()
+
 
 def numel_bytes(tensors: Iterator[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)

@@ -16,7 +16,6 @@ from accelerate import Accelerator
 
 from launcher.contract.reports import HeldBytes
 from launcher.contract.vocabulary import Device, Precision, Strategy
-from launcher.worker.allocator import big_blocks_returned
 from launcher.worker.engines import dcp_checkpoint
 from launcher.worker.engines.base import (
     Engine,
@@ -56,8 +55,7 @@ class Fsdp2Engine(Engine):
         for block in transformer_blocks(model):
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
-        with big_blocks_returned():
-            load_sharded(model, build_model if self.accelerator.is_main_process else None)
+        load_sharded(model, build_model if self.accelerator.is_main_process else None)
         self.model = model
         self.optimizer = make_optimizer(model)
         self.scheduler = make_scheduler(self.optimizer)
