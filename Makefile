@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup quickstart test lint bench cluster-up cluster-down golden
+.PHONY: setup quickstart test lint bench bench-peer cluster-up cluster-down golden
 
 setup: $(VENV)/.installed
 
@@ -42,3 +42,9 @@ bench: setup
 	$(VENV)/bin/python bench/strategies_bench.py
 	$(VENV)/bin/python bench/packing_bench.py
 	$(VENV)/bin/python bench/lr_find_bench.py
+	$(VENV)/bin/python bench/memory_bench.py
+
+# sft-launch against TRL's SFTTrainer, side by side (TRL from the optional `bench` extra).
+bench-peer: setup
+	$(VENV)/bin/pip install --quiet --constraint constraints.txt --editable '.[dev,bench]'
+	$(VENV)/bin/python bench/peer_bench.py

@@ -36,8 +36,8 @@ from __future__ import annotations
 from launcher.contract.vocabulary import Device, Offload, Strategy
 
 MIB = 2**20
-RUNTIME_BYTES = {Device.CPU: 520 * MIB, Device.CUDA: 0}
-DEEPSPEED_RUNTIME_BYTES = {Device.CPU: 100 * MIB, Device.CUDA: 0}
+RUNTIME_BYTES = {Device.CPU: 650 * MIB, Device.CUDA: 0}
+DEEPSPEED_RUNTIME_BYTES = {Device.CPU: 150 * MIB, Device.CUDA: 0}
 
 
 def peak_bytes(*, strategy: Strategy, offload: tuple[Offload, ...], device: Device,

@@ -67,7 +67,9 @@ class TrainLoop:
             seed = self.recipe.train.seed + epoch
             if self.recipe.data.group_by_length:
                 lengths = [self.task.tokens_in(e) for e in self.data.train]
-                batches = length_grouped_batches(lengths, self.plan.batch.micro, seed)
+                # Grouped by global batch, not micro-batch: the order is the same at any world
+                # size, and each rank's slice of a global batch is of similar lengths too.
+                batches = length_grouped_batches(lengths, self.plan.batch.global_size, seed)
                 order = [i for batch in batches for i in batch]
             else:
                 generator = torch.Generator().manual_seed(seed)
