@@ -27,8 +27,10 @@ block's weights + gradients, F = the fp32 copy of a rank's gradient partition (4
 
 R was measured once per device kind (bench/memory_bench.py): on CPU, the RSS a worker has
 before its model exists (Python, torch, transformers, accelerate, the tokenized data; DeepSpeed
-adds its own): a loaded FSDP rank's RSS less its shard, a loaded DDP rank's less W + G; on a GPU
-the measure is torch's max allocated, which has no runtime part.
+adds its own): a loaded FSDP rank's RSS less its shard, a loaded DDP rank's less W + G. It was
+510 MiB on the 303M Llama bench and 650-670 MiB on the quickstart's MiniLM runs (which import
+the classification metrics too): the larger is taken. On a GPU the measure is torch's max
+allocated, which has no runtime part.
 """
 
 from __future__ import annotations
