@@ -16,6 +16,7 @@ from launcher.contract.events import Event, TrainLogged, read_events
 from launcher.contract.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
+MIB = 2**20
 RESULTS = REPO / "bench" / "results"
 
 

@@ -13,14 +13,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import REPO, launch, tiny_llama, write_report
+from common import MIB, REPO, launch, tiny_llama, write_report
 
 from launcher.contract.plan import Plan
 from launcher.contract.reports import RankReport
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Strategy
 
-MIB = 2**20
 STRATEGIES = (Strategy.DDP, Strategy.FSDP, Strategy.ZERO3)
 
 

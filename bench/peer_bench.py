@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import REPO, launch, train_events, write_report
+from common import MIB, REPO, launch, train_events, write_report
 
 from launcher.contract.reports import RankReport
 from launcher.contract.run_folder import RunFolder
@@ -35,7 +35,6 @@ ALPACA = REPO / "recipes" / "data" / "alpaca" / "alpaca_en_demo.json"
 TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n"
             "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 SKIP = 2  # steady state: the first steps are left out
-MIB = 2**20
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import REPO, launch, step_seconds, tiny_llama, write_report
+from common import MIB, REPO, launch, step_seconds, tiny_llama, write_report
 
 from launcher.contract.plan import Plan
 from launcher.contract.reports import RankReport, Summary
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Strategy
 from launcher.plan.memory import CANDIDATES
-
-MIB = 2**20
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ when a source is loaded: importing this module costs nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,10 @@ class HubData:
     def __str__(self) -> str:
         return self.with_name(self.name)
 
+    @functools.cache  # noqa: B019 (frozen, few): checked, then read, then fingerprinted
     def load(self) -> Any:
-        """The split as a `datasets.Dataset`, downloaded into the cache first when online."""
+        """The split as a `datasets.Dataset`, downloaded into the cache first when online;
+        loaded once per process."""
         import datasets
 
         datasets.disable_progress_bars()
