@@ -6,15 +6,8 @@ shape ``[1, tokens]`` with ``input_ids``, ``labels`` and ``position_ids`` that r
 every example, the first label of each example set to -100 (no prediction across a boundary),
 and no ``attention_mask``.
 
-How transformers (5.24, checked on CPU) keeps packed examples apart: the mask builder
-(``masking_utils.create_causal_mask``) reads the position-id restarts and builds a block-diagonal
-causal mask for sdpa, eager and flex attention; flash attention turns the restarts into varlen
-``cu_seqlens`` (only for a batch of one row, hence ``[1, tokens]``). The mask builder does so
-only when there is no ``attention_mask`` and no KV cache, and a model whose config says
-``use_cache=True`` (Llama's default) makes a cache in every forward, training included: then
-every token attends to the examples before it in the pack, silently (logits off by ~0.5 on a tiny
-Llama). `prepare_for_packing` turns the cache off; with it a pack's loss equals the token-weighted
-mean of its examples' losses run one by one.
+The examples of a pack are kept apart by the model's attention, which reads the position-id
+restarts (`launcher.tasks.packed_attention`).
 """
 
 from __future__ import annotations
@@ -23,12 +16,10 @@ import bisect
 from collections.abc import Sequence
 
 import torch
-from transformers import DataCollatorWithFlattening, PreTrainedModel
+from transformers import DataCollatorWithFlattening
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from launcher.data.chat import IGNORE_INDEX
-
-PACKED_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 
 
 def pack_indices(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -60,17 +51,6 @@ def pack_indices(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
 def packed_collator() -> DataCollatorWithFlattening:
     """Collate one pack of examples into a ``[1, tokens]`` padding-free batch (see module doc)."""
     return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
-
-
-def prepare_for_packing(model: PreTrainedModel) -> None:
-    """Make `model` keep packed examples apart: no KV cache; an attention that honours packing."""
-    implementation = model.config._attn_implementation
-    if implementation not in PACKED_ATTENTION:
-        raise ValueError(
-            f"attention {implementation!r} is not known to honour packed position ids; "
-            f"use one of {PACKED_ATTENTION} or turn packing off"
-        )
-    model.config.use_cache = False
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.modeling_utils import slice_logits_to_keep
 
 from launcher.data.chat import IGNORE_INDEX, EncodeStats, encode_rows, render, resolve_template
-from launcher.data.packing import pack_indices, packed_collator, prepare_for_packing
+from launcher.data.packing import pack_indices, packed_collator
 from launcher.data.splits import load_splits
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
+from launcher.tasks.packed_attention import prepare_for_packing
 
 
 class CausalLM(Task):
     """Next-token prediction on the loss-bearing tokens; metrics: eval loss and perplexity."""
+
+    keeps_logits = False  # the model takes `logits_to_keep` (set by `load_model`)
 
     def load_tokenizer(self) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -102,6 +107,7 @@ class CausalLM(Task):
     def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
         model = pretrained(AutoModelForCausalLM, self.recipe, self.plan, meta)
         model.config.use_cache = False  # training: no KV cache (and packing needs none)
+        self.keeps_logits = keeps_logits_by_mask(model)
         if self.recipe.task.packing:
             prepare_for_packing(model)
         if self.recipe.train.activation_checkpointing:
@@ -109,12 +115,19 @@ class CausalLM(Task):
         return model
 
     def collate(self, examples: list[dict[str, Any]]) -> Batch:
-        if "position_ids" in examples[0]:  # packs: one padding-free row, no attention mask
-            return {key: torch.tensor([[v for e in examples for v in e[key]]])
-                    for key in ("input_ids", "labels", "position_ids")}
+        """Packs: one padding-free row, no attention mask; examples: padded to the longest.
+        Either way `logits_to_keep`: the positions whose next token bears a loss (the LM head
+        runs on those only), when the model takes it."""
         if "labels" not in examples[0]:  # prompts: padded on the left, where generation goes on
             return pad_prompts(examples, self.tokenizer.pad_token_id)
-        return pad_examples(examples, self.tokenizer.pad_token_id)
+        if "position_ids" in examples[0]:
+            batch = {key: torch.tensor([[v for e in examples for v in e[key]]])
+                     for key in ("input_ids", "labels", "position_ids")}
+        else:
+            batch = pad_examples(examples, self.tokenizer.pad_token_id)
+        if self.keeps_logits:
+            batch["logits_to_keep"] = loss_positions(batch["labels"])
+        return batch
 
     def count_units(self, example: dict[str, Any]) -> int:
         """Tokens that are predicted (a label at position >= 1, after the shift)."""
@@ -188,10 +201,27 @@ def pack(examples: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]
     return rows
 
 
+def keeps_logits_by_mask(model: torch.nn.Module) -> bool:
+    """Whether `model`'s forward slices its hidden states by a boolean `logits_to_keep` (the
+    transformers models that call `slice_logits_to_keep`; remote code may slice otherwise)."""
+    module = sys.modules.get(type(model).__module__)
+    return getattr(module, "slice_logits_to_keep", None) is slice_logits_to_keep
+
+
+def loss_positions(labels: torch.Tensor) -> torch.Tensor:
+    """``[batch, tokens]`` booleans: True where the next token's label bears a loss."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over labelled positions, and how many there are."""
-    shifted_logits = logits[:, :-1].float().reshape(-1, logits.size(-1))
-    shifted_labels = labels[:, 1:].reshape(-1)
-    loss = F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX,
-                           reduction="sum")
-    return loss, int((shifted_labels != IGNORE_INDEX).sum())
+    """Summed next-token cross-entropy over labelled positions, and how many there are.
+    `logits`: ``[batch, tokens, vocab]``, or ``[kept, vocab]`` for the `loss_positions` alone
+    (the model's `logits_to_keep`): the same sum, without the logits no loss reads."""
+    if logits.dim() == 2:
+        targets = labels[:, 1:][loss_positions(labels)[:, :-1]]
+    else:
+        logits, targets = logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1)
+    loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, int((targets != IGNORE_INDEX).sum())

@@ -157,7 +157,7 @@ class TrainLoop:
         counts = sum(self.task.count_units(e) for e in examples)
         total = self.acc.reduce(torch.tensor([float(counts)], device=self.acc.device), "sum")
         scale = self.plan.world_size / max(float(total.item()), 1.0)
-        loss_sum, tokens = 0.0, 0
+        loss_sum, tokens = torch.zeros((), device=self.acc.device), 0
         for i, chunk in enumerate(batches):
             batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
             tokens += sum(self.task.tokens_in(e) for e in chunk)
@@ -165,14 +165,15 @@ class TrainLoop:
             with self.engine.micro_step(last=i == len(batches) - 1), self.acc.autocast():
                 summed, _ = self.task.loss_sum(self.model, batch)
                 self.engine.backward(summed * scale)
-            loss_sum += float(summed.detach())
+            loss_sum += summed.detach()  # read once, with the step's other sums (no sync)
         grad_norm = self.engine.step(self.recipe.train.max_grad_norm or float("inf"))
         if self.held_bytes is None:  # after the first step, when the optimizer state exists
             self.held_bytes = self.engine.held_bytes()
         self.scheduler.step()
         self.state.real_tokens += tokens
-        stats = torch.tensor([loss_sum, float(tokens), float(len(examples)),
-                              float(REQUEST.requested)], device=self.acc.device)
+        counted = torch.tensor([float(tokens), float(len(examples)), float(REQUEST.requested)],
+                               device=self.acc.device)
+        stats = torch.cat([loss_sum.float().reshape(1), counted])
         stats = self.acc.reduce(stats, "sum")
         return StepResult(loss=float(stats[0]) / max(float(total.item()), 1.0),
                           tokens=int(stats[1]), samples=int(stats[2]), grad_norm=grad_norm,

@@ -15,9 +15,9 @@ from launcher.data.packing import (
     length_grouped_batches,
     pack_indices,
     packed_collator,
-    prepare_for_packing,
 )
 from launcher.tasks.causal_lm import pad_examples
+from launcher.tasks.packed_attention import prepare_for_packing
 
 MAX_LENGTH = 96
 PACK_TOKENS = 256
