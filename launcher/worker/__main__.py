@@ -12,7 +12,6 @@ from launcher.worker.stopping import REQUEST
 
 def main(argv: list[str] | None = None) -> int:
     REQUEST.install()  # first: a stop signal during the heavy imports must not be lost
-    return_freed_blocks()  # before torch allocates anything
     from launcher.contract.plan import Plan
     from launcher.contract.run_folder import RunFolder
     from launcher.contract.vocabulary import ExitCode
@@ -28,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = RunFolder(args.run_dir.resolve())
     try:
         plan = Plan.read(folder.plan)
+        if plan.active_strategy and plan.active_strategy.shards_parameters:
+            return_freed_blocks()  # before torch allocates anything
         recipe = load_recipe(folder.recipe)
         from launcher.worker.run import run
 
