@@ -116,9 +116,9 @@ class DataSettings(Section):
         None, description="Mix the train files: each file's share of the training rows, e.g. "
         "[3, 1]; files are over/under-sampled, deterministically by split_seed.",
     )
-    group_by_length: bool = Field(
-        False, description="Batch rows of similar length together (less padding; for tasks "
-        "that cannot pack).",
+    group_by_length: bool | None = Field(
+        None, description="Batch rows of similar length together (less padding). Default: on "
+        "for the classification tasks (they cannot pack), off for causal_lm (task.packing).",
     )
     max_train_samples: int | None = Field(None, gt=0, description="Use the first N rows only.")
     max_eval_samples: int | None = Field(None, gt=0)
@@ -283,6 +283,8 @@ class Recipe(Section):
     def _consistent(self) -> Recipe:
         if self.data.format is None:
             self.data.format = DEFAULT_FORMAT[self.task.kind]  # type: ignore[assignment]
+        if self.data.group_by_length is None:
+            self.data.group_by_length = self.task.kind != "causal_lm"
         offload = self.distributed.offload_optimizer or self.distributed.offload_params
         if offload and self.distributed.strategy not in (Strategy.ZERO3, "auto"):
             raise ValueError("distributed.offload_* needs distributed.strategy = 'zero3'")

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.slurm
 KEY = "0123456789abcdef" * 2 + "01234567"  # a well-formed W&B key that no server accepts
 # 125 steps of ~1 s on two 1-CPU nodes.
 LONG = ["--set", "data.max_train_samples=4000", "--set", "data.max_eval_samples=64",
+        "--set", "data.group_by_length=false",  # the step times measured below
         "--set", "train.log_every=1", "--set", "slurm.cpus_per_task=1",
         "--set", 'slurm.time="00:10:00"', "--quiet"]
 # 75 steps, more than what one 2-minute allocation trains (~40-45 steps, measured) between its

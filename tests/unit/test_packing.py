@@ -3,6 +3,7 @@ mean of its examples' losses run one by one (tiny random Llama, fp32, eval mode)
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,13 @@ def test_length_grouping_is_seeded_and_pads_less(examples: list[dict[str, list[i
     assert length_grouped_batches(lengths, 4, seed=0) == batches
     in_order = [list(range(i, min(i + 4, len(lengths)))) for i in range(0, len(lengths), 4)]
     assert padded_share(lengths, batches) > padded_share(lengths, in_order)
+
+
+def test_length_grouped_batches_come_in_random_order_the_longest_first() -> None:
+    """Not transformers' sawtooth (every mega-batch from long to short): the batches shuffled."""
+    lengths = [(7 * i) % 101 + 1 for i in range(2000)]
+    batches = length_grouped_batches(lengths, 10, seed=1)
+    longest = [max(lengths[i] for i in batch) for batch in batches]
+    assert longest[0] == max(lengths)
+    falls = sum(b <= a for a, b in itertools.pairwise(longest[1:]))
+    assert 0.3 < falls / (len(longest) - 2) < 0.7  # sorted runs would fall at every step

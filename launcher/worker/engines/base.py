@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
 from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
@@ -29,11 +29,17 @@ OptimizerFactory = Callable[[torch.nn.Module], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
-def group_kwargs(plan: Plan, timeout: timedelta) -> list[InitProcessGroupKwargs]:
-    """The process group's backend and timeout (none for one process: no group at all)."""
+def group_kwargs(plan: Plan, timeout: timedelta) -> list[Any]:
+    """The process group's backend and timeout (none for one process: no group at all); DDP's
+    settings under DDP."""
     if plan.world_size == 1:
         return []
-    return [InitProcessGroupKwargs(backend=plan.device.process_group_backend, timeout=timeout)]
+    group = InitProcessGroupKwargs(backend=plan.device.process_group_backend, timeout=timeout)
+    if plan.active_strategy is not Strategy.DDP:
+        return [group]
+    # Gradients as views into DDP's all-reduce buckets: no copy of every gradient into them
+    # each step (the quickstart on 2 CPU processes: 85 samples/s instead of 68-76).
+    return [group, DistributedDataParallelKwargs(gradient_as_bucket_view=True)]
 
 
 class Engine(ABC):
