@@ -10,13 +10,14 @@
 # `bash bench/gpu_check.sh --smoke` runs the same steps with a tiny model on this CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -d .whl ]; then
+PYTHON=python3
+if [ -x .venv/bin/python ]; then
+  PYTHON=.venv/bin/python  # this machine: the project's venv has everything
+elif [ -d .whl ]; then  # the GPU machine's image, with the wheels it lacks
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-PYTHON=python3
-[ -x .venv/bin/python ] && PYTHON=.venv/bin/python
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 "$PYTHON" bench/gpu_check.py "$@"
