@@ -45,7 +45,7 @@ class Run:
     tokens_per_step: float  # real tokens, mean over the steady steps
     tokens_per_s: float  # real tokens, median over the steady steps
     mfu: float
-    peak_rss_mib: float
+    peak_rss_mib: float  # the high-water mark through training (TRL saves no model here)
     time_to_first_step_s: float  # from the process start
 
 
@@ -139,7 +139,8 @@ def run_sft_launch(root: Path, model: Path, messages: Path, batch: int, steps: i
     folder = RunFolder(run_dir)
     reports = [RankReport.read(folder.rank_report(r)) for r in range(procs)]
     return _run("sft-launch", batch, rnd, [r * g for r, g in zip(rates, gaps, strict=False)],
-                rates, params, peak, max(r.peak_rss_bytes or 0 for r in reports),
+                rates, params, peak,
+                max(r.trained_rss_bytes or r.peak_rss_bytes or 0 for r in reports),
                 logged[0].time - started)
 
 

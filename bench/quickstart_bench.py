@@ -1,4 +1,5 @@
-"""The quickstart: samples/s and time to first step, 2 processes vs a 1-process peer.
+"""The quickstart: samples/s, time to first step, token efficiency and dev accuracy, 2 processes
+vs a 1-process peer.
 
 Runs the real CLI (local backend) twice in this script, same recipe and steps, and reports the
 absolute figures and the 2-vs-1 ratio.
@@ -27,6 +28,7 @@ class Run:
     wall_s: float
     time_to_first_step_s: float
     train_samples_per_s: float
+    token_efficiency: float | None  # real tokens / tokens computed
     eval_accuracy: float | None
 
 
@@ -43,6 +45,7 @@ def run(procs: int, steps: int | None, run_dir: Path) -> Run:
     return Run(processes=procs, steps=summary.steps, wall_s=round(wall, 2),
                time_to_first_step_s=round(first_step - started, 2),
                train_samples_per_s=summary.train_samples_per_s,
+               token_efficiency=summary.token_efficiency,
                eval_accuracy=summary.eval.get("accuracy"))
 
 
@@ -55,10 +58,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(procs, steps, Path(tmp) / f"p{procs}") for procs in (2, 1)]
     ratio = rows[0].train_samples_per_s / rows[1].train_samples_per_s
-    table = ["| processes | steps | wall s | time to first step s | samples/s | eval acc |",
-             "|---|---|---|---|---|---|"]
+    table = ["| processes | steps | wall s | time to first step s | samples/s | token efficiency "
+             "| eval acc |", "|---|---|---|---|---|---|---|"]
     table += [f"| {r.processes} | {r.steps} | {r.wall_s} | {r.time_to_first_step_s} "
-              f"| {r.train_samples_per_s} | {r.eval_accuracy} |" for r in rows]
+              f"| {r.train_samples_per_s} | {r.token_efficiency} | {r.eval_accuracy} |"
+              for r in rows]
     table.append(f"\nsamples/s, 2 processes vs 1: {ratio:.2f}x on {os.cpu_count()} CPU(s)")
     write_report("quickstart", {"runs": [asdict(r) for r in rows],
                                 "samples_per_s_ratio_2_vs_1": round(ratio, 3)},
