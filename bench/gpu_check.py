@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import tempfile
 import time
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common import MIB, REPO, launch, train_events, write_report
-from peer_bench import ALPACA, TEMPLATE, conversations
+from peer_bench import build_model
 
 from launcher.contract.reports import RankReport, Summary
 from launcher.contract.run_folder import RunFolder
@@ -51,34 +50,6 @@ class Machine:
     flash_attention: bool
     matmul_peak_flops: float
     parameters: int
-
-
-def build_model(root: Path, shape: dict[str, int], max_length: int) -> tuple[Path, Path, int]:
-    """A random-init Llama with a BPE of 8,192 trained on the alpaca rows, and the rows as
-    conversations; the model folder, the messages file, the parameter count."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from launcher.data.tiny_model import build_tokenizer
-
-    pairs = conversations(json.loads(ALPACA.read_text()))
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(f"{user}\n{answer}" for user, answer in pairs))
-    model_dir = root / "model"
-    tokenizer = build_tokenizer([corpus], model_dir, vocab_size=8192)
-    tokenizer.chat_template = TEMPLATE
-    tokenizer.save_pretrained(str(model_dir))
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=max_length,
-                         tie_word_embeddings=False, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **shape)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(str(model_dir))
-    messages = root / "messages.jsonl"
-    messages.write_text("".join(json.dumps({"messages": [
-        {"role": "user", "content": user}, {"role": "assistant", "content": answer}]}) + "\n"
-        for user, answer in pairs))
-    return model_dir, messages, sum(p.numel() for p in model.parameters())
 
 
 def matmul_peak(smoke: bool) -> float:

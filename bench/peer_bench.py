@@ -55,8 +55,14 @@ def conversations(rows: list[dict]) -> list[tuple[str, str]]:
              row["output"]) for row in rows]
 
 
-def build_setup(root: Path) -> tuple[Path, Path, Path, int]:
-    """The model folder, sft-launch's messages file, TRL's data folder, the parameter count."""
+SHAPE = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
+         "num_attention_heads": 8, "num_key_value_heads": 8}  # the issue's 34.09M Llama
+
+
+def build_model(root: Path, shape: dict[str, int], max_length: int) -> tuple[Path, Path, int]:
+    """A random-init Llama of `shape` (untied embeddings) with a BPE of 8,192 trained on the
+    alpaca rows, and the rows as conversations: the model folder, sft-launch's messages file,
+    the parameter count."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -69,10 +75,9 @@ def build_setup(root: Path) -> tuple[Path, Path, Path, int]:
     tokenizer = build_tokenizer([corpus], model_dir, vocab_size=8192)
     tokenizer.chat_template = TEMPLATE
     tokenizer.save_pretrained(str(model_dir))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=512, intermediate_size=1408,
-                         num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
-                         max_position_embeddings=512, tie_word_embeddings=False,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=max_length,
+                         tie_word_embeddings=False, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **shape)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.save_pretrained(str(model_dir))
@@ -80,13 +85,20 @@ def build_setup(root: Path) -> tuple[Path, Path, Path, int]:
     messages.write_text("".join(json.dumps({"messages": [
         {"role": "user", "content": user}, {"role": "assistant", "content": answer}]}) + "\n"
         for user, answer in pairs))
+    return model_dir, messages, sum(p.numel() for p in model.parameters())
+
+
+def build_setup(root: Path) -> tuple[Path, Path, Path, int]:
+    """The model folder, sft-launch's messages file, TRL's data folder, the parameter count."""
+    model_dir, messages, params = build_model(root, SHAPE, max_length=512)
+    pairs = conversations(json.loads(ALPACA.read_text()))
     trl_data = root / "trl"
     trl_data.mkdir()
     (trl_data / "train.jsonl").write_text("".join(json.dumps({
         "prompt": [{"role": "user", "content": user}],
         "completion": [{"role": "assistant", "content": answer}]}) + "\n"
         for user, answer in pairs))
-    return model_dir, messages, trl_data, sum(p.numel() for p in model.parameters())
+    return model_dir, messages, trl_data, params
 
 
 def matmul_peak(threads: int) -> float:
