@@ -46,6 +46,7 @@ def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
         "python": python,
         "port": default_port(run_dir),
         "zero_stage": zero_stage,
+        "single_process": plan.world_size == 1 and plan.strategy is Strategy.DDP,
         "offload_optimizer": Offload.OPTIMIZER in plan.offload and zero_stage == 3,
         "offload_params": Offload.PARAMS in plan.offload and zero_stage == 3,
         "buckets": (deepspeed_buckets(plan.memory.hidden_size, plan.memory.block_parameters)

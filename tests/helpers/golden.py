@@ -82,11 +82,12 @@ def this_machine(cpus: int) -> Iterator[None]:
         yield
 
 
-def local_run_folder(recipe_name: str, tmp: Path) -> dict[str, str]:
+def local_run_folder(recipe_name: str, tmp: Path, *settings: str) -> dict[str, str]:
     """The golden files of a shipped recipe's local run folder (paths replaced by <...>)."""
     recipe_file = REPO / "recipes" / f"{recipe_name}.toml"
     # The tiny Llama is built by `make-tiny-model`; its config alone is a fixture.
     overrides = [f"model.path='{TINY_LLAMA}'"] if recipe_name == "alpaca-tiny-llama" else []
+    overrides += settings
     with this_machine(cpus=2):
         recipe = load_recipe(recipe_file, overrides)
         plan = make_plan(recipe, recipe_file=str(recipe_file), backend=BackendKind.LOCAL,
@@ -127,6 +128,10 @@ def rendered(tmp: Path) -> dict[str, str]:
     for index, name in enumerate(("quickstart", "alpaca-tiny-llama")):
         (tmp / f"local-{index}").mkdir()
         texts.update(local_run_folder(name, tmp / f"local-{index}"))
+    (tmp / "one-process").mkdir()  # the worker started directly, without accelerate launch
+    texts["launch-1proc.sh"] = local_run_folder("quickstart", tmp / "one-process",
+                                                "distributed.procs_per_node=1")[
+        "quickstart/launch.sh"]
     for index, golden in enumerate(SLURM_CASES):
         (tmp / f"slurm-{index}").mkdir()
         texts[golden] = job_script(golden, tmp / f"slurm-{index}")[0]
