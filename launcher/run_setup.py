@@ -61,7 +61,9 @@ def _describe(folder: RunFolder, plan: Plan) -> None:
     console.print(f"plan: {plan.world_size} process(es) = {plan.nodes} node(s) x "
                   f"{plan.procs_per_node}, {plan.device}, {plan.precision}, {plan.strategy}; "
                   f"batch {plan.batch.global_size} = micro {plan.batch.micro} x accum "
-                  f"{plan.batch.grad_accum} x world {plan.batch.world}")
+                  f"{plan.batch.grad_accum} x world {plan.batch.world}"
+                  + (f", micro-batches of <= {plan.batch.micro_tokens:,} tokens"
+                     if plan.batch.micro_tokens else ""))
     if len(plan.world_history) > 1:
         spans = ", then ".join(f"{span.world_size} from step {span.from_step}"
                                for span in plan.world_history)

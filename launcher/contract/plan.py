@@ -20,12 +20,14 @@ PLAN_VERSION = 2
 
 @dataclass(frozen=True)
 class Batch:
-    """global = micro x grad_accum x world."""
+    """global = micro x grad_accum x world; `micro_tokens`: each rank's share of a step is cut
+    into micro-batches of at most this many computed tokens (None: micro rows each, always)."""
 
     global_size: int
     micro: int
     grad_accum: int
     world: int
+    micro_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,16 @@ restarts (`launcher.tasks.packed_attention`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from transformers import DataCollatorWithFlattening
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from launcher.data.chat import IGNORE_INDEX
+
+T = TypeVar("T")
 
 
 def pack_indices(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -46,6 +49,24 @@ def pack_indices(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
         packs[number].append(index)
         bisect.insort(rooms, (room - lengths[index], number))
     return packs
+
+
+def micro_batches(examples: Sequence[T], max_rows: int, max_tokens: int | None,
+                  computed: Callable[[Sequence[T]], int]) -> list[list[T]]:
+    """`examples` cut, in order, into micro-batches of at most `max_rows` examples and, given
+    `max_tokens`, at most that many tokens computed (`computed`: padding counted). Each takes
+    one example at least: one over the budget runs alone."""
+    out: list[list[T]] = []
+    current: list[T] = []
+    for example in examples:
+        if current and (len(current) == max_rows or (
+                max_tokens is not None and computed([*current, example]) > max_tokens)):
+            out.append(current)
+            current = []
+        current.append(example)
+    if current:
+        out.append(current)
+    return out
 
 
 def packed_collator() -> DataCollatorWithFlattening:

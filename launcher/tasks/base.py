@@ -105,6 +105,10 @@ class Task(ABC):
     def tokens_in(self, example: dict[str, Any]) -> int:
         return len(example["input_ids"])
 
+    def computed_tokens(self, examples: Sequence[dict[str, Any]]) -> int:
+        """Tokens one forward pass over `examples` computes: each padded to the longest."""
+        return len(examples) * max(self.tokens_in(e) for e in examples)
+
 
 def batches(task: Task, examples: Sequence[Example], size: int,
             device: torch.device) -> Iterator[Batch]:

@@ -129,6 +129,12 @@ class CausalLM(Task):
             batch["logits_to_keep"] = loss_positions(batch["labels"])
         return batch
 
+    def computed_tokens(self, examples: Sequence[dict[str, Any]]) -> int:
+        """Packs are one padding-free row: their tokens, no padding."""
+        if "position_ids" in examples[0]:
+            return sum(len(e["input_ids"]) for e in examples)
+        return super().computed_tokens(examples)
+
     def count_units(self, example: dict[str, Any]) -> int:
         """Tokens that are predicted (a label at position >= 1, after the shift)."""
         return sum(1 for label in example["labels"][1:] if label != IGNORE_INDEX)

@@ -21,7 +21,7 @@ from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
 from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
-from launcher.data.packing import length_grouped_batches
+from launcher.data.packing import length_grouped_batches, micro_batches
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task, evaluate_examples
 from launcher.worker.checkpoint import TrainerState, save_checkpoint
@@ -150,10 +150,11 @@ class TrainLoop:
         return float(vote.item()) > 0
 
     def step(self, examples: list[dict[str, Any]]) -> StepResult:
-        """One optimizer step over grad_accum micro-batches; the loss is the global mean. The
-        sums all ranks exchange at the end carry each rank's stop request too."""
-        micro = self.plan.batch.micro
-        batches = [examples[i:i + micro] for i in range(0, len(examples), micro)]
+        """One optimizer step over this rank's micro-batches (micro rows each, or fewer under a
+        token budget); the loss is the global mean. The sums all ranks exchange at the end
+        carry each rank's stop request too."""
+        batches = micro_batches(examples, self.plan.batch.micro, self.plan.batch.micro_tokens,
+                                self.task.computed_tokens)
         counts = sum(self.task.count_units(e) for e in examples)
         total = self.acc.reduce(torch.tensor([float(counts)], device=self.acc.device), "sum")
         scale = self.plan.world_size / max(float(total.item()), 1.0)

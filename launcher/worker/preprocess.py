@@ -2,9 +2,9 @@
 
 The cache key covers everything the examples depend on: the data files' bytes (a Hub dataset's
 `datasets` fingerprint), the tokenizer's files, the recipe's data and task settings, and the
-preprocessing code itself. Entries are
-`datasets` folders (`save_to_disk`, memory-mapped on load), written under a temporary name and
-renamed, so a crash never leaves a half-written entry behind.
+preprocessing code itself. Entries are `datasets` folders (`save_to_disk`; read back memory-mapped,
+through pyarrow), written under a temporary name and renamed, so a crash never leaves a
+half-written entry behind.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
-from datasets import Dataset, load_from_disk
 
 from launcher.contract.events import EventLog, Preprocessing
 from launcher.contract.heartbeat import Phase
@@ -33,6 +32,7 @@ from launcher.contract.reports import DataStats
 from launcher.data.hub_data import HubData, is_hub_data
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task
+from launcher.worker.arrow_rows import ArrowRows
 from launcher.worker.watchdog import Watchdog
 
 CODE = Path(__file__).resolve().parents[1]
@@ -147,6 +147,8 @@ def _save(prepared: Prepared, entry: Path) -> None:
     tmp.mkdir(parents=True)
     for name, rows in (("train", prepared.train), ("eval", prepared.eval)):
         if rows:
+            from datasets import Dataset  # only to write an entry: reading needs pyarrow alone
+
             Dataset.from_list(list(rows)).save_to_disk(str(tmp / name))
     CacheMeta(label_names=prepared.label_names, stats=prepared.stats).write(tmp / "meta.json")
     try:
@@ -159,7 +161,7 @@ def _load(entry: Path) -> Prepared:
     meta = CacheMeta.read(entry / "meta.json")
 
     def rows(name: str) -> Any:
-        return load_from_disk(str(entry / name)) if (entry / name).is_dir() else []
+        return ArrowRows(entry / name) if (entry / name).is_dir() else []
 
     return Prepared(train=rows("train"), eval=rows("eval"), label_names=meta.label_names,
                     stats=meta.stats)

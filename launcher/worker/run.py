@@ -27,12 +27,7 @@ from launcher.worker.loop import TrainLoop, scalars, tables
 from launcher.worker.lr_find import run_lr_range
 from launcher.worker.optim import make_optimizer, make_scheduler
 from launcher.worker.preprocess import prepare_cached
-from launcher.worker.startup import (
-    deterministic_algorithms,
-    verify_launch,
-    verify_strategy,
-    verify_world,
-)
+from launcher.worker.startup import verify_launch, verify_strategy, verify_world
 from launcher.worker.stopping import StopTraining
 from launcher.worker.tracking import start_tracking
 from launcher.worker.watchdog import Watchdog, allowance
@@ -61,7 +56,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
                         recipe.train.hang_timeout_s).start()
     events = EventLog(folder.events, main)
     set_seed(recipe.train.seed)
-    deterministic_algorithms(plan.device == "cpu")
+    torch.use_deterministic_algorithms(plan.device == "cpu", warn_only=True)
 
     task = build_task(recipe, plan)
     task.tokenizer = tokenizer = task.load_tokenizer()

@@ -107,9 +107,3 @@ def _describe(strategy: object, offload: tuple) -> str:
     name = "one plain process" if strategy is None else f"strategy {strategy}"
     return name + (f" offloading {', '.join(offload)}" if offload else "")
 
-
-def deterministic_algorithms(enabled: bool) -> None:
-    """`torch.use_deterministic_algorithms(enabled, warn_only=True)`, less its one other effect:
-    setting inductor's flag, whose import (torch._inductor, torch._dynamo) costs 1.5 s of every
-    start. Nothing here compiles with inductor."""
-    torch._C._set_deterministic_algorithms(enabled, warn_only=True)

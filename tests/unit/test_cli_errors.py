@@ -83,6 +83,14 @@ def test_micro_batch_not_dividing_global(run_cli, tmp_path: Path) -> None:
     assert_clean_failure(result, tmp_path / "run", "micro_batch_size 5 x world size 2 = 10")
 
 
+def test_token_budget_needs_ddp(run_cli, tmp_path: Path) -> None:
+    recipe = recipe_copy(tmp_path)
+    result = launch(run_cli, recipe, tmp_path / "run", "--set", "train.micro_batch_tokens=512",
+                    "--set", "distributed.strategy=fsdp")
+    assert_clean_failure(result, tmp_path / "run", "train.micro_batch_tokens",
+                         "needs strategy ddp, not fsdp")
+
+
 def test_extends_cycle(run_cli, tmp_path: Path) -> None:
     (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
     (tmp_path / "b.toml").write_text('extends = "a.toml"\n')

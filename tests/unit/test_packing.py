@@ -14,6 +14,7 @@ from launcher.data.chat import IGNORE_INDEX, encode_rows
 from launcher.data.formats import load_rows
 from launcher.data.packing import (
     length_grouped_batches,
+    micro_batches,
     pack_indices,
     packed_collator,
 )
@@ -137,3 +138,21 @@ def test_length_grouped_batches_come_in_random_order_the_longest_first() -> None
     assert longest[0] == max(lengths)
     falls = sum(b <= a for a, b in itertools.pairwise(longest[1:]))
     assert 0.3 < falls / (len(longest) - 2) < 0.7  # sorted runs would fall at every step
+
+
+def test_micro_batches_keep_order_rows_and_token_budget() -> None:
+    """Consecutive cuts under both limits; an example over the budget runs alone; no budget:
+    micro rows at a time, as before."""
+    lengths = [300, 500, 200, 900, 1200, 100, 100, 100, 400]
+
+    def padded(chunk: list[int]) -> int:
+        return len(chunk) * max(chunk)
+
+    cut = micro_batches(lengths, 4, 1000, padded)
+    assert [x for chunk in cut for x in chunk] == lengths
+    assert cut == [[300, 500], [200], [900], [1200], [100, 100, 100], [400]]
+    assert all(padded(c) <= 1000 or len(c) == 1 for c in cut)
+    assert micro_batches(lengths, 4, None, padded) == [lengths[:4], lengths[4:8], lengths[8:]]
+    assert micro_batches(lengths, 2, 10**6, sum) == [lengths[i:i + 2] for i in range(0, 9, 2)]
+    assert micro_batches(lengths, 9, 1000, sum) == [[300, 500, 200], [900], [1200],
+                                                     [100, 100, 100, 400]]

@@ -6,6 +6,7 @@ silently drops DeepSpeed), so the Accelerator is built per strategy here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from datetime import timedelta
@@ -62,7 +63,11 @@ class AccelerateEngine(Engine):
         return self.scheduler
 
     def micro_step(self, last: bool):
-        return self.accelerator.accumulate(self.model)
+        if self.zero_stage:  # DeepSpeed counts the micro-batches itself: grad_accum per step
+            return self.accelerator.accumulate(self.model)
+        # DDP all-reduces on the last micro-batch of a rank's step only, however many it has
+        # (a token budget cuts long rows into more); one process has nothing to synchronise.
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
 
     def backward(self, loss):
         # Accelerate (and DeepSpeed) divide by the accumulation steps; the loss is already

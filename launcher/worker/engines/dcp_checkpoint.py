@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-# torch.distributed.checkpoint is imported where it is used: it adds ~0.6 s to every start, and
-# a run that never checkpoints (or not before its first step) does not need it then.
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 
 def _rank() -> int:
@@ -30,9 +29,6 @@ def _extra_file(folder: Path, rank: int) -> Path:
 def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path,
          scheduler: Any, scaler: Any = None) -> None:
     """Every rank writes its part of `folder`."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(folder))
     extra = {"scheduler": scheduler.state_dict(), "rng": _rng_state(),
@@ -43,9 +39,6 @@ def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path,
 def load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path,
          scheduler: Any, scaler: Any = None) -> None:
     """Restore what `save` wrote, at this world size."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=str(folder))

@@ -1,0 +1,32 @@
+"""The token budget per micro-batch the plan picks: CPU default under DDP, off otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from launcher.contract.vocabulary import Device, Strategy
+from launcher.errors import RecipeError
+from launcher.plan.plan import CPU_MICRO_TOKENS, micro_token_budget
+from launcher.recipe.schema import Recipe
+
+
+def recipe(**train: object) -> Recipe:
+    return Recipe.model_validate({"model": {"path": "unused"}, "task": {"kind": "causal_lm"},
+                                  "data": {"train": ["unused.jsonl"]}, "train": train})
+
+
+@pytest.mark.parametrize(("train", "device", "strategy", "budget"), [
+    ({}, Device.CPU, Strategy.DDP, CPU_MICRO_TOKENS),
+    ({}, Device.CUDA, Strategy.DDP, None),
+    ({}, Device.CPU, Strategy.FSDP, None),
+    ({}, Device.CPU, Strategy.ZERO3, None),
+    ({"micro_batch_tokens": 0}, Device.CPU, Strategy.DDP, None),
+    ({"micro_batch_tokens": 4096}, Device.CUDA, Strategy.DDP, 4096),
+])
+def test_budget(train: dict, device: Device, strategy: Strategy, budget: int | None) -> None:
+    assert micro_token_budget(recipe(**train), device, strategy, "r.toml") == budget
+
+
+def test_budget_under_a_sharded_strategy_is_an_error() -> None:
+    with pytest.raises(RecipeError, match="needs strategy ddp, not zero2"):
+        micro_token_budget(recipe(micro_batch_tokens=512), Device.CPU, Strategy.ZERO2, "r.toml")
