@@ -39,6 +39,7 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python bench/quickstart_bench.py
+	$(VENV)/bin/python bench/ddp_cost.py
 	$(VENV)/bin/python bench/strategies_bench.py
 	$(VENV)/bin/python bench/packing_bench.py
 	$(VENV)/bin/python bench/lr_find_bench.py
