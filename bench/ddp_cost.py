@@ -5,7 +5,9 @@ The quickstart's model (all-MiniLM-L6-v2, 22.7M parameters) and SST-2 rows, batc
 of similar length (as `data.group_by_length`), plain torch DDP as the worker builds it
 (`gradient_as_bucket_view`), fused AdamW, gradient clipping. Per round, interleaved:
   1x2          one process, 2 threads, 32 rows per step;
-  2x1          2 processes, 1 thread each, 16 rows each, DDP all-reducing the gradients;
+  2x1          2 processes, 1 thread each, 16 rows each, DDP all-reducing through gloo;
+  2x1 shm      the same, all-reducing through shared memory as the worker does
+               (launcher/worker/engines/shared_memory.py);
   2x1 no comm  the same under `no_sync()`: the compute alone (not a valid training step);
   all-reduce   the 22.7M fp32 gradients alone, 2 processes x 1 thread.
     .venv/bin/python bench/ddp_cost.py [--rounds 2] [--steps 30]
@@ -71,6 +73,10 @@ def train(rank: int, world: int, setup: str, steps: int, sync: bool, seed: int) 
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True)
+        if setup == "2x1 shm":
+            from launcher.worker.engines import shared_memory
+
+            shared_memory.install(net)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
     rows = grouped_rows(steps, seed)
     per_rank = GLOBAL_BATCH // world
@@ -117,7 +123,8 @@ def all_reduce_ms(rank: int, world: int, numel: int) -> float:
 
 
 def _rank(rank: int, world: int, port: int, work, args: tuple, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      LOCAL_WORLD_SIZE=str(world))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     result = work(rank, world, *args)
     dist.destroy_process_group()
@@ -163,13 +170,14 @@ def main() -> None:
     timings: list[Timing] = []
     reduce_ms: list[float] = []
     for rnd in range(args.rounds):
-        for setup, world, sync in (("1x2", 1, True), ("2x1", 2, True), ("2x1 no comm", 2, False)):
+        for setup, world, sync in (("1x2", 1, True), ("2x1", 2, True), ("2x1 shm", 2, True),
+                                  ("2x1 no comm", 2, False)):
             timings.append(in_processes(world, train, setup, args.steps, sync, rnd))
         params = timings[-1].params
         reduce_ms.append(in_processes(2, all_reduce_ms, params))
     table = ["| setup | step ms | forward ms | backward ms | clip+AdamW ms | samples/s "
              "| vs 1x2 |", "|---|---|---|---|---|---|---|"]
-    table += [row(name, timings) for name in ("1x2", "2x1", "2x1 no comm")]
+    table += [row(name, timings) for name in ("1x2", "2x1", "2x1 shm", "2x1 no comm")]
     table.append(f"\nall-reduce of the {params / 1e6:.1f}M fp32 gradients alone (gloo, 2 "
                  f"processes x 1 thread): {statistics.median(reduce_ms):.0f} ms; {args.rounds} "
                  f"interleaved rounds of {args.steps} steps, first {SKIP} left out, on "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from launcher.contract.records import JsonRecord
-from launcher.contract.vocabulary import Strategy
+from launcher.contract.vocabulary import GradientSync, Strategy
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class RankReport(JsonRecord):
     distributed_type: str
     process_group_backend: str | None
     strategy: Strategy | None = None  # None: one plain process
+    gradient_sync: GradientSync | None = None  # DDP only: how it all-reduces the gradients
     local_param_numel: int = 0
     held_bytes: HeldBytes | None = None
     peak_rss_bytes: int | None = None  # the process's high-water mark, host memory

@@ -38,6 +38,14 @@ class Strategy(StrEnum):
         return self
 
 
+class GradientSync(StrEnum):
+    """How DDP all-reduces the gradients: through shared memory (every rank on one CPU host),
+    or the process group's own collective (gloo over TCP, NCCL)."""
+
+    SHARED_MEMORY = "shared-memory"
+    PROCESS_GROUP = "process-group"
+
+
 class Offload(StrEnum):
     """What ZeRO-3 keeps in host memory instead of device memory."""
 

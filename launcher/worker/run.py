@@ -79,8 +79,9 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
                                  loaded_rss_bytes=peak_rss_bytes())
     report.write(folder.rank_report(report.rank))
     print(f"sft-launch worker: rank {report.rank}/{plan.world_size} on {report.hostname}: "
-          f"{report.strategy or 'one process'}, {report.local_param_numel:,} parameters held",
-          flush=True)
+          f"{report.strategy or 'one process'}, {report.local_param_numel:,} parameters held"
+          + (f", gradient all-reduce: {report.gradient_sync}" if report.gradient_sync
+             else ""), flush=True)
 
     state = TrainerState()
     if resume:

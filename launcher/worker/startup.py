@@ -100,7 +100,8 @@ def verify_strategy(engine: Engine, plan: Plan, report: RankReport) -> RankRepor
             "differs from plan.json."
         )
     local = sum(local_shard(p).numel() for p in engine.model.parameters())
-    return dataclasses.replace(report, strategy=active, local_param_numel=local)
+    return dataclasses.replace(report, strategy=active, gradient_sync=engine.gradient_sync,
+                               local_param_numel=local)
 
 
 def _describe(strategy: object, offload: tuple) -> str:

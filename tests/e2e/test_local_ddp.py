@@ -58,6 +58,7 @@ def test_two_processes_form_one_group_and_end_with_identical_weights(run) -> Non
     assert {r.group_size for r in reports} == {2}
     assert {r.process_group_backend for r in reports} == {"gloo"}
     assert {r.strategy for r in reports} == {"ddp"}
+    assert {r.gradient_sync for r in reports} == {"shared-memory"}  # both ranks on this host
     fingerprints = {r.final_weights_sha256 for r in reports}
     assert len(fingerprints) == 1, "the ranks ended with different weights: no gradient sync"
 

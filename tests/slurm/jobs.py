@@ -71,6 +71,8 @@ def assert_completed_run(run_dir: Path, world: int) -> None:
     assert {r.group_size for r in reports} == {world}
     hosts = [r.hostname for r in reports]
     assert len(set(hosts)) == world and all(re.fullmatch(r"n\d+", h) for h in hosts), hosts
+    if {r.strategy for r in reports} == {"ddp"}:  # ranks on other nodes: no shared memory
+        assert {r.gradient_sync for r in reports} == {"process-group"}
     assert len({r.final_weights_sha256 for r in reports}) == 1, "ranks ended different"
     done = summary(run_dir)
     assert done.status == "completed" and done.world_size == world

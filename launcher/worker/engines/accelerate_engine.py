@@ -19,8 +19,8 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType
 
 from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
-from launcher.contract.vocabulary import Device, Offload, Strategy
-from launcher.worker.engines import dcp_checkpoint, universal
+from launcher.contract.vocabulary import Device, GradientSync, Offload, Strategy
+from launcher.worker.engines import dcp_checkpoint, shared_memory, universal
 from launcher.worker.engines.base import (
     Engine,
     group_kwargs,
@@ -56,6 +56,10 @@ class AccelerateEngine(Engine):
         # deepspeed.zero.Init: each rank allocates only its partition of every parameter.
         model = build_model(False)
         self.model, self.optimizer = self.accelerator.prepare(model, make_optimizer(model))
+        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            self.gradient_sync = (shared_memory.install(self.model)
+                                  if self.plan.device is Device.CPU
+                                  else GradientSync.PROCESS_GROUP)
         # After prepare: ZeRO-3 regroups the parameters of the optimizer it wraps.
         self.scheduler = make_scheduler(self.optimizer)
         if self.zero_stage:

@@ -21,7 +21,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 
 from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
-from launcher.contract.vocabulary import Offload, Strategy
+from launcher.contract.vocabulary import GradientSync, Offload, Strategy
 from launcher.worker.shards import local_shard
 
 ModelFactory = Callable[[bool], torch.nn.Module]  # meta=True: no weights, for a sharded load
@@ -48,6 +48,7 @@ class Engine(ABC):
     accelerator: Accelerator
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    gradient_sync: GradientSync | None = None  # set by `prepare` under DDP
 
     def __init__(self, plan: Plan, run_dir: Path, timeout: timedelta) -> None:
         self.plan = plan
