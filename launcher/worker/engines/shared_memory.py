@@ -14,7 +14,7 @@ all-reduce at all, 292 ms for 1 process x 2 threads).
 
 Cost: the slots, N x (DDP's bucket cap + the largest gradient) bytes at most, reserved on
 `/dev/shm` at start-up (no room there: gloo, said in the rank report). The file is unlinked as
-soon as every rank has mapped it, so a killed job leaves nothing behind.
+soon as every rank has mapped it, so a job killed after start-up leaves nothing behind.
 """
 
 # No `from __future__ import annotations`: DDP checks the hook's annotations as objects.
