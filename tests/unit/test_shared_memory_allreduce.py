@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ def _model() -> torch.nn.Module:
 
 
 def _rank(rank: int, world: int, port: int, local_world: int, slot_bytes: int | None,
-          out: Path) -> None:
+          shm: Path | None, out: Path) -> None:
+    if shm is not None:
+        shared_memory.SHM = shm
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       LOCAL_WORLD_SIZE=str(local_world))
     torch.set_num_threads(1)
@@ -70,11 +73,11 @@ def _rank(rank: int, world: int, port: int, local_world: int, slot_bytes: int | 
 
 
 def _run(world: int, tmp_path: Path, local_world: int | None = None,
-         slot_bytes: int | None = None) -> list[dict]:
+         slot_bytes: int | None = None, shm: Path | None = None) -> list[dict]:
     port = random.Random().randrange(20000, 40000)
     torch.multiprocessing.start_processes(
-        _rank, args=(world, port, local_world or world, slot_bytes, tmp_path), nprocs=world,
-        start_method="spawn")
+        _rank, args=(world, port, local_world or world, slot_bytes, shm, tmp_path),
+        nprocs=world, start_method="spawn")
     return [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(world)]
 
 
@@ -117,3 +120,19 @@ def test_slot_holds_the_largest_bucket_ddp_builds() -> None:
                     torch.zeros(5000)]  # frozen: no gradient, no bucket
 
     assert shared_memory.slot_bytes(Fake()) == 1280  # min(1240, 1000 + 1200), cache-aligned
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_dev_shm_keeps_the_process_group(tmp_path: Path) -> None:
+    """A real 128 KiB tmpfs as /dev/shm: the 2 x 117 KB of slots do not fit: the ranks keep gloo."""
+    small = tmp_path / "shm"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(small)], check=True)
+    try:
+        ranks = _run(2, tmp_path, shm=small)
+        left = list(small.iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert {r["sync"] for r in ranks} == {"process-group"}
+    assert max(r["max_error"] for r in ranks) == 0.0
+    assert left == []  # the file that did not fit was removed
