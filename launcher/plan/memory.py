@@ -53,6 +53,7 @@ USABLE_FRACTION = 0.9
 _BYTES_PER_PARAM = {Precision.FP32: (4, 4, 8), Precision.BF16: (2, 2, 12),
                     Precision.FP16: (2, 2, 12)}
 _MAX_UNITS = 1 << 16  # nodes, or processes without procs_per_node
+DDP_BUCKET_CAP_BYTES = 25 * 2**20  # torch DDP's bucket_cap_mb default, which the worker keeps
 
 
 class DoesNotFit(ValueError):
@@ -84,6 +85,15 @@ def deepspeed_buckets(hidden_size: int | None, block_parameters: int) -> dict[st
     return {"reduce_bucket_size": h * h, "stage3_prefetch_bucket_size": int(0.9 * h * h),
             "stage3_param_persistence_threshold": 10 * h,
             "stage3_max_live_parameters": live, "stage3_max_reuse_distance": live}
+
+
+def shared_slot_bytes(*, gradients: int, largest_gradient: int, world_size: int) -> int:
+    """What a DDP rank's RSS counts of the shared-memory all-reduce's slots (one per rank, each
+    at most DDP's bucket cap plus the largest gradient, never more than all the gradients:
+    `shared_memory.slot_bytes`): its own slot, plus in every other rank's slot the part it sums
+    and the part it reads back, 2/N of it. With 2 ranks that is both slots."""
+    slot = min(gradients, DDP_BUCKET_CAP_BYTES + largest_gradient)
+    return slot + 2 * (world_size - 1) * _ceil_div(slot, world_size)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -122,9 +132,10 @@ def estimate(
     device_memory_bytes: int | None = None,
     trainable_parameters: int | None = None,
     device: Device = Device.CUDA,
+    nodes: int = 1,
 ) -> MemoryEstimate:
     """Bytes per device for `strategy` (see the module docstring for the formulas), and the
-    peak a rank reaches on `device` (launcher.plan.peak).
+    peak a rank reaches on `device` (launcher.plan.peak) with the world on `nodes` hosts.
 
     `trainable_parameters` (e.g. LoRA) are part of `shape.num_parameters`; grads and
     optimizer state scale with them, params with all.
@@ -160,13 +171,16 @@ def estimate(
             else total <= int(device_memory_bytes * USABLE_FRACTION))
     buckets = deepspeed_buckets(shape.hidden_size, shape.block_parameters)
     bucket = g_bytes * buckets.get("reduce_bucket_size", 0) if strategy.uses_deepspeed else 0
+    shared = (shared_slot_bytes(gradients=g_bytes * trainable, world_size=world_size,
+                                largest_gradient=g_bytes * shape.vocab_size * shape.hidden_size)
+              if strategy is Strategy.DDP and device is Device.CPU and nodes == 1 else 0)
     peak = peak_bytes(strategy=strategy, offload=offload, device=device, world_size=world_size,
                       weights=p_bytes * total_params, gradients=g_bytes * trainable,
                       held=total, activations=activations, optimizer=optim,
                       block=(p_bytes + g_bytes) * shape.block_parameters, bucket=bucket,
                       flat=(4 * _ceil_div(trainable, world_size)
                             if strategy.uses_deepspeed and not offload else 0),
-                      host=host)
+                      host=host, shared=shared)
     return MemoryEstimate(strategy=strategy, offload=offload, world_size=world_size,
                           params_bytes=params, grads_bytes=grads, optimizer_bytes=optim,
                           activations_bytes=activations, total_bytes=total, fits=fits,

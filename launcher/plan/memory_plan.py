@@ -77,7 +77,7 @@ def memory_plan(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
                  micro_batch_size=micro, seq_len=recipe.data.max_length, precision=precision,
                  activation_checkpointing=recipe.train.activation_checkpointing,
                  device_memory_bytes=device_memory, device=device,
-                 trainable_parameters=trainable)
+                 trainable_parameters=trainable, nodes=world_size // procs_per_node)
         for strategy, offload in CANDIDATES
     )
     return MemoryPlan(model_parameters=shape.num_parameters, approximate=shape.approximate,

@@ -8,11 +8,13 @@ block's weights + gradients, F = the fp32 copy of a rank's gradient partition (4
 
     moment  ddp                 zero2           fsdp                        zero3
     load    W + G               S - A           W + W / N (rank 0 reads W)  S - A
-    train   S + G               S + bucket + F  S + 2B                      S + 2B + bucket + F
+    train   S + G + H           S + bucket + F  S + 2B                      S + 2B + bucket + F
     save    S - O               S - O           S - A - O + W               S - A - O + W
 
 - DDP's reducer keeps its own copy of the gradients (G), from the wrap on; one process alone
-  has no wrapper: W to load, S to train.
+  has no wrapper: W to load, S to train. On a CPU host that runs every rank, DDP all-reduces
+  through shared memory (launcher/worker/engines/shared_memory.py): H is the part of the
+  ranks' shared slots a rank touches, which its RSS counts (`memory.shared_slot_bytes`).
 - DeepSpeed builds its fp32 master partition and gradient buffer at start-up and the moments at
   the first step: S - A bounds a ZeRO rank once loaded; ZeRO-3 builds the model partitioned
   (zero.Init).
@@ -44,17 +46,18 @@ DEEPSPEED_RUNTIME_BYTES = {Device.CPU: 150 * MIB, Device.CUDA: 0}
 
 def peak_bytes(*, strategy: Strategy, offload: tuple[Offload, ...], device: Device,
                world_size: int, weights: int, gradients: int, held: int, activations: int,
-               optimizer: int, block: int, bucket: int, flat: int, host: int) -> int:
+               optimizer: int, block: int, bucket: int, flat: int, host: int,
+               shared: int) -> int:
     """A rank's peak (see the module docstring); `held` is S, `optimizer` O, `block` B,
     `bucket` ZeRO's reduce bucket and `flat` F in bytes, `host` what offload keeps in host
-    memory."""
+    memory, `shared` H (DDP's shared-memory slots, 0 where it uses the process group)."""
     runtime = RUNTIME_BYTES[device] + (DEEPSPEED_RUNTIME_BYTES[device]
                                        if strategy.uses_deepspeed else 0)
     state, saving = held - activations, held - activations - optimizer + weights
     if world_size == 1:  # one plain process: no wrapper, no buckets
         moments = (weights, held, held - optimizer)
     elif strategy is Strategy.DDP:
-        moments = (weights + gradients, held + gradients, held - optimizer)
+        moments = (weights + gradients, held + gradients + shared, held - optimizer)
     elif strategy is Strategy.ZERO2:
         moments = (state, held + bucket + flat, held - optimizer)
     elif strategy is Strategy.FSDP:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
-from launcher.plan.memory import CANDIDATES, estimate
+from launcher.plan.memory import CANDIDATES, DDP_BUCKET_CAP_BYTES, estimate, shared_slot_bytes
 from launcher.plan.model_shape import ModelShape, read_model_shape
 from launcher.plan.peak import DEEPSPEED_RUNTIME_BYTES, RUNTIME_BYTES
 from tests.unit.test_memory import LLAMA_7B
@@ -70,3 +70,27 @@ def test_zero_adds_the_flat_fp32_gradient_copy_of_its_step(llama_7b: ModelShape)
                    activation_checkpointing=True, device=Device.CUDA)
     bucket = 2 * llama_7b.hidden_size ** 2
     assert est.peak_bytes == est.total_bytes + bucket + 4 * -(-llama_7b.num_parameters // 8)
+
+
+def test_ddp_on_one_cpu_host_adds_the_shared_slots_it_touches(llama_7b: ModelShape) -> None:
+    """Every rank on one CPU host: DDP all-reduces through /dev/shm slots (bucket cap + the
+    embedding's gradient each), which each rank's RSS counts; on 2 nodes, or on GPUs, there are
+    none."""
+    def ddp(device: Device, nodes: int, world_size: int = 2) -> int:
+        return estimate(llama_7b, strategy=Strategy.DDP, world_size=world_size, nodes=nodes,
+                        micro_batch_size=1, seq_len=2048, precision=Precision.FP32,
+                        device=device).peak_bytes
+
+    slot = DDP_BUCKET_CAP_BYTES + 4 * llama_7b.vocab_size * llama_7b.hidden_size
+    assert ddp(Device.CPU, nodes=1) - ddp(Device.CPU, nodes=2) == 2 * slot
+    assert ddp(Device.CPU, nodes=1, world_size=4) - ddp(Device.CPU, nodes=2, world_size=4) == (
+        slot + 3 * 2 * -(-slot // 4))
+    assert ddp(Device.CUDA, nodes=1) == ddp(Device.CUDA, nodes=2)
+    assert ddp(Device.CPU, nodes=1, world_size=1) == ddp(Device.CPU, nodes=2, world_size=1)
+
+
+def test_a_shared_slot_never_holds_more_than_all_the_gradients() -> None:
+    small = 10 * 2**20  # below DDP's bucket cap: one bucket, one slot of it per rank
+    assert shared_slot_bytes(gradients=small, largest_gradient=small // 2, world_size=2) == (
+        2 * small)
+    assert shared_slot_bytes(gradients=small, largest_gradient=small // 2, world_size=1) == small
