@@ -62,16 +62,23 @@ def model_shape(recipe: Recipe, model_path: str) -> ModelShape | None:
         return None  # a family the planner cannot size: plan without a memory estimate
 
 
+def _with_adapters(shape: ModelShape, recipe: Recipe) -> tuple[ModelShape, int | None]:
+    """The shape to plan with and its trainable parameters (None: all of them). Under LoRA the
+    adapters and peft's copy of the head are extra parameters, and the only trainable ones."""
+    lora = recipe.model.lora
+    trainable = lora_trainable(shape, lora) if lora is not None else None
+    if trainable is None:
+        return shape, None
+    return dataclasses.replace(shape, num_parameters=shape.num_parameters + trainable), trainable
+
+
 def memory_plan(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
                 procs_per_node: int, micro: int, precision: Precision,
                 device_memory: int | None, device: Device) -> MemoryPlan | None:
     """Estimates for every strategy at this world size (what plan.json records)."""
     if shape is None:
         return None
-    lora = recipe.model.lora
-    trainable = lora_trainable(shape, lora) if lora is not None else None
-    if trainable is not None:  # the adapters and peft's copy of the head are extra parameters
-        shape = dataclasses.replace(shape, num_parameters=shape.num_parameters + trainable)
+    shape, trainable = _with_adapters(shape, recipe)
     estimates = tuple(
         estimate(shape, strategy=strategy, offload=offload, world_size=world_size,
                  micro_batch_size=micro, seq_len=recipe.data.max_length, precision=precision,
@@ -95,12 +102,13 @@ def auto_strategy(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
         return Strategy.DDP, (), "auto: one process, nothing to shard"
     if shape is None or device_memory is None:
         return Strategy.DDP, (), "auto: no model config or device memory to plan with; DDP"
+    shape, trainable = _with_adapters(shape, recipe)
     try:
         chosen = choose_strategy(shape, world_size=world_size, micro_batch_size=micro,
                                  seq_len=recipe.data.max_length, precision=precision,
                                  activation_checkpointing=recipe.train.activation_checkpointing,
                                  device_memory_bytes=device_memory,
-                                 procs_per_node=procs_per_node)
+                                 procs_per_node=procs_per_node, trainable_parameters=trainable)
     except DoesNotFit as err:
         raise RecipeError(recipe_file, "distributed.strategy", str(err),
                           "use more nodes, a smaller micro batch or max_length, or enable "

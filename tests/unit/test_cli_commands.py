@@ -34,6 +34,17 @@ def test_plan_auto_takes_the_fastest_that_fits(run_cli) -> None:
         result.stderr)
 
 
+def test_plan_auto_sizes_a_lora_run_by_its_adapters(run_cli) -> None:
+    """With LoRA only the adapters have gradients and optimizer state: DDP (281 MiB) fits in the
+    same 550 MiB that the full fine-tune above needs ZeRO-2 for, and the table says so too."""
+    result = run_cli("plan", QUICKSTART, "--set", "distributed.strategy=auto",
+                     "--set", "model.lora.r=8", "--device-memory", "550MiB")
+    assert result.returncode == 0, result.stderr
+    assert "strategy: ddp (auto: ddp is the fastest strategy that fits in memory)" in (
+        result.stderr)
+    assert "│ ddp           │ 87.9 MiB │   1.3 MiB │   2.6 MiB │" in result.stderr
+
+
 def test_plan_sizes_a_70b_model_across_nodes(run_cli, tmp_path: Path) -> None:
     model = tmp_path / "llama-70b"
     model.mkdir()
