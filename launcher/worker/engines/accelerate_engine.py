@@ -56,7 +56,7 @@ class AccelerateEngine(Engine):
         # deepspeed.zero.Init: each rank allocates only its partition of every parameter.
         model = build_model(False)
         self.model, self.optimizer = self.accelerator.prepare(model, make_optimizer(model))
-        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+        if self.active_strategy() is Strategy.DDP:
             self.gradient_sync = (shared_memory.install(self.model)
                                   if self.plan.device is Device.CPU
                                   else GradientSync.PROCESS_GROUP)
