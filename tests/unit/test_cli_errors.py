@@ -34,7 +34,7 @@ def launch(run_cli, recipe: Path, run_dir: Path, *extra: str):
 
 
 def test_unknown_key(run_cli, tmp_path: Path) -> None:
-    recipe = recipe_copy(tmp_path, replace=("lr = 3e-4", "lr = 3e-4\nwarmup_step = 3"))
+    recipe = recipe_copy(tmp_path, replace=("lr = 2e-4", "lr = 2e-4\nwarmup_step = 3"))
     result = launch(run_cli, recipe, tmp_path / "run")
     assert_clean_failure(result, tmp_path / "run", str(recipe), "train.warmup_step",
                          "did you mean 'warmup_steps'")
