@@ -28,6 +28,10 @@ h = hidden, a = heads, L = layers, V = vocab:
     checkpointing            L * s*b*h*e (each layer's input, e = 2 or 4 bytes) + one layer
     logits (fp32)            b*s*V*4 (causal LM), b*s*labels*4 (tokens), b*labels*4 (sequence)
 
+Under DDP with a token budget per micro-batch B (`micro_tokens`), a micro-batch computes at
+most max(B, s) tokens (padding counted; one row over the budget runs alone), so s*b above
+becomes min(s*b, max(B, s)) and the a*s term keeps s: a row is at most s tokens long.
+
 The a*s/h term assumes attention scores are stored (eager attention); with flash/SDPA kernels
 it overestimates. A plan ``fits`` when its total is at most USABLE_FRACTION of the device
 memory; the rest is left to the runtime context, allocator fragmentation and comm buffers.
@@ -102,18 +106,19 @@ def _ceil_div(a: int, b: int) -> int:
 
 def _activations(
     shape: ModelShape, micro_batch_size: int, seq_len: int, precision: Precision,
-    checkpointing: bool,
+    checkpointing: bool, micro_tokens: int | None,
 ) -> int:
     s, b, h, a = seq_len, micro_batch_size, shape.hidden_size, shape.num_heads
+    tokens = s * b if micro_tokens is None else min(s * b, max(micro_tokens, s))
     if precision is Precision.FP32:
-        layer, stored_input = s * b * (66 * h + 9 * a * s), 4 * s * b * h
+        layer, stored_input = tokens * (66 * h + 9 * a * s), 4 * tokens * h
     else:
-        layer, stored_input = s * b * (34 * h + 5 * a * s), 2 * s * b * h
+        layer, stored_input = tokens * (34 * h + 5 * a * s), 2 * tokens * h
     layers = (shape.num_layers * stored_input + layer if checkpointing
               else shape.num_layers * layer)
     logits = {
-        "causal_lm": b * s * shape.vocab_size * 4,
-        "token_classification": b * s * shape.num_labels * 4,
+        "causal_lm": tokens * shape.vocab_size * 4,
+        "token_classification": tokens * shape.num_labels * 4,
         "sequence_classification": b * shape.num_labels * 4,
     }.get(shape.head, 0)
     return layers + logits
@@ -133,9 +138,12 @@ def estimate(
     trainable_parameters: int | None = None,
     device: Device = Device.CUDA,
     nodes: int = 1,
+    micro_tokens: int | None = None,
 ) -> MemoryEstimate:
     """Bytes per device for `strategy` (see the module docstring for the formulas), and the
     peak a rank reaches on `device` (launcher.plan.peak) with the world on `nodes` hosts.
+    `micro_tokens`: DDP's token budget per micro-batch (the other strategies take whole
+    micro-batches of rows, so it is ignored for them).
 
     `trainable_parameters` (e.g. LoRA) are part of `shape.num_parameters`; grads and
     optimizer state scale with them, params with all.
@@ -165,7 +173,8 @@ def estimate(
                       total_params)
         params, grads, optim = p_bytes * working, g_bytes * min(working, trainable), 0
     activations = _activations(shape, micro_batch_size, seq_len, precision,
-                               activation_checkpointing)
+                               activation_checkpointing,
+                               micro_tokens if strategy is Strategy.DDP else None)
     total = params + grads + optim + activations
     fits = (None if device_memory_bytes is None
             else total <= int(device_memory_bytes * USABLE_FRACTION))
@@ -199,8 +208,10 @@ def choose_strategy(
     procs_per_node: int | None = None,
     trainable_parameters: int | None = None,
     layouts: Sequence[Layout] = CANDIDATES,
+    micro_tokens: int | None = None,
 ) -> MemoryEstimate:
-    """The estimate of the first of `layouts` that fits on each device.
+    """The estimate of the first of `layouts` that fits on each device (`micro_tokens`: DDP's
+    token budget per micro-batch, as in `estimate`).
 
     Raises DoesNotFit naming the smallest world size that would fit, in nodes of
     `procs_per_node` processes when given (else in processes), or saying that none would.
@@ -210,7 +221,8 @@ def choose_strategy(
                          micro_batch_size=micro_batch_size, seq_len=seq_len,
                          precision=precision, activation_checkpointing=activation_checkpointing,
                          device_memory_bytes=device_memory_bytes,
-                         trainable_parameters=trainable_parameters) for s, o in layouts]
+                         trainable_parameters=trainable_parameters,
+                         micro_tokens=micro_tokens) for s, o in layouts]
 
     estimates = at(world_size)
     for est in estimates:

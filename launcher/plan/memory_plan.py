@@ -73,9 +73,11 @@ def _with_adapters(shape: ModelShape, recipe: Recipe) -> tuple[ModelShape, int |
 
 
 def memory_plan(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
-                procs_per_node: int, micro: int, precision: Precision,
-                device_memory: int | None, device: Device) -> MemoryPlan | None:
-    """Estimates for every strategy at this world size (what plan.json records)."""
+                procs_per_node: int, micro: int, micro_tokens: int | None,
+                precision: Precision, device_memory: int | None,
+                device: Device) -> MemoryPlan | None:
+    """Estimates for every strategy at this world size (what plan.json records);
+    `micro_tokens`: the token budget per micro-batch DDP would run under."""
     if shape is None:
         return None
     shape, trainable = _with_adapters(shape, recipe)
@@ -84,7 +86,8 @@ def memory_plan(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
                  micro_batch_size=micro, seq_len=recipe.data.max_length, precision=precision,
                  activation_checkpointing=recipe.train.activation_checkpointing,
                  device_memory_bytes=device_memory, device=device,
-                 trainable_parameters=trainable, nodes=world_size // procs_per_node)
+                 trainable_parameters=trainable, nodes=world_size // procs_per_node,
+                 micro_tokens=micro_tokens)
         for strategy, offload in CANDIDATES
     )
     return MemoryPlan(model_parameters=shape.num_parameters, approximate=shape.approximate,
@@ -94,8 +97,8 @@ def memory_plan(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
 
 
 def auto_strategy(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
-                  procs_per_node: int, micro: int, precision: Precision,
-                  device_memory: int | None,
+                  procs_per_node: int, micro: int, micro_tokens: int | None,
+                  precision: Precision, device_memory: int | None,
                   recipe_file: str) -> tuple[Strategy, tuple[Offload, ...], str]:
     """(strategy, offload, reason): the fastest layout that fits, in CANDIDATES order."""
     if world_size == 1:
@@ -108,7 +111,8 @@ def auto_strategy(shape: ModelShape | None, *, recipe: Recipe, world_size: int,
                                  seq_len=recipe.data.max_length, precision=precision,
                                  activation_checkpointing=recipe.train.activation_checkpointing,
                                  device_memory_bytes=device_memory,
-                                 procs_per_node=procs_per_node, trainable_parameters=trainable)
+                                 procs_per_node=procs_per_node, trainable_parameters=trainable,
+                                 micro_tokens=micro_tokens)
     except DoesNotFit as err:
         raise RecipeError(recipe_file, "distributed.strategy", str(err),
                           "use more nodes, a smaller micro batch or max_length, or enable "

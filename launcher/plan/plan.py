@@ -53,7 +53,8 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_he
     shape = model_shape(recipe, model_path)
     device_memory = device_memory_bytes(recipe, device, recipe_file)
     sizes = {"recipe": recipe, "world_size": world, "procs_per_node": dist.procs_per_node,
-             "micro": batch.micro, "precision": precision, "device_memory": device_memory}
+             "micro": batch.micro, "precision": precision, "device_memory": device_memory,
+             "micro_tokens": micro_token_budget(recipe, device, Strategy.DDP, recipe_file)}
     if dist.strategy == "auto":
         strategy, offload, reason = auto_strategy(shape, recipe_file=recipe_file, **sizes)
     else:

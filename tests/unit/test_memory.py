@@ -94,6 +94,32 @@ def test_activations(llama_7b: ModelShape) -> None:
                                        precision=Precision.BF16) + bf16.activations_bytes
 
 
+@pytest.mark.parametrize(("micro", "seq", "budget", "tokens"), [
+    (8, 512, 1024, 1024),   # 2 packed rows of 512 under the budget, not 8
+    (3, 512, 1024, 1024),
+    (2, 2048, 1024, 2048),  # a row longer than the budget runs alone
+    (16, 64, 1024, 1024),   # the quickstart: the budget is exactly its micro-batch
+    (4, 128, 4096, 512),    # a budget above the micro-batch changes nothing
+])
+def test_ddp_activations_under_a_token_budget(llama_7b: ModelShape, micro: int, seq: int,
+                                              budget: int, tokens: int) -> None:
+    """A micro-batch under DDP's token budget computes at most max(budget, seq) tokens: the
+    activations are those of that many tokens, each attending over rows of `seq`."""
+    h, a, layers, vocab = 4096, 32, 32, 32000
+    kwargs = {"world_size": 2, "micro_batch_size": micro, "seq_len": seq,
+              "precision": Precision.FP32}
+    budgeted = estimate(llama_7b, strategy=Strategy.DDP, micro_tokens=budget, **kwargs)
+    assert budgeted.activations_bytes == (layers * tokens * (66 * h + 9 * a * seq)
+                                          + tokens * vocab * 4)
+    rows = estimate(llama_7b, strategy=Strategy.DDP, **kwargs)
+    assert (budgeted.activations_bytes < rows.activations_bytes) is (tokens < micro * seq)
+    assert budgeted.total_bytes - rows.total_bytes == (budgeted.activations_bytes
+                                                       - rows.activations_bytes)
+    for strategy in (Strategy.ZERO2, Strategy.FSDP, Strategy.ZERO3):  # whole micro-batches
+        assert (estimate(llama_7b, strategy=strategy, micro_tokens=budget, **kwargs)
+                == estimate(llama_7b, strategy=strategy, **kwargs))
+
+
 def test_choose_7b_on_8x80gib(llama_7b: ModelShape) -> None:
     """DDP needs 16*6.74e9 = 108 GB + activations > 0.9*80 GiB; ZeRO-2 needs
     2P + 14P/8 = 25.3 GB + 30.8 GB activations (s=2048, b=1): it fits."""
