@@ -31,6 +31,13 @@ class Strategy(StrEnum):
         """Each rank holds 1/N of the parameters (FSDP, ZeRO-3)."""
         return self in (Strategy.FSDP, Strategy.ZERO3)
 
+    @property
+    def takes_token_budget(self) -> bool:
+        """A rank's rows of a step may be cut into micro-batches by a token budget: DDP only
+        (FSDP and ZeRO run collectives in every forward pass, so every rank must take as many
+        micro-batches as the others)."""
+        return self is Strategy.DDP
+
     def active(self, world_size: int) -> Strategy | None:
         """What really runs at `world_size`: one process wraps nothing for DDP or FSDP."""
         if world_size == 1 and not self.uses_deepspeed:

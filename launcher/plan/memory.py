@@ -142,8 +142,8 @@ def estimate(
 ) -> MemoryEstimate:
     """Bytes per device for `strategy` (see the module docstring for the formulas), and the
     peak a rank reaches on `device` (launcher.plan.peak) with the world on `nodes` hosts.
-    `micro_tokens`: DDP's token budget per micro-batch (the other strategies take whole
-    micro-batches of rows, so it is ignored for them).
+    `micro_tokens`: DDP's token budget per micro-batch (ignored for a strategy that takes
+    whole micro-batches of rows, see `Strategy.takes_token_budget`).
 
     `trainable_parameters` (e.g. LoRA) are part of `shape.num_parameters`; grads and
     optimizer state scale with them, params with all.
@@ -174,7 +174,7 @@ def estimate(
         params, grads, optim = p_bytes * working, g_bytes * min(working, trainable), 0
     activations = _activations(shape, micro_batch_size, seq_len, precision,
                                activation_checkpointing,
-                               micro_tokens if strategy is Strategy.DDP else None)
+                               micro_tokens if strategy.takes_token_budget else None)
     total = params + grads + optim + activations
     fits = (None if device_memory_bytes is None
             else total <= int(device_memory_bytes * USABLE_FRACTION))

@@ -125,16 +125,16 @@ def batch_arithmetic(recipe: Recipe, world: int, recipe_file: str) -> Batch:
 def micro_token_budget(recipe: Recipe, device: Device, strategy: Strategy,
                        recipe_file: str) -> int | None:
     """The most tokens one micro-batch computes: the recipe's, else CPU_MICRO_TOKENS on CPU;
-    None (micro rows each) on GPU, when 0, and under the sharded strategies (FSDP and ZeRO run
-    collectives in every forward pass, so every rank must take as many as the others)."""
+    None (micro rows each) on GPU, when 0, and under a strategy that takes no token budget
+    (`Strategy.takes_token_budget`)."""
     wanted = recipe.train.micro_batch_tokens
-    if wanted is not None and wanted > 0 and strategy is not Strategy.DDP:
+    if wanted is not None and wanted > 0 and not strategy.takes_token_budget:
         raise RecipeError(recipe_file, "train.micro_batch_tokens",
                           f"a token budget per micro-batch needs strategy ddp, not {strategy}",
                           "leave train.micro_batch_tokens unset (or 0), or set "
                           "train.micro_batch_size")
     if wanted is None:
-        wanted = CPU_MICRO_TOKENS if device is Device.CPU and strategy is Strategy.DDP else 0
+        wanted = CPU_MICRO_TOKENS if device is Device.CPU and strategy.takes_token_budget else 0
     return wanted or None
 
 
