@@ -31,8 +31,7 @@ def merge_lora(run_dir: Path, out: Path) -> Path:
     logging.set_verbosity_error()  # the base load's "classifier newly initialized" is expected:
     logging.disable_progress_bar()  # the adapter brings the trained head
 
-    from launcher.tasks.base import Prepared
-    from launcher.tasks.registry import build_task
+    from launcher.tasks.base import Prepared, build_task
 
     plan = Plan.read(folder.plan)
     task = build_task(recipe, plan)

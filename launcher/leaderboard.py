@@ -13,19 +13,21 @@ from launcher.contract.sweep import Entry, Leaderboard, SweepFolder, SweepRecord
 from launcher.errors import UsageError
 from launcher.pictures import draw_sweep
 from launcher.recipe.load import load_recipe
+from launcher.tasks.registry import task_spec
 
-# The metric a sweep is judged by when none is named, by task; lower is better for these:
-MAIN_METRIC = {"sequence_classification": "accuracy", "token_classification": "f1",
-               "causal_lm": "loss"}
-LOWER_IS_BETTER = ("loss", "perplexity")
+# Metrics a user may name with --metric for which lower is better (a task's main metric says
+# its own direction).
+LOWER_IS_BETTER = ("loss", "perplexity", "wer", "cer")
 
 
 def rank(folder: SweepFolder, metric: str | None) -> Leaderboard:
     """Every point's state and metric, best first (points without the metric last)."""
     record = SweepRecord.read(folder.record)
     first = load_recipe(folder.point(record.points[0]).recipe)
-    name = (metric or MAIN_METRIC[first.task.kind]).removeprefix("eval_")
-    lower = name in LOWER_IS_BETTER
+    spec = task_spec(first.task.kind)
+    name = (metric or spec.main_metric).removeprefix("eval_")
+    lower = (not spec.higher_is_better if name == spec.main_metric
+             else name in LOWER_IS_BETTER)
     entries = []
     for point in record.points:
         run = folder.point(point)

@@ -30,18 +30,12 @@ from launcher.data.labels import LabelMap
 from launcher.errors import UsageError
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
+from launcher.tasks.registry import task_spec
 
 if TYPE_CHECKING:
     import torch
 
     from launcher.tasks.base import EvalOutput, Example, Row, Task
-
-# The formats each task kind reads (its canonical rows).
-TASK_FORMATS = {
-    "sequence_classification": ("classification",),
-    "token_classification": ("conll", "tokens"),
-    "causal_lm": ("alpaca", "messages", "sharegpt", "prompt_completion", "text"),
-}
 
 
 @dataclass(frozen=True)
@@ -87,7 +81,7 @@ def open_run(run_dir: Path) -> Run:
     if not (folder.final / weights).is_file():
         raise UsageError(f"{folder.final / weights}: not found: the run has no final model yet "
                          f"(see `sft-launch status {run_dir}`)")
-    if recipe.task.kind != "causal_lm" and names is None:
+    if task_spec(recipe.task.kind).labelled and names is None:
         raise UsageError(f"{folder.label_names}: not found: a {recipe.task.kind} run writes its "
                          "label names there when it trains")
     return run
@@ -96,12 +90,12 @@ def open_run(run_dir: Path) -> Run:
 def read_rows(run: Run, source: Source, *, labelled: bool) -> tuple[str, list[Row]]:
     """The file's format and canonical rows, read as training reads its data: labels (all
     required) mapped through the run's label names."""
-    data, kind = run.recipe.data, run.recipe.task.kind
+    data, spec = run.recipe.data, task_spec(run.recipe.task.kind)
     fmt = source.format or str(data.format)
-    if fmt not in TASK_FORMATS[kind]:
+    if fmt not in spec.formats:
         unknown = "" if fmt in FORMATS else "not a data format; "
-        raise UsageError(f"--format {fmt}: {unknown}a {kind} run reads "
-                         f"{' or '.join(TASK_FORMATS[kind])}")
+        raise UsageError(f"--format {fmt}: {unknown}a {spec.kind} run reads "
+                         f"{' or '.join(spec.formats)}")
     default = data.columns if fmt == data.format else {}
     columns = source.columns if source.columns is not None else default
     if not source.path.is_file():
@@ -165,7 +159,7 @@ def make_task(run: Run) -> Task:
     """The run's task with the tokenizer of `final/` (and its model, unless LoRA's base)."""
     from transformers.utils import logging
 
-    from launcher.tasks.registry import build_task
+    from launcher.tasks.base import build_task
 
     logging.set_verbosity_error()  # a LoRA base's "newly initialized" head is expected: the
     logging.disable_progress_bar()  # adapter brings the trained one

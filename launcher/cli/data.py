@@ -55,7 +55,7 @@ def preview(
     examples = preview_rows(splits.train[:rows], tokenizer, recipe, names)
     out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
     legend = "loss-bearing text " + ("highlighted" if out.is_terminal else "in [[...]]")
-    if recipe.task.kind == "sequence_classification":
+    if all(example.loss_tokens is None for example in examples):
         legend = "the loss is on each example's label"
     out.print(f"{len(examples)} of {splits.stats.train_rows} training examples of "
               f"{recipe_file}; {legend}")

@@ -44,17 +44,7 @@ from launcher.data.messages import (
     tool_schemas,
 )
 
-FORMATS = (
-    "alpaca",
-    "messages",
-    "sharegpt",
-    "prompt_completion",
-    "text",
-    "classification",
-    "conll",
-    "tokens",
-)
-# Canonical input fields of each format (the keys a column mapping may rename).
+# Every format and its canonical input fields (the keys a column mapping may rename).
 FIELDS: dict[str, tuple[str, ...]] = {
     "alpaca": ("instruction", "input", "output", "system"),
     "messages": ("messages", "tools"),
@@ -65,6 +55,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "conll": (),
     "tokens": ("tokens", "tags"),
 }
+FORMATS: tuple[str, ...] = tuple(FIELDS)  # the one list of formats (the recipe schema's too)
 LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags"}
 
 

@@ -46,6 +46,7 @@ from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
 from launcher.plan.model_shape import ModelShape
 from launcher.plan.peak import peak_bytes
 from launcher.plan.sizes import format_bytes
+from launcher.tasks.spec import Head
 
 Layout = tuple[Strategy, tuple[Offload, ...]]
 FULL_OFFLOAD = (Offload.OPTIMIZER, Offload.PARAMS)
@@ -117,9 +118,9 @@ def _activations(
     layers = (shape.num_layers * stored_input + layer if checkpointing
               else shape.num_layers * layer)
     logits = {
-        "causal_lm": tokens * shape.vocab_size * 4,
-        "token_classification": tokens * shape.num_labels * 4,
-        "sequence_classification": b * shape.num_labels * 4,
+        Head.LM: tokens * shape.vocab_size * 4,
+        Head.TOKEN: tokens * shape.num_labels * 4,
+        Head.SEQUENCE: b * shape.num_labels * 4,
     }.get(shape.head, 0)
     return layers + logits
 

@@ -15,20 +15,15 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
-from launcher.recipe.schema import TaskKind
+from launcher.tasks.registry import TASKS, task_spec
+from launcher.tasks.spec import Head
 
-TASKS: tuple[str, ...] = get_args(TaskKind)
 _DECODERS = ("llama", "mistral", "qwen2")
 _ENCODERS = ("bert", "roberta", "xlm-roberta")
-_HEAD_SUFFIXES = (
-    ("ForCausalLM", "causal_lm"),
-    ("LMHeadModel", "causal_lm"),
-    ("ForSequenceClassification", "sequence_classification"),
-    ("ForTokenClassification", "token_classification"),
-    ("Model", "none"),
-)
+# An architecture's head from its class name: each task's heads, then the bare model.
+_HEAD_SUFFIXES = (*((suffix, spec.head) for spec in TASKS.values()
+                    for suffix in spec.architectures), ("Model", Head.NONE))
 
 
 @dataclass(frozen=True)
@@ -46,7 +41,7 @@ class ModelShape:
     num_heads: int
     intermediate_size: int
     vocab_size: int
-    head: str = "causal_lm"  # a TASKS entry, or "none" for the bare model
+    head: Head = Head.LM
     num_labels: int = 2
     block_parameters: int = 0  # one transformer block
     approximate: bool = False  # True when num_parameters is the generic estimate
@@ -59,7 +54,7 @@ class ModelShape:
 class _Count:
     total: int
     block: int
-    head: str
+    head: Head
     labels: int
     approximate: bool = False
 
@@ -72,19 +67,17 @@ def _get(config: dict, *names: str) -> int:
     raise ValueError(f"no {' or '.join(repr(n) for n in names)} key")
 
 
-def _head_of(config: dict, task: str | None) -> tuple[str, bool]:
-    """The head to count and whether it is known: ``task``, else from config's architectures."""
+def _head_of(config: dict, task: str | None) -> tuple[Head, bool]:
+    """The head to count and whether it is known: ``task``'s, else from config's architectures."""
     if task is not None:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-        return task, True
+        return task_spec(task).head, True
     architectures = config.get("architectures") or []
     if not architectures:
-        return ("none" if config.get("model_type") in _ENCODERS else "causal_lm"), True
+        return (Head.NONE if config.get("model_type") in _ENCODERS else Head.LM), True
     for suffix, head in _HEAD_SUFFIXES:
         if architectures[0].endswith(suffix):
             return head, True
-    return "none", False
+    return Head.NONE, False
 
 
 def _num_labels(config: dict, num_labels: int | None) -> int:
@@ -95,13 +88,13 @@ def _num_labels(config: dict, num_labels: int | None) -> int:
     return len(config.get("id2label") or {}) or 2
 
 
-def _decoder_head(head: str, h: int, vocab: int, labels: int, tied: bool) -> int:
+def _decoder_head(head: Head, h: int, vocab: int, labels: int, tied: bool) -> int:
     """Head parameters of a decoder: lm_head (unless tied), score (no bias), classifier."""
     return {
-        "causal_lm": 0 if tied else vocab * h,
-        "sequence_classification": h * labels,
-        "token_classification": h * labels + labels,
-        "none": 0,
+        Head.LM: 0 if tied else vocab * h,
+        Head.SEQUENCE: h * labels,
+        Head.TOKEN: h * labels + labels,
+        Head.NONE: 0,
     }[head]
 
 
@@ -112,7 +105,7 @@ def _attention_widths(config: dict) -> tuple[int, int]:
     return heads * dim, (config.get("num_key_value_heads") or heads) * dim
 
 
-def _count_llama(config: dict, head: str, labels: int) -> tuple[int, int]:
+def _count_llama(config: dict, head: Head, labels: int) -> tuple[int, int]:
     h = _get(config, "hidden_size")
     q, kv = _attention_widths(config)
     inter = _get(config, "intermediate_size")
@@ -130,7 +123,7 @@ def _count_llama(config: dict, head: str, labels: int) -> tuple[int, int]:
     return total + _decoder_head(head, h, vocab, labels, tied), block
 
 
-def _count_gpt2(config: dict, head: str, labels: int) -> tuple[int, int]:
+def _count_gpt2(config: dict, head: Head, labels: int) -> tuple[int, int]:
     h = _get(config, "n_embd", "hidden_size")
     inter = config.get("n_inner") or 4 * h
     vocab = _get(config, "vocab_size")
@@ -141,9 +134,9 @@ def _count_gpt2(config: dict, head: str, labels: int) -> tuple[int, int]:
     return total + _decoder_head(head, h, vocab, labels, tied), block
 
 
-def _count_bert(config: dict, head: str, labels: int) -> tuple[int, int]:
-    if head == "causal_lm":
-        raise ValueError(f"{config.get('model_type')} is an encoder: no causal_lm head")
+def _count_bert(config: dict, head: Head, labels: int) -> tuple[int, int]:
+    if head is Head.LM:
+        raise ValueError(f"{config.get('model_type')} is an encoder: no language-model head")
     h = _get(config, "hidden_size")
     inter = _get(config, "intermediate_size")
     positions = _get(config, "max_position_embeddings")
@@ -153,9 +146,9 @@ def _count_bert(config: dict, head: str, labels: int) -> tuple[int, int]:
     pooler = h * h + h  # BERT's pooler, also RoBERTa's classification dense layer
     classifier = h * labels + labels
     heads_params = {
-        "sequence_classification": pooler + classifier,
-        "token_classification": classifier,
-        "none": pooler,
+        Head.SEQUENCE: pooler + classifier,
+        Head.TOKEN: classifier,
+        Head.NONE: pooler,
     }
     total = embeddings + _get(config, "num_hidden_layers") * block + heads_params[head]
     return total, block
@@ -220,7 +213,7 @@ def read_model_shape(
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def _linears(config: dict, head: str) -> tuple[tuple[str, int, int, int], ...]:
+def _linears(config: dict, head: Head) -> tuple[tuple[str, int, int, int], ...]:
     """The linear layers LoRA can adapt (no lm_head or task head), per family; () if unknown."""
     model_type, layers = config.get("model_type"), config.get("num_hidden_layers", 0)
     if model_type in _DECODERS:
@@ -234,20 +227,20 @@ def _linears(config: dict, head: str) -> tuple[tuple[str, int, int, int], ...]:
         block = (("query", h, h, layers), ("key", h, h, layers), ("value", h, h, layers),
                  ("dense", h, h, layers), ("dense", h, inter, layers),
                  ("dense", inter, h, layers))
-        pooler = model_type == "bert" and head in ("sequence_classification", "none")
+        pooler = model_type == "bert" and head in (Head.SEQUENCE, Head.NONE)
         return block + ((("dense", h, h, 1),) if pooler else ())
     return ()
 
 
-def _task_head(config: dict, head: str, labels: int) -> int:
+def _task_head(config: dict, head: Head, labels: int) -> int:
     """Parameters of a classification head (score or classifier); 0 for the others."""
-    if head not in ("sequence_classification", "token_classification"):
+    if head not in (Head.SEQUENCE, Head.TOKEN):
         return 0
     h = _get(config, "hidden_size", "n_embd")
     if config.get("model_type") in _DECODERS:
         return _decoder_head(head, h, 0, labels, tied=True)
     dense = (h * h + h if config.get("model_type") in ("roberta", "xlm-roberta")
-             and head == "sequence_classification" else 0)  # RoBERTa's classifier.dense
+             and head is Head.SEQUENCE else 0)  # RoBERTa's classifier.dense
     return dense + h * labels + labels
 
 

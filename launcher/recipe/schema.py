@@ -4,47 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from launcher.contract.vocabulary import Precision, Strategy
+from launcher.data.formats import FORMATS
+from launcher.recipe.section import Section, sane_path
+from launcher.tasks.registry import TASKS, task_spec
 
-TaskKind = Literal["sequence_classification", "causal_lm", "token_classification"]
-DataFormat = Literal["alpaca", "messages", "sharegpt", "prompt_completion", "text",
-                     "classification", "conll", "tokens"]
+TaskKind = Literal[tuple(TASKS)]  # type: ignore[valid-type]
+DataFormat = Literal[FORMATS]  # type: ignore[valid-type]
 StrategyChoice = Strategy | Literal["auto"]
 PrecisionChoice = Precision | Literal["auto"]
-
-DEFAULT_FORMAT: dict[str, str] = {"sequence_classification": "classification",
-                                  "causal_lm": "alpaca", "token_classification": "conll"}
-
-
-PATH_MAX = 4096  # Linux: longer paths cannot be opened at all
-NAME_MAX = 255  # Linux: longest file name
-
-
-def sane_path(value: str) -> str:
-    """A path the OS can open: no NUL byte, not longer than PATH_MAX, no name over NAME_MAX."""
-    if "\x00" in value:
-        raise ValueError("a path cannot contain a NUL byte")
-    if len(value.encode()) > PATH_MAX or any(len(part.encode()) > NAME_MAX
-                                            for part in value.split("/")):
-        raise ValueError(f"path too long for the OS ({PATH_MAX} bytes, {NAME_MAX} per name)")
-    return value
-
-
-class Section(BaseModel):
-    """Every recipe section refuses unknown keys and validates assignments (for --set)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
-        """No text in a recipe may hold a NUL byte: no file, shell line or W&B name takes one."""
-        texts = value if isinstance(value, list) else [value]
-        if any(isinstance(text, str) and "\x00" in text for text in texts):
-            raise ValueError("text cannot contain a NUL byte")
-        return value
 
 
 class LoraSettings(Section):
@@ -83,18 +53,21 @@ class ModelSettings(Section):
 
 
 class TaskSettings(Section):
-    kind: TaskKind
+    kind: TaskKind = Field(description="What is fine-tuned: " + "; ".join(
+        f"{spec.kind}: {spec.summary}" for spec in TASKS.values()) + ".")
     num_labels: int | None = Field(
         None, gt=1, description="Classification labels; inferred from the training data if unset."
     )
     chat_template: str | None = Field(
         None,
-        description="causal_lm: 'chatml', a Jinja template, or unset for the tokenizer's own.",
+        description="Chat tasks: 'chatml', a Jinja template, or unset for the tokenizer's "
+        "own.",
     )
     train_on: Literal["assistant", "last_assistant", "all"] = Field(
-        "assistant", description="causal_lm: which tokens carry loss."
+        "assistant", description="Chat tasks: which tokens carry loss."
     )
-    packing: bool = Field(False, description="causal_lm: padding-free packing of sequences.")
+    packing: bool = Field(False, description="Padding-free packing of sequences (the tasks "
+                          "that generate text).")
 
 
 class DataSettings(Section):
@@ -102,7 +75,8 @@ class DataSettings(Section):
                              "conll; or Hub datasets: hf:org/name?subset=S&split=train.")
     eval: list[str] = Field(default_factory=list, description="Evaluation file(s) or hf: "
                             "datasets (split: validation unless ?split= names one).")
-    format: DataFormat | None = Field(None, description="Row format; defaults by task kind.")
+    format: DataFormat | None = Field(None, description="Row format; defaults by task kind "
+                                      "(the first it reads).")
     columns: dict[str, str] = Field(
         default_factory=dict, description="Map canonical field -> column name in your files."
     )
@@ -118,7 +92,8 @@ class DataSettings(Section):
     )
     group_by_length: bool | None = Field(
         None, description="Batch rows of similar length together (less padding). Default: on "
-        "for the classification tasks (they cannot pack), off for causal_lm (task.packing).",
+        "for the tasks that cannot pack (classification), off for those that can "
+        "(task.packing).",
     )
     max_train_samples: int | None = Field(None, gt=0, description="Use the first N rows only.")
     max_eval_samples: int | None = Field(None, gt=0)
@@ -184,10 +159,10 @@ class TrainSettings(Section):
         "logs/samples-rank-<R>.jsonl (to audit the data order, e.g. across a resume).",
     )
     sample_prompts: list[str] | int = Field(
-        0, description="causal_lm: generate from these prompts (user turns, or texts for the "
-        "text format), or from the first N eval rows, greedily at every evaluation: logged to "
-        "the event log and as a W&B table, so a wrong template or stop token shows early. "
-        "0: none.",
+        0, description="Text generation tasks: generate from these prompts (user turns, or "
+        "texts for the text format), or from the first N eval rows, greedily at every "
+        "evaluation: logged to the event log and as a W&B table, so a wrong template or stop "
+        "token shows early. 0: none.",
     )
     sample_max_tokens: int = Field(64, gt=0, description="Tokens generated per sample at most.")
 
@@ -282,19 +257,30 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        spec = task_spec(self.task.kind)
         if self.data.format is None:
-            self.data.format = DEFAULT_FORMAT[self.task.kind]  # type: ignore[assignment]
+            self.data.format = spec.default_format
+        elif self.data.format not in spec.formats:
+            raise ValueError(f"data.format = {self.data.format!r} is not read by task.kind = "
+                             f"{spec.kind!r}: it reads {', '.join(spec.formats)}")
         if self.data.group_by_length is None:
-            self.data.group_by_length = self.task.kind != "causal_lm"
+            self.data.group_by_length = spec.groups_by_length
         offload = self.distributed.offload_optimizer or self.distributed.offload_params
         if offload and self.distributed.strategy not in (Strategy.ZERO3, "auto"):
             raise ValueError("distributed.offload_* needs distributed.strategy = 'zero3'")
-        if self.task.packing and self.task.kind != "causal_lm":
-            raise ValueError("task.packing applies to causal_lm only")
-        if self.train.sample_prompts and self.task.kind != "causal_lm":
-            raise ValueError("train.sample_prompts applies to causal_lm only (generated text)")
+        if self.task.packing and not spec.packs:
+            raise ValueError(f"task.packing does not apply to {spec.kind}: it applies to "
+                             f"{_kinds_where('packs')}")
+        if self.train.sample_prompts and not spec.samples_prompts:
+            raise ValueError(f"train.sample_prompts does not apply to {spec.kind} (generated "
+                             f"text): it applies to {_kinds_where('samples_prompts')}")
         no_eval = not self.data.eval and not self.data.eval_fraction
         if isinstance(self.train.sample_prompts, int) and self.train.sample_prompts and no_eval:
             raise ValueError("train.sample_prompts = N takes N eval rows, and there is no eval "
                              "data: set data.eval or data.eval_fraction, or list the prompts")
         return self
+
+
+def _kinds_where(flag: str) -> str:
+    """The task kinds whose spec sets `flag`, for a message."""
+    return " and ".join(kind for kind, spec in TASKS.items() if getattr(spec, flag))

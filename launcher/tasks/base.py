@@ -6,13 +6,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from launcher.contract.plan import Plan
 from launcher.contract.reports import DataStats
 from launcher.recipe.schema import Recipe
+from launcher.tasks.registry import task_class
+
+if TYPE_CHECKING:
+    from launcher.data.preview import Preview
 
 Batch = dict[str, torch.Tensor]
 Row = dict[str, Any]  # a canonical row (launcher.data.formats)
@@ -50,6 +54,12 @@ class Task(ABC):
 
     @abstractmethod
     def load_tokenizer(self) -> Any: ...
+
+    @classmethod
+    @abstractmethod
+    def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
+        """One canonical row as training encodes it, loss-bearing parts marked (`sft-launch
+        preview`: the tokenizer only, no plan, no model); label ids named by `names`."""
 
     @abstractmethod
     def prepare(self, tokenizer: Any) -> Prepared: ...
@@ -108,6 +118,11 @@ class Task(ABC):
     def computed_tokens(self, examples: Sequence[dict[str, Any]]) -> int:
         """Tokens one forward pass over `examples` computes: each padded to the longest."""
         return len(examples) * max(self.tokens_in(e) for e in examples)
+
+
+def build_task(recipe: Recipe, plan: Plan) -> Task:
+    """The task object of the recipe's `task.kind`."""
+    return task_class(recipe.task.kind)(recipe, plan)
 
 
 def batches(task: Task, examples: Sequence[Example], size: int,

@@ -13,9 +13,18 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_utils import slice_logits_to_keep
 
-from launcher.data.chat import IGNORE_INDEX, EncodeStats, encode_rows, render, resolve_template
+from launcher.data.chat import (
+    IGNORE_INDEX,
+    ChatTemplateError,
+    EncodeStats,
+    encode_rows,
+    render,
+    resolve_template,
+)
 from launcher.data.packing import pack_indices, packed_collator
+from launcher.data.preview import Preview, loss_segments
 from launcher.data.splits import load_splits
+from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
 from launcher.tasks.packed_attention import prepare_for_packing
 
@@ -32,6 +41,24 @@ class CausalLM(Task):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
+
+    @classmethod
+    def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
+        """The row through the training encode path (template, tools, `train_on`,
+        truncation): the marked text is exactly what carries loss."""
+        data, task = recipe.data, recipe.task
+        try:
+            examples, stats = encode_rows([row], tokenizer, data.max_length, data.truncation,
+                                          task.train_on, task.chat_template)
+        except ChatTemplateError as err:
+            return Preview(note=f"not trainable: {err}")
+        if not examples:
+            why = "longer than" if data.truncation == "drop" else "no loss-bearing token fits in"
+            return Preview(note=f"dropped: {why} data.max_length = {data.max_length}")
+        example = examples[0]
+        loss = sum(label != IGNORE_INDEX for label in example["labels"])
+        note = f"truncated to data.max_length = {data.max_length}" if stats.truncated else ""
+        return Preview(loss_segments(tokenizer, example), len(example["input_ids"]), loss, note)
 
     def prepare(self, tokenizer: Any) -> Prepared:
         self.tokenizer = tokenizer

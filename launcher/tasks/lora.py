@@ -6,13 +6,7 @@ import torch
 from accelerate import PartialState
 
 from launcher.recipe.schema import Recipe
-
-# peft's task type makes the task head (classifier / score) trainable and saved with the adapter.
-PEFT_TASK_TYPES = {
-    "sequence_classification": "SEQ_CLS",
-    "token_classification": "TOKEN_CLS",
-    "causal_lm": "CAUSAL_LM",
-}
+from launcher.tasks.registry import task_spec
 
 
 def apply_lora(model: torch.nn.Module, recipe: Recipe, announce: bool = True) -> torch.nn.Module:
@@ -23,9 +17,10 @@ def apply_lora(model: torch.nn.Module, recipe: Recipe, announce: bool = True) ->
         return model
     from peft import LoraConfig, get_peft_model  # imported only here: it takes seconds
 
+    # peft's task type makes the task head trainable and saved with the adapter.
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules,
-                        task_type=PEFT_TASK_TYPES[recipe.task.kind])
+                        task_type=task_spec(recipe.task.kind).peft_task_type)
     model = get_peft_model(model, config)
     trainable, total = param_counts(model)
     if announce and PartialState().is_main_process:

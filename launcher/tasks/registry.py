@@ -1,39 +1,56 @@
-"""The task of a recipe's `task.kind`: one builder per kind."""
+"""Every task kind: one `TaskSpec` entry each (torch-free), and the `Task` class it names.
+
+A new task is one module in `launcher/tasks/` implementing `launcher.tasks.base.Task`, plus
+one entry here; nothing else in the package names a task kind (checked by
+`tests/unit/test_architecture.py`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
-from launcher.contract.plan import Plan
-from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Task
+from launcher.tasks.spec import Head, TaskSpec
+
+TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
+    TaskSpec(
+        kind="sequence_classification",
+        summary="text (or a text pair) -> one label: sentiment, topic, entailment",
+        implementation="launcher.tasks.sequence_classification:SequenceClassification",
+        formats=("classification",), main_metric="accuracy", higher_is_better=True,
+        head=Head.SEQUENCE, architectures=("ForSequenceClassification",),
+        peft_task_type="SEQ_CLS", predicts="the label name", labelled=True,
+        groups_by_length=True),
+    TaskSpec(
+        kind="token_classification",
+        summary="a label per word: named entities, part of speech",
+        implementation="launcher.tasks.token_classification:TokenClassification",
+        formats=("conll", "tokens"), main_metric="f1", higher_is_better=True,
+        head=Head.TOKEN, architectures=("ForTokenClassification",),
+        peft_task_type="TOKEN_CLS", predicts="a tag per word", labelled=True,
+        groups_by_length=True),
+    TaskSpec(
+        kind="causal_lm",
+        summary="instruction and chat SFT of a decoder: loss on the responses",
+        implementation="launcher.tasks.causal_lm:CausalLM",
+        formats=("alpaca", "messages", "sharegpt", "prompt_completion", "text"),
+        main_metric="loss", higher_is_better=False,
+        head=Head.LM, architectures=("ForCausalLM", "LMHeadModel"),
+        peft_task_type="CAUSAL_LM", predicts="the generated text", labelled=False,
+        groups_by_length=False, packs=True, samples_prompts=True),
+)}
 
 
-def _sequence_classification(recipe: Recipe, plan: Plan) -> Task:
-    from launcher.tasks.sequence_classification import SequenceClassification
-
-    return SequenceClassification(recipe, plan)
-
-
-def _causal_lm(recipe: Recipe, plan: Plan) -> Task:
-    from launcher.tasks.causal_lm import CausalLM
-
-    return CausalLM(recipe, plan)
+def task_spec(kind: str) -> TaskSpec:
+    """The spec of `kind`; a ValueError naming the known kinds otherwise."""
+    try:
+        return TASKS[kind]
+    except KeyError:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of "
+                         f"{', '.join(TASKS)}") from None
 
 
-def _token_classification(recipe: Recipe, plan: Plan) -> Task:
-    from launcher.tasks.token_classification import TokenClassification
-
-    return TokenClassification(recipe, plan)
-
-
-BUILDERS: dict[str, Callable[[Recipe, Plan], Task]] = {
-    "sequence_classification": _sequence_classification,
-    "causal_lm": _causal_lm,
-    "token_classification": _token_classification,
-}
-
-
-def build_task(recipe: Recipe, plan: Plan) -> Task:
-    """The task object for `task.kind`."""
-    return BUILDERS[recipe.task.kind](recipe, plan)
+def task_class(kind: str) -> type:
+    """The `launcher.tasks.base.Task` subclass of `kind` (its module imported now: torch comes
+    with it; `launcher.tasks.base.build_task` builds one for a run)."""
+    module, name = task_spec(kind).implementation.split(":")
+    return getattr(importlib.import_module(module), name)

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from launcher.data.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
+from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
 
 
@@ -20,6 +22,15 @@ class SequenceClassification(Task):
         return AutoTokenizer.from_pretrained(
             self.plan.tokenizer_path, trust_remote_code=self.recipe.model.trust_remote_code
         )
+
+    @classmethod
+    def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
+        """The row's tokens and its label (the loss is on the label)."""
+        encoded = tokenizer(row["text"], row.get("text_pair"), truncation=True,
+                            max_length=recipe.data.max_length)
+        tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+        return Preview([Segment(" ".join(tokens), False)], len(tokens), None,
+                       f"label: {label_name(names, row['label'])}")
 
     def prepare(self, tokenizer: Any) -> Prepared:
         self.tokenizer = tokenizer

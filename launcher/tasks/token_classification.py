@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from seqeval.metrics import accuracy_score, classification_report
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from launcher.data.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
 from launcher.errors import UsageError
+from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
 
 IGNORE_INDEX = -100
@@ -49,6 +51,24 @@ class TokenClassification(Task):
             raise UsageError(f"token classification needs a fast tokenizer (word_ids()); "
                              f"{self.plan.tokenizer_path} has none")
         return tokenizer
+
+    @classmethod
+    def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
+        """Subword tokens, each word's first subword marked with its tag (it carries loss)."""
+        encoded = tokenizer(row["tokens"], is_split_into_words=True, truncation=True,
+                            max_length=recipe.data.max_length)
+        tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+        segments, previous, tagged = [], None, 0
+        for position, (token, word) in enumerate(zip(tokens, encoded.word_ids(), strict=True)):
+            if position:
+                segments.append(Segment(" ", False))
+            first = word is not None and word != previous
+            segments.append(Segment(f"{token}/{label_name(names, row['tags'][word])}", True)
+                            if first else Segment(token, False))
+            tagged += first
+            previous = word
+        return Preview(segments, len(tokens), tagged,
+                       "the first subword of each word carries its tag")
 
     def prepare(self, tokenizer: Any) -> Prepared:
         self.tokenizer = tokenizer

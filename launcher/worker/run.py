@@ -18,8 +18,8 @@ from launcher.contract.reports import LabelNames, RankReport, Summary
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import ExitCode, Strategy
 from launcher.recipe.schema import Recipe
+from launcher.tasks.base import build_task
 from launcher.tasks.lora import apply_lora
-from launcher.tasks.registry import build_task
 from launcher.worker.checkpoint import TrainerState, load_latest
 from launcher.worker.engines import make_engine
 from launcher.worker.final import save_final, weights_fingerprint

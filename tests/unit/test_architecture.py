@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from launcher.contract import events, job, plan, reports
+from launcher.tasks.registry import TASKS
 from tests.conftest import REPO
 
 PACKAGE = REPO / "launcher"
@@ -21,6 +22,7 @@ HEAVY = {"torch", "transformers", "accelerate", "deepspeed", "datasets", "peft",
 # Modules that run where only the control plane is installed or must start instantly.
 CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher.errors",
                  "launcher.contract", "launcher.recipe", "launcher.plan", "launcher.render",
+                 "launcher.tasks.registry", "launcher.tasks.spec",
                  "launcher.backends", "launcher.data.files", "launcher.data.formats",
                  "launcher.data.splits", "launcher.data.labels", "launcher.data.mixing",
                  "launcher.data.errors", "launcher.data.messages")
@@ -107,6 +109,30 @@ def test_the_contract_stands_on_its_own() -> None:
             outside = {m for m in project if not m.startswith(("launcher.contract",
                                                                "launcher.errors"))}
             assert not outside, f"{name} imports {outside}"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes of a module's module, classes and functions."""
+    owners = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, owners) and node.body and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_only_the_registry_names_a_task_kind() -> None:
+    """A task kind's name is its registry entry's: no other module spells one in code (a
+    comparison, a table key, a message); what differs by kind is read from its `TaskSpec`."""
+    kind = re.compile(r"\b(" + "|".join(map(re.escape, TASKS)) + r")\b")
+    found = []
+    for name, path in modules().items():
+        if name == "launcher.tasks.registry":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = _docstrings(tree)
+        found += [f"{name}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and id(node) not in docstrings and kind.search(node.value)]
+    assert not found, "read these from the task's TaskSpec:\n" + "\n".join(found)
 
 
 # Field names that are also the vocabulary of data rows and batches (a row's "text", a batch's

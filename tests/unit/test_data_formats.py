@@ -20,17 +20,14 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
-def test_format_names() -> None:
-    assert FORMATS == (
-        "alpaca",
-        "messages",
-        "sharegpt",
-        "prompt_completion",
-        "text",
-        "classification",
-        "conll",
-        "tokens",
-    )
+def test_every_format_has_a_reader_and_the_recipe_takes_it() -> None:
+    from typing import get_args
+
+    from launcher.data.formats import _NORMALISERS
+    from launcher.recipe.schema import DataFormat
+
+    assert len(FORMATS) >= 8 and set(_NORMALISERS) == set(FORMATS)
+    assert get_args(DataFormat) == FORMATS
 
 
 def test_alpaca_rows_become_conversations(fixture_data: Path) -> None:

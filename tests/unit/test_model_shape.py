@@ -137,7 +137,7 @@ def test_bad_configs(tmp_path: Path) -> None:
             "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 10,
             "max_position_embeddings": 8}
     (tmp_path / "config.json").write_text(json.dumps(bert))
-    with pytest.raises(ValueError, match="no causal_lm head"):
+    with pytest.raises(ValueError, match="an encoder: no language-model head"):
         read_model_shape(tmp_path, task="causal_lm")
 
 

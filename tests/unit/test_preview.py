@@ -189,7 +189,8 @@ def test_cli_preview_of_classification_and_ner(run_cli) -> None:
 
 
 def test_preview_loads_no_training_code(tiny_tokenizer_dir: Path) -> None:
-    """The tokenizer only: no task, worker, model or process-group code of the launcher."""
+    """The tokenizer and the recipe's own task module only (its `preview`): no other task's,
+    no worker, model or process-group code of the launcher."""
     script = f"""
 import sys
 from launcher.cli import main
@@ -197,10 +198,14 @@ try:
     main(["preview", {str(REPO / 'recipes/alpaca-tiny-llama.toml')!r}, "--rows", "1",
           "--set", "model.path='{tiny_tokenizer_dir}'"])
 finally:
-    print(sorted(m for m in sys.modules if m.startswith(("launcher.tasks", "launcher.worker",
+    print(sorted(m for m in sys.modules if m.startswith(("launcher.tasks.", "launcher.worker",
                                                          "launcher.backends"))), file=sys.stderr)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=cli_env(), cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "[[" in done.stdout and done.stderr.strip().splitlines()[-1] == "[]"
+    loaded = done.stderr.strip().splitlines()[-1]
+    assert "[[" in done.stdout and loaded == str(["launcher.tasks.base", "launcher.tasks.causal_lm",
+                                                  "launcher.tasks.packed_attention",
+                                                  "launcher.tasks.registry",
+                                                  "launcher.tasks.spec"])

@@ -51,7 +51,8 @@ def test_refused_sample_settings(tmp_path: Path, extra: list[str], needle: str) 
 
 def test_samples_are_for_generated_text_only(tmp_path: Path) -> None:
     text = CAUSAL.replace("causal_lm", "sequence_classification").replace(".jsonl", ".tsv")
-    with pytest.raises(RecipeError, match="causal_lm only"):
+    with pytest.raises(RecipeError, match=r"does not apply to sequence_classification "
+                                          r"\(generated text\): it applies to causal_lm"):
         load_recipe(recipe_file(tmp_path, text), ["train.sample_prompts=['hi']"])
 
 

@@ -1,0 +1,40 @@
+"""What the control plane knows of a task kind, torch-free: its data formats, metric, head, PEFT
+type and what `predict` writes (`TaskSpec`), and the vocabulary those are said in (`Head`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Head(StrEnum):
+    """What a task's head computes: what the parameter count adds and the memory plan's logits."""
+
+    LM = "lm"  # vocabulary logits per token (a language-model head)
+    TOKEN = "token"  # label logits per token (a classifier on every position)
+    SEQUENCE = "sequence"  # label logits per example (a classifier on a pooled representation)
+    NONE = "none"  # the bare model
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task kind as the control plane sees it; its training code is `implementation`."""
+
+    kind: str
+    summary: str  # one line: what is fine-tuned to do what
+    implementation: str  # "module:Class" of its `launcher.tasks.base.Task`, imported on demand
+    formats: tuple[str, ...]  # the data formats it reads (`launcher.data.formats`), default first
+    main_metric: str  # what a sweep ranks by and the summary leads with
+    higher_is_better: bool
+    head: Head
+    architectures: tuple[str, ...]  # class-name suffixes of its transformers heads
+    peft_task_type: str  # peft's TaskType: which head LoRA trains in full and saves
+    predicts: str  # what `predict` writes for each row
+    labelled: bool  # learns label names from its training data (written to label_names.json)
+    groups_by_length: bool  # `data.group_by_length` by default
+    packs: bool = False  # `task.packing` applies
+    samples_prompts: bool = False  # `train.sample_prompts` applies (it generates text)
+
+    @property
+    def default_format(self) -> str:
+        return self.formats[0]
