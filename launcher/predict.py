@@ -98,8 +98,8 @@ def read_rows(run: Run, source: Source, *, labelled: bool) -> tuple[str, list[Ro
                          f"{' or '.join(spec.formats)}")
     default = data.columns if fmt == data.format else {}
     columns = source.columns if source.columns is not None else default
-    if not source.path.is_file():
-        raise UsageError(f"--data {source.path}: file not found")
+    if not source.path.is_file() and not source.path.is_dir():
+        raise UsageError(f"--data {source.path}: file not found (nor an image folder)")
     try:
         rows = load_rows([source.path], fmt, columns, "error", run.labels,
                          labelled=labelled).rows

@@ -29,6 +29,7 @@ from launcher.contract.events import (
 from launcher.contract.plan import Plan
 from launcher.contract.reports import RankReport, Summary
 from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import WORKER_ERROR
 from launcher.errors import LaunchError
 from launcher.plan.sizes import format_bytes
 
@@ -125,13 +126,17 @@ def peak_memory(folder: RunFolder) -> str | None:
 
 
 def report_end(folder: RunFolder, log: Path, failure: str | None) -> None:
-    """The summary table; on failure the log's tail and a LaunchError, else where things are."""
+    """The summary table; on failure a LaunchError with the reason a worker gave, else the
+    log's tail; on success where things are."""
     summary = Summary.read_if_exists(folder.summary)
     if summary is not None:
         console.print(summary_table(summary, peak_memory(folder)))
     if failure is not None:
-        tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
-        console.print("\n".join(tail), markup=False, highlight=False)
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        refused = [line.split(WORKER_ERROR, 1)[1] for line in lines if WORKER_ERROR in line]
+        if refused:  # a worker said why (bad data, a model it cannot load): that, not the dump
+            raise LaunchError(f"{refused[0]}\n({failure}; full log: {log})")
+        console.print("\n".join(lines[-25:]), markup=False, highlight=False)
         raise LaunchError(f"{failure}; full log: {log}")
     console.print(f"done: model in {escape(str(folder.final))}, "
                   f"summary in {escape(str(folder.summary))}"

@@ -111,3 +111,8 @@ class ExitCode(IntEnum):
     STOPPED = 75  # a worker stopped on a signal after a complete checkpoint: resume it
     HUNG = 124  # a worker saw a rank make no progress for train.hang_timeout_s
     INTERRUPTED = 130  # sft-launch was stopped by a signal (after the workers checkpointed)
+
+
+# The start of the line a worker prints to its log when it refuses to go on (bad data, a model it
+# cannot load); the control plane shows the rest of that line as the reason the job failed.
+WORKER_ERROR = "sft-launch worker: error: "

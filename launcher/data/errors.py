@@ -10,13 +10,16 @@ BadRowPolicy = Literal["error", "skip"]
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a record came from: a 1-based line of a text file, or a 0-based row of a table."""
+    """Where a record came from: a 1-based line of a text file, a 0-based row of a table, or a
+    whole file (an image of an image folder)."""
 
     path: str
     line: int
-    unit: Literal["line", "row"] = "line"
+    unit: Literal["line", "row", "file"] = "line"
 
     def __str__(self) -> str:
+        if self.unit == "file":
+            return self.path
         where = self.line if self.unit == "line" else f"row {self.line}"
         return f"{self.path}:{where}"
 

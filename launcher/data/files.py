@@ -12,6 +12,10 @@ any process starts. Readers, chosen by file extension unless named explicitly:
 - ``parquet``: one record per row; the origin is the 0-based row index.
 - ``hf:`` sources (not files): the rows of a Hub dataset split, see `launcher.data.hub_data`;
   the origin is the 0-based row index.
+- ``imagefolder`` (a folder, not a file): one subfolder per class holding its images, as
+  `datasets`' imagefolder; a record is ``{"image": path, "label": subfolder}`` whose origin is the
+  image file. Files of other types are ignored; a class folder without an image is an error. A
+  folder of images without subfolders gives unlabelled records (images to predict).
 - ``conll``: one ``token<TAB or space>tag`` per line (extra middle columns are ignored), sentences
   split by blank or whitespace-only lines, ``-DOCSTART-`` lines skipped. A record is
   ``{"tokens": [...], "tags": [...]}`` whose origin is the line of its first token.
@@ -29,8 +33,9 @@ from typing import Any
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.hub_data import HubData, is_hub_data
 
-READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll")
+READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll", "imagefolder")
 _BY_SUFFIX = {f".{name}": name for name in READERS}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ def reader_for(path: str | Path, reader: str | None = None) -> str:
     """The reader for `path`: `reader` when given, else the one its extension names."""
     if reader is not None and reader not in READERS:
         raise ValueError(f"unknown reader {reader!r}; expected one of {READERS}")
-    name = reader or _BY_SUFFIX.get(Path(path).suffix.lower())
+    folder = "imagefolder" if Path(path).is_dir() else None
+    name = reader or folder or _BY_SUFFIX.get(Path(path).suffix.lower())
     if name is None:
         raise ValueError(
             f"{path}: cannot tell the file type from its extension; name a reader, one of {READERS}"
@@ -78,6 +84,7 @@ def read_records(
         "tsv": _read_tsv,
         "parquet": _read_parquet,
         "conll": _read_conll,
+        "imagefolder": _read_image_folder,
     }
     result = ReadResult()
     for item in readers[reader_for(path, reader)](str(path)):
@@ -220,3 +227,27 @@ def _read_conll(path: str) -> Iterator[Record | DataError]:
             continue
         tokens.append(token)
         tags.append(tag)
+
+
+def _read_image_folder(path: str) -> Iterator[Record | DataError]:
+    """Each class subfolder's images (any depth below it), classes and files in sorted order."""
+    root = Path(path)
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:  # images to predict: no labels
+        yield from (Record({"image": str(image)}, Origin(str(image), 0, "file"))
+                    for image in _images(root, recursive=False))
+        return
+    for folder in classes:
+        images = _images(folder, recursive=True)
+        if not images:
+            yield DataError(Origin(str(folder), 0, "file"), "a label folder with no images ("
+                            f"{', '.join(IMAGE_SUFFIXES)}): remove it or add its images")
+        for image in images:
+            yield Record({"image": str(image), "label": folder.name}, Origin(str(image), 0, "file"))
+
+
+def _images(folder: Path, recursive: bool) -> list[Path]:
+    """The image files in `folder` (and below it), sorted; hidden files left out."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))

@@ -18,9 +18,12 @@ Canonical rows:
 - classification: ``{"text": str, "text_pair": str | None, "label": int}`` ("classification").
 - token classification: ``{"tokens": list[str], "tags": list[int]}`` ("conll", or "tokens" for
   JSON-like rows ``{"tokens": [...], "tags": [...]}``).
+- images: ``{"image": str | bytes, "label": int}`` ("image"): an image folder (one subfolder per
+  class), or rows whose ``image`` is a file path (relative to the data file's folder), the
+  encoded bytes of an image, or a Hub Image feature (bytes, path or a decoded picture).
 
-Labels and tags become ids through a `LabelMap` built from the rows loaded (the training files),
-or through the one passed in (for eval files). With ``labelled=False`` (to predict) rows need
+Labels and tags become ids through a `LabelMap` built from the rows loaded (the training files)
+or passed in (for eval files). With ``labelled=False`` (to predict) rows need
 no label: classification and token rows have none, and a conversation may lack its answer
 (alpaca ``output``, ``completion``). ``columns`` renames fields: ``{"instruction":
 "prompt_text"}`` reads the canonical ``instruction`` field from the ``prompt_text`` column.
@@ -28,12 +31,14 @@ no label: classification and token rows have none, and a conversation may lack i
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from launcher.data.errors import BadRowPolicy, DataError, handle_bad_row
+from launcher.data.fields import Fields, RowError
 from launcher.data.files import Record, describe, read_records
 from launcher.data.labels import LabelMap
 from launcher.data.messages import (
@@ -54,13 +59,10 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("text", "text_pair", "label"),
     "conll": (),
     "tokens": ("tokens", "tags"),
+    "image": ("image", "label"),
 }
 FORMATS: tuple[str, ...] = tuple(FIELDS)  # the one list of formats (the recipe schema's too)
-LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags"}
-
-
-class RowError(ValueError):
-    """A row that does not fit its format; `load_rows` adds the file and line."""
+LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags", "image": "label"}
 
 
 @dataclass
@@ -106,7 +108,8 @@ def load_rows(
         loaded.skipped.extend(result.skipped)
         for record in result.records:
             try:
-                loaded.rows.append(normalise(_Fields(record.data, columns, labelled)))
+                fields = Fields(record.data, columns, labelled, Path(record.origin.path).parent)
+                loaded.rows.append(normalise(fields))
                 records.append(record)
             except (RowError, MessageError) as exc:
                 handle_bad_row(DataError(record.origin, str(exc)), on_bad_row, loaded.skipped)
@@ -141,44 +144,6 @@ def _map_labels(
     loaded.label_map = label_map
 
 
-class _Fields:
-    """Typed access to a raw record's fields, through the column mapping."""
-
-    def __init__(self, data: dict[str, Any], columns: Mapping[str, str], labelled: bool) -> None:
-        self.data = data
-        self.columns = columns
-        self.labelled = labelled
-
-    def label_fields(self, *names: str) -> tuple[str, ...]:
-        """The label fields `names`: required of labelled rows only."""
-        return names if self.labelled else ()
-
-    def column(self, name: str) -> str:
-        return self.columns.get(name, name)
-
-    def require(self, *names: str) -> None:
-        """Fail with the list of required columns when any of them is missing or null."""
-        if any(self.data.get(self.column(name)) is None for name in names):
-            wanted = " and ".join(f'"{self.column(name)}"' for name in names)
-            raise RowError(f"expected an object with {wanted}, got {describe(self.data)}")
-
-    def get(self, name: str) -> Any:
-        return self.data.get(self.column(name))
-
-    def text(self, name: str) -> str | None:
-        """A string field; None when absent or null."""
-        value = self.get(name)
-        if value is not None and not isinstance(value, str):
-            raise RowError(f'"{self.column(name)}" must be a string, got {describe(value)}')
-        return value
-
-    def items(self, name: str) -> list[Any]:
-        value = self.get(name)
-        if not isinstance(value, list) or not value:
-            raise RowError(f'"{self.column(name)}" must be a non-empty list, got {describe(value)}')
-        return value
-
-
 def _chat(turns: list[tuple[str, str]], system: str | None, labelled: bool) -> dict[str, Any]:
     messages = [{"role": role, "content": content} for role, content in turns]
     return _conversation(messages, system, labelled)
@@ -195,7 +160,7 @@ def _conversation(messages: list[dict[str, Any]], system: str | None, labelled: 
     return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
-def _alpaca(row: _Fields) -> dict[str, Any]:
+def _alpaca(row: Fields) -> dict[str, Any]:
     row.require("instruction", *row.label_fields("output"))
     instruction, extra, output = row.text("instruction"), row.text("input"), row.text("output")
     user = f"{instruction}\n\n{extra}" if extra else instruction
@@ -203,7 +168,7 @@ def _alpaca(row: _Fields) -> dict[str, Any]:
     return _chat(turns, row.text("system"), row.labelled)
 
 
-def _prompt_completion(row: _Fields) -> dict[str, Any]:
+def _prompt_completion(row: Fields) -> dict[str, Any]:
     row.require("prompt", *row.label_fields("completion"))
     turns = [("user", row.text("prompt"))]
     if (completion := row.text("completion")) is not None:
@@ -211,7 +176,7 @@ def _prompt_completion(row: _Fields) -> dict[str, Any]:
     return _chat(turns, row.text("system"), row.labelled)
 
 
-def _messages(row: _Fields) -> dict[str, Any]:
+def _messages(row: Fields) -> dict[str, Any]:
     row.require("messages")
     messages = [openai_message(message, index)
                 for index, message in enumerate(row.items("messages"))]
@@ -219,7 +184,7 @@ def _messages(row: _Fields) -> dict[str, Any]:
     return _conversation(messages, None, row.labelled, tools)
 
 
-def _sharegpt(row: _Fields) -> dict[str, Any]:
+def _sharegpt(row: Fields) -> dict[str, Any]:
     name = "messages" if "messages" in row.columns else "conversations"  # LLaMA-Factory's name
     row.require(name)
     messages = [sharegpt_message(turn, index) for index, turn in enumerate(row.items(name))]
@@ -227,7 +192,7 @@ def _sharegpt(row: _Fields) -> dict[str, Any]:
     return _conversation(messages, row.text("system"), row.labelled, tools, unit="turn")
 
 
-def _text(row: _Fields) -> dict[str, Any]:
+def _text(row: Fields) -> dict[str, Any]:
     row.require("text")
     text = row.text("text")
     if not text.strip():
@@ -235,17 +200,41 @@ def _text(row: _Fields) -> dict[str, Any]:
     return {"text": text}
 
 
-def _classification(row: _Fields) -> dict[str, Any]:
-    row.require("text", *row.label_fields("label"))
-    if not row.labelled:
-        return {"text": row.text("text"), "text_pair": row.text("text_pair")}
+def _label(row: Fields) -> str | int:  # a class name or id
     label = row.get("label")
     if isinstance(label, bool) or not isinstance(label, str | int):
         raise RowError(f'"{row.column("label")}" must be a string or an integer, got {label!r}')
-    return {"text": row.text("text"), "text_pair": row.text("text_pair"), "label": label}
+    return label
 
 
-def _tokens(row: _Fields) -> dict[str, Any]:
+def _image(row: Fields) -> dict[str, Any]:
+    """A path (made absolute; it must exist), encoded bytes, or a Hub Image feature's value."""
+    row.require("image", *row.label_fields("label"))
+    value = row.get("image")
+    if isinstance(value, dict):  # a Hub Image feature not decoded: {"bytes": ..., "path": ...}
+        value = value.get("bytes") or value.get("path")
+    elif hasattr(value, "save"):  # a decoded picture (PIL): its pixels, losslessly
+        value.save(buffer := io.BytesIO(), format="PNG")
+        value = buffer.getvalue()
+    if isinstance(value, str):
+        path = row.folder / value
+        if not path.is_file():
+            raise RowError(f"image file not found: {path}")
+        value = str(path.resolve())
+    elif not isinstance(value, bytes) or not value:
+        raise RowError(f'"{row.column("image")}" must be a file path or the bytes of an image, '
+                       f"got {describe(value)}")
+    return {"image": value, **({"label": _label(row)} if row.labelled else {})}
+
+
+def _classification(row: Fields) -> dict[str, Any]:
+    row.require("text", *row.label_fields("label"))
+    if not row.labelled:
+        return {"text": row.text("text"), "text_pair": row.text("text_pair")}
+    return {"text": row.text("text"), "text_pair": row.text("text_pair"), "label": _label(row)}
+
+
+def _tokens(row: Fields) -> dict[str, Any]:
     row.require("tokens", *row.label_fields("tags"))
     tokens = row.items("tokens")
     if not all(isinstance(token, str) for token in tokens):
@@ -260,7 +249,7 @@ def _tokens(row: _Fields) -> dict[str, Any]:
     return {"tokens": tokens, "tags": tags}
 
 
-_NORMALISERS: dict[str, Callable[[_Fields], dict[str, Any]]] = {
+_NORMALISERS: dict[str, Callable[[Fields], dict[str, Any]]] = {
     "alpaca": _alpaca,
     "messages": _messages,
     "sharegpt": _sharegpt,
@@ -269,4 +258,5 @@ _NORMALISERS: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "classification": _classification,
     "conll": _tokens,
     "tokens": _tokens,
+    "image": _image,
 }

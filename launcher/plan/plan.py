@@ -212,9 +212,10 @@ def check_inputs(recipe: Recipe, plan: Plan, recipe_file: str) -> None:
         for path in getattr(recipe.data, key):
             if is_hub_data(path):
                 _fetch_hub_data(path, key, recipe_file)
-            elif not Path(path).is_file():
+            elif not (Path(path).is_file() or Path(path).is_dir()):
                 raise RecipeError(recipe_file, f"data.{key}", f"data file not found: {path}",
-                                  "check the path (relative paths start at the recipe's folder)")
+                                  "check the path (relative paths start at the recipe's folder; "
+                                  "a folder is read as an image folder)")
 
 
 def _fetch_hub_data(value: str, key: str, recipe_file: str) -> None:

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from launcher.contract.vocabulary import Precision, Strategy
 from launcher.data.formats import FORMATS
+from launcher.recipe.job_settings import SlurmSettings, TrackingSettings
 from launcher.recipe.section import Section, sane_path
 from launcher.tasks.registry import TASKS, task_spec
 
@@ -70,6 +71,25 @@ class TaskSettings(Section):
                           "that generate text).")
 
 
+class AugmentSettings(Section):
+    """Random augmentation of training images, a pure function of (seed, epoch, row)."""
+
+    crop_scale: tuple[float, float] | None = Field(
+        (0.25, 1.0), description="Random resized crop: the share of the image's area kept, "
+        "drawn in this range (the processor resizes afterwards); unset: no crop.")
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="Crop aspect ratios.")
+    hflip: bool = Field(True, description="Flip horizontally with probability 0.5.")
+    color_jitter: float = Field(0.2, ge=0, lt=1, description="Brightness, contrast and "
+                                "saturation each scaled by a factor in [1-j, 1+j]; 0: off.")
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 < value[0] <= value[1]:
+            raise ValueError("give (low, high) with 0 < low <= high")
+        return value
+
+
 class DataSettings(Section):
     train: list[str] = Field(description="Training file(s): jsonl, json, csv, tsv, parquet, "
                              "conll; or Hub datasets: hf:org/name?subset=S&split=train.")
@@ -98,6 +118,13 @@ class DataSettings(Section):
     max_train_samples: int | None = Field(None, gt=0, description="Use the first N rows only.")
     max_eval_samples: int | None = Field(None, gt=0)
     on_bad_row: Literal["error", "skip"] = "error"
+    loader_workers: int | None = Field(
+        None, ge=0, description="Processes per rank that read, decode and collate training "
+        "batches ahead of the step. Default: 2 for tasks that decode files (images, audio), 0 "
+        "(in the training process) for text.")
+    augment: AugmentSettings | None = Field(
+        None, description="Image tasks: random augmentation of the training rows ([data.augment] "
+        "with its defaults, or set its keys); a pure function of the seed, epoch and row.")
 
     @field_validator("train", "eval", mode="before")
     @classmethod
@@ -192,50 +219,6 @@ class DistributedSettings(Section):
     device_memory: str | None = Field(
         None, description="Memory of one device for the plan, e.g. '80GiB' (default: detected)."
     )
-
-
-class TrackingSettings(Section):
-    mode: Literal["auto", "online", "offline", "disabled"] = Field(
-        "auto", description="auto: online with WANDB_API_KEY set, else offline."
-    )
-    project: str = "sft-launch"
-    entity: str | None = None
-    run_name: str | None = None
-    group: str | None = Field(None, description="W&B group (a sweep puts all its runs in one).")
-    tags: list[str] = Field(default_factory=list)
-    timeout_s: int = Field(
-        30, ge=1, description="Seconds to wait for W&B online before logging offline instead.")
-
-
-class SlurmSettings(Section):
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time: str = Field("01:00:00", description="Wall-time limit, e.g. '02:00:00' or '1-00:00:00'.")
-    gpus_per_node: int = Field(0, ge=0)
-    cpus_per_task: int | None = Field(None, gt=0)
-    mem: str | None = Field(None, description="Memory per node, e.g. '200G'.")
-    max_requeues: int = Field(
-        20, ge=0, description="Requeues after time limits or preemptions before the job ends.")
-    signal_grace_s: int = Field(
-        60, ge=10, description="Seconds before the limit when the job checkpoints and requeues."
-    )
-    extra_sbatch: list[str] = Field(
-        default_factory=list, description="Extra '#SBATCH' options, e.g. '--constraint=a100'."
-    )
-    setup: list[str] = Field(
-        default_factory=list,
-        description="Shell lines run in the job before launch (module load, venv activation). "
-        "Trusted: they run as written, like any line of your own sbatch script.",
-    )
-
-    @field_validator("extra_sbatch")
-    @classmethod
-    def _options_only(cls, value: list[str]) -> list[str]:
-        for line in value:
-            if not line.startswith("--") or "\n" in line:
-                raise ValueError(f"{line!r} is not one sbatch option starting with '--'")
-        return value
 
 
 class Recipe(Section):

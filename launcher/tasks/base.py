@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -45,6 +46,9 @@ class EvalOutput:
 
 class Task(ABC):
     """A task: tokenizer, data, model, loss and metrics. The loop knows nothing else."""
+
+    decodes = False  # `collate` reads and decodes files: it runs in DataLoader workers
+    augments = False  # training examples come to `collate` with an "augment_seed"
 
     def __init__(self, recipe: Recipe, plan: Plan) -> None:
         self.recipe = recipe
@@ -115,6 +119,16 @@ class Task(ABC):
     def tokens_in(self, example: dict[str, Any]) -> int:
         return len(example["input_ids"])
 
+    def computed_in(self, batch: Batch) -> int:
+        """Tokens a collated batch computes, padding included."""
+        return batch["input_ids"].numel()
+
+    def loader_workers(self, recipe: Recipe) -> int:
+        """DataLoader worker processes that collate training steps ahead: `data.loader_workers`,
+        else 2 for a task that decodes files and 0 (collate in the loop) for the others."""
+        workers = recipe.data.loader_workers
+        return workers if workers is not None else (2 if self.decodes else 0)
+
     def computed_tokens(self, examples: Sequence[dict[str, Any]]) -> int:
         """Tokens one forward pass over `examples` computes: each padded to the longest."""
         return len(examples) * max(self.tokens_in(e) for e in examples)
@@ -152,16 +166,24 @@ def evaluate_examples(task: Task, model: torch.nn.Module, examples: Sequence[Exa
     return total
 
 
-def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool,
-               **config: Any) -> torch.nn.Module:
+def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool, *,
+               new_head: bool = False, **config: Any) -> torch.nn.Module:
     """`auto_class.from_pretrained` of the recipe's model, or with `meta` the same model with
     its parameters on the meta device (buffers stay real: rotary tables, position ids), built
-    from the config alone: no weight is read and no memory is taken."""
+    from the config alone: no weight is read and no memory is taken. `new_head`: a head of
+    another shape than the checkpoint's (another label count) starts afresh."""
     options = {"trust_remote_code": recipe.model.trust_remote_code,
                "attn_implementation": recipe.model.attn_implementation}
     dtype = model_dtype(recipe, plan)
     if not meta:
-        return auto_class.from_pretrained(plan.model_path, dtype=dtype, **options, **config)
+        if new_head and _zero3():  # there transformers loads a head of another shape and fails
+            model_class, model_config, weights = _weights_that_fit(auto_class, recipe, plan,
+                                                                   config)
+            return model_class.from_pretrained(None, config=model_config, state_dict=weights,
+                                               dtype=dtype, **options)
+        head = {"ignore_mismatched_sizes": True} if new_head else {}
+        return auto_class.from_pretrained(plan.model_path, dtype=dtype, **options, **config,
+                                          **head)
     from accelerate import init_empty_weights
     from transformers import AutoConfig
 
@@ -169,6 +191,46 @@ def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool,
         plan.model_path, trust_remote_code=recipe.model.trust_remote_code, **config)
     with init_empty_weights(include_buffers=False):
         return auto_class.from_config(model_config, dtype=dtype, **options)
+
+
+def _zero3() -> bool:
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def _weights_that_fit(auto_class: Any, recipe: Recipe, plan: Plan,
+                      config: dict[str, Any]) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+    """The model's class and config, and the checkpoint's tensors (its safetensors files) but
+    those whose shape differs from the model's (the old head, which a new one replaces), found
+    on a meta-device twin built outside ZeRO-3's partitioning."""
+    from deepspeed.runtime.zero.partition_parameters import (
+        restore_init_context,
+        shutdown_init_context,
+    )
+    from safetensors import safe_open
+    from transformers import AutoConfig
+    from transformers.models.auto.auto_factory import _get_model_class
+
+    model_config = AutoConfig.from_pretrained(
+        plan.model_path, trust_remote_code=recipe.model.trust_remote_code, **config)
+    model_class = _get_model_class(model_config, auto_class._model_mapping)
+    shutdown_init_context()
+    try:
+        with torch.device("meta"):
+            twin = model_class(model_config)
+    finally:
+        restore_init_context()
+    shapes = {name: tuple(t.shape) for name, t in twin.state_dict().items()}
+    prefix = getattr(twin, "base_model_prefix", "")
+    kept = {}
+    for file in sorted(Path(plan.model_path).glob("*.safetensors")):
+        with safe_open(str(file), "pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (a safe_open handle is no dict)
+                shape = shapes.get(name, shapes.get(f"{prefix}.{name}"))
+                if shape is None or shape == tuple(handle.get_slice(name).get_shape()):
+                    kept[name] = handle.get_tensor(name)
+    return model_class, model_config, kept
 
 
 def model_dtype(recipe: Recipe, plan: Plan) -> torch.dtype:

@@ -17,10 +17,13 @@ def apply_lora(model: torch.nn.Module, recipe: Recipe, announce: bool = True) ->
         return model
     from peft import LoraConfig, get_peft_model  # imported only here: it takes seconds
 
-    # peft's task type makes the task head trainable and saved with the adapter.
+    # peft's task type (or the head's modules) makes the head trainable and saved with the
+    # adapter.
+    spec = task_spec(recipe.task.kind)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules,
-                        task_type=task_spec(recipe.task.kind).peft_task_type)
+                        task_type=spec.peft_task_type,
+                        modules_to_save=list(spec.lora_head) or None)
     model = get_peft_model(model, config)
     trainable, total = param_counts(model)
     if announce and PartialState().is_main_process:

@@ -29,6 +29,15 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         peft_task_type="TOKEN_CLS", predicts="a tag per word", labelled=True,
         groups_by_length=True),
     TaskSpec(
+        kind="image_classification",
+        summary="an image -> one label: any transformers image classifier (EfficientNet, ViT, "
+        "ResNet, ConvNeXt)",
+        implementation="launcher.tasks.image_classification:ImageClassification",
+        formats=("image",), main_metric="accuracy", higher_is_better=True,
+        head=Head.SEQUENCE, architectures=("ForImageClassification",),
+        peft_task_type=None, lora_head=("classifier",), predicts="the label name",
+        labelled=True, groups_by_length=False),
+    TaskSpec(
         kind="causal_lm",
         summary="instruction and chat SFT of a decoder: loss on the responses",
         implementation="launcher.tasks.causal_lm:CausalLM",

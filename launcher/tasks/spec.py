@@ -28,10 +28,11 @@ class TaskSpec:
     higher_is_better: bool
     head: Head
     architectures: tuple[str, ...]  # class-name suffixes of its transformers heads
-    peft_task_type: str  # peft's TaskType: which head LoRA trains in full and saves
+    peft_task_type: str | None  # peft's TaskType: which head LoRA trains in full and saves
     predicts: str  # what `predict` writes for each row
     labelled: bool  # learns label names from its training data (written to label_names.json)
     groups_by_length: bool  # `data.group_by_length` by default
+    lora_head: tuple[str, ...] = ()  # without a peft task type: the head modules LoRA trains
     packs: bool = False  # `task.packing` applies
     samples_prompts: bool = False  # `train.sample_prompts` applies (it generates text)
 

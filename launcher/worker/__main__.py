@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     REQUEST.install()  # first: a stop signal during the heavy imports must not be lost
     from launcher.contract.plan import Plan
     from launcher.contract.run_folder import RunFolder
-    from launcher.contract.vocabulary import ExitCode
+    from launcher.contract.vocabulary import WORKER_ERROR, ExitCode
     from launcher.errors import LaunchError
     from launcher.recipe.load import load_recipe
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(folder, recipe, plan, resume=args.resume)
     except LaunchError as err:
-        print(f"sft-launch worker: error: {err}", file=sys.stderr, flush=True)
+        print(f"{WORKER_ERROR}{err}", file=sys.stderr, flush=True)
         return ExitCode.REFUSED
 
 

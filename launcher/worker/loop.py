@@ -1,13 +1,14 @@
-"""The optimizer-step loop over one state: deterministic data sharding, logging, evaluation.
+"""The optimizer-step loop over one state: steps, logging, evaluation and checkpoints.
 
-The examples of optimizer step `s` are a pure function of the seed and `s` (the epoch's
-permutation, sliced by the global batch, then by rank), so a resumed run continues on the same
-curve and a run with another world size sees the same examples in the same steps.
+What each step trains on comes from `launcher.worker.feed` (a pure function of the seed and the
+step, collated ahead in worker processes for tasks that decode files); the time the loop waits
+for it is measured (`train/data_wait_share`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,11 @@ from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
 from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
-from launcher.data.packing import length_grouped_batches, micro_batches
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task, evaluate_examples
 from launcher.worker.checkpoint import TrainerState, save_checkpoint
 from launcher.worker.engines.base import Engine
+from launcher.worker.feed import StepInput, StepOrder, step_inputs
 from launcher.worker.samples import Sampler
 from launcher.worker.stopping import REQUEST, StopTraining
 from launcher.worker.tracking import Tracker
@@ -57,35 +58,16 @@ class TrainLoop:
         self.model = engine.model
         self.held_bytes = None
         self.window: list[float] = []
-        self.order: tuple[int, list[int]] = (-1, [])
+        self.order = StepOrder(task, prepared.train, plan, recipe.train.seed,
+                               bool(recipe.data.group_by_length), engine.accelerator.process_index)
+        self.loader_workers = task.loader_workers(recipe)
+        self.data_wait_s = self.window_s = 0.0  # waiting for data / stepping, since the last log
         self.state = TrainerState()
         self.sampler = Sampler(task, prepared.eval, recipe, plan, engine)
 
-    def epoch_order(self, epoch: int) -> list[int]:
-        """The order of the training examples in `epoch`: shuffled (or length-grouped) by seed."""
-        if self.order[0] != epoch:
-            seed = self.recipe.train.seed + epoch
-            if self.recipe.data.group_by_length:
-                lengths = [self.task.tokens_in(e) for e in self.data.train]
-                # Grouped by global batch, not micro-batch: the order is the same at any world
-                # size, and each rank's slice of a global batch is of similar lengths too.
-                batches = length_grouped_batches(lengths, self.plan.batch.global_size, seed)
-                order = [i for batch in batches for i in batch]
-            else:
-                generator = torch.Generator().manual_seed(seed)
-                order = torch.randperm(len(self.data.train), generator=generator).tolist()
-            self.order = (epoch, order)
-        return self.order[1]
-
-    def batch_ids(self, step: int, steps_per_epoch: int) -> list[int]:
-        """This rank's example ids for optimizer step `step` (0-based): a pure function of the
-        step. The global batch is the same set at any world size; each rank takes its slice."""
-        epoch, position = divmod(step, steps_per_epoch)
-        order = self.epoch_order(epoch)
-        size = self.plan.batch.global_size
-        chunk = size // self.plan.world_size
-        start = position * size + self.acc.process_index * chunk
-        return order[start:start + chunk]
+    def inputs(self, start: int, stop: int) -> Iterator[StepInput]:
+        """The inputs of steps `start` .. `stop - 1`, collated ahead where the task decodes."""
+        return step_inputs(self.order, start, stop, self.loader_workers)
 
     def train(self, state: TrainerState, total_steps: int, steps_per_epoch: int,
               started: float) -> Metrics:
@@ -98,21 +80,24 @@ class TrainLoop:
         self.model.train()
         if state.step < total_steps and self._agree(REQUEST.requested):
             self._stop(state, checkpoint=False)
+        inputs = self.inputs(state.step, total_steps)
         while state.step < total_steps:
             t0 = time.time()
-            ids = self.batch_ids(state.step, steps_per_epoch)
-            result = self.step([self.data.train[i] for i in ids])
+            step_input = next(inputs)
+            self.data_wait_s += time.time() - t0
+            result = self.step(step_input)
             state.step += 1
             state.samples += result.samples
             state.tokens += result.tokens
             self.watchdog.progress(Phase.TRAIN, state.step)
             state.train_s += time.time() - t0
+            self.window_s += time.time() - t0
             state.steps_timed += 1
             if state.first_step_s is None:
                 state.first_step_s = round(time.time() - started, 2)
             if train.log_sample_ids:
                 with self.folder.sample_ids(self.acc.process_index).open("a") as handle:
-                    handle.write(SampleIds(step=state.step, ids=tuple(ids)).to_line())
+                    handle.write(SampleIds(step=state.step, ids=tuple(step_input.ids)).to_line())
             self.window.append(result.loss)
             if state.step % train.log_every == 0 or state.step == total_steps:
                 self.log_train(state, steps_per_epoch, result, time.time() - t0)
@@ -149,21 +134,20 @@ class TrainLoop:
         vote = self.acc.reduce(torch.tensor([float(flag)], device=self.acc.device), "sum")
         return float(vote.item()) > 0
 
-    def step(self, examples: list[dict[str, Any]]) -> StepResult:
+    def step(self, step_input: StepInput) -> StepResult:
         """One optimizer step over this rank's micro-batches (micro rows each, or fewer under a
         token budget); the loss is the global mean. The sums all ranks exchange at the end
         carry each rank's stop request too."""
-        batches = micro_batches(examples, self.plan.batch.micro, self.plan.batch.micro_tokens,
-                                self.task.computed_tokens)
-        counts = sum(self.task.count_units(e) for e in examples)
-        total = self.acc.reduce(torch.tensor([float(counts)], device=self.acc.device), "sum")
+        micro = step_input.micro
+        total = self.acc.reduce(torch.tensor([float(step_input.units)], device=self.acc.device),
+                                "sum")
         scale = self.plan.world_size / max(float(total.item()), 1.0)
-        loss_sum, tokens = torch.zeros((), device=self.acc.device), 0
-        for i, chunk in enumerate(batches):
-            batch = {k: v.to(self.acc.device) for k, v in self.task.collate(chunk).items()}
-            tokens += sum(self.task.tokens_in(e) for e in chunk)
-            self.state.computed_tokens += batch["input_ids"].numel()
-            with self.engine.micro_step(last=i == len(batches) - 1), self.acc.autocast():
+        loss_sum = torch.zeros((), device=self.acc.device)
+        tokens = step_input.tokens
+        for i, part in enumerate(micro):
+            batch = {k: v.to(self.acc.device) for k, v in part.batch.items()}
+            self.state.computed_tokens += part.computed
+            with self.engine.micro_step(last=i == len(micro) - 1), self.acc.autocast():
                 summed, _ = self.task.loss_sum(self.model, batch)
                 self.engine.backward(summed * scale)
             loss_sum += summed.detach()  # read once, with the step's other sums (no sync)
@@ -172,7 +156,8 @@ class TrainLoop:
             self.held_bytes = self.engine.held_bytes()
         self.scheduler.step()
         self.state.real_tokens += tokens
-        counted = torch.tensor([float(tokens), float(len(examples)), float(REQUEST.requested)],
+        counted = torch.tensor([float(tokens), float(step_input.samples),
+                                float(REQUEST.requested)],
                                device=self.acc.device)
         stats = torch.cat([loss_sum.float().reshape(1), counted])
         stats = self.acc.reduce(stats, "sum")
@@ -196,7 +181,9 @@ class TrainLoop:
             "train/tokens_per_s": tokens_per_s,
             "train/samples_per_s": result.samples / max(step_s, 1e-9),
             "train/token_efficiency": self.efficiency(),
+            "train/data_wait_share": self.data_wait_s / max(self.window_s, 1e-9),
         }, step=state.step)
+        self.data_wait_s = self.window_s = 0.0
         self.events.write(TrainLogged(step=state.step, loss=loss, lr=lr,
                                       grad_norm=result.grad_norm, epoch=epoch,
                                       tokens_per_s=tokens_per_s))

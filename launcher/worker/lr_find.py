@@ -21,10 +21,10 @@ def run_lr_range(loop: TrainLoop, lr_range: LrRange, steps_per_epoch: int,
     lrs, losses = [], []
     diverged = False
     loop.model.train()
+    inputs = loop.inputs(0, lr_range.steps)
     while state.step < lr_range.steps and not diverged:
         lr = loop.scheduler.get_last_lr()[0]
-        result = loop.step([loop.data.train[i] for i in loop.batch_ids(state.step,
-                                                                       steps_per_epoch)])
+        result = loop.step(next(inputs))
         state.step += 1
         loop.watchdog.progress(Phase.TRAIN, state.step)
         lrs.append(lr)

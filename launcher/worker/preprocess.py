@@ -79,7 +79,15 @@ def cache_key(recipe: Recipe, plan: Plan) -> str:
 
 
 def _file_digest(path: Path) -> bytes:
+    """A file's content digest; a folder's (an image folder) from its files' names, sizes and
+    modification times (reading every image would cost as much as decoding them)."""
     digest = hashlib.sha256()
+    if path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            stat = item.stat()
+            digest.update(f"{item.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+                          .encode())
+        return digest.digest()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
@@ -116,7 +124,7 @@ def _prepare_or_load(task: Task, tokenizer: Any, entry: Path, events: EventLog,
     if (entry / "meta.json").is_file():
         events.message(f"preprocessing: reused the cached examples {entry}")
         return _load(entry)
-    events.message("preprocessing: tokenizing the data (cached for later launches)")
+    events.message("preprocessing: preparing the data (cached for later launches)")
     task.report_progress = _throttled(events, watchdog)
     prepared = task.prepare(tokenizer)
     if save:

@@ -25,7 +25,7 @@ CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher
                  "launcher.tasks.registry", "launcher.tasks.spec",
                  "launcher.backends", "launcher.data.files", "launcher.data.formats",
                  "launcher.data.splits", "launcher.data.labels", "launcher.data.mixing",
-                 "launcher.data.errors", "launcher.data.messages")
+                 "launcher.data.errors", "launcher.data.messages", "launcher.data.fields")
 
 
 @functools.cache

@@ -34,7 +34,7 @@ def write(folder: Path, name: str, text: str) -> Path:
 def test_every_shipped_recipe_validates(recipe: Path) -> None:
     loaded = load_recipe(recipe)
     for file in loaded.data.train + loaded.data.eval:
-        assert Path(file).is_file(), f"{recipe.name}: data file {file} is missing"
+        assert Path(file).exists(), f"{recipe.name}: data file {file} is missing"
 
 
 def test_shipped_recipes_exist() -> None:

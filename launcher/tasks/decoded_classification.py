@@ -1,0 +1,134 @@
+"""What image and audio classification share: rows that name a file (or hold its bytes) and a
+label, each file checked once when the data is prepared, decoded in `collate` (DataLoader
+workers), a new head sized from the label names, and accuracy, macro-F1 and a confusion matrix."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from launcher.data.errors import DataError, Origin, handle_bad_row
+from launcher.data.splits import load_splits
+from launcher.errors import UsageError
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
+
+
+class DecodedClassification(Task):
+    """One label per decoded file. A subclass names its row field (`field`), its transformers
+    Auto class (`auto_model`) and model input (`model_input`), and how a file is checked
+    (`check`, returning what an example keeps of it) and batched (`collate`)."""
+
+    decodes = True
+    field: str  # the canonical row's file field: "image", "audio"
+    auto_model: Any  # e.g. AutoModelForImageClassification
+    model_input: str  # the model's keyword for the batch: "pixel_values", "input_features"
+    invalid: type[ValueError]  # what `check` raises for a file that cannot be used
+
+    @abstractmethod
+    def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
+        """Decode (or probe) one file; raise `invalid` if it cannot be used. The fields it
+        returns are kept in the example (a duration, say)."""
+
+    def prepare(self, tokenizer: Any) -> Prepared:
+        """Rows whose file is usable (each checked once now: a bad file is named here, or
+        skipped and counted under `data.on_bad_row = "skip"`, never met mid-training)."""
+        self.tokenizer = tokenizer
+        splits = load_splits(self.recipe)
+        skipped: list[DataError] = []
+        train = self.encode(splits.train, skipped)
+        evaluation = self.encode(splits.eval, skipped)
+        names = list(splits.label_map.names) if splits.label_map is not None else None
+        stats = type(splits.stats)(train_rows=len(train), eval_rows=len(evaluation),
+                                   skipped_rows=splits.stats.skipped_rows + len(skipped))
+        return Prepared(train=train, eval=evaluation, label_names=names, stats=stats)
+
+    def encode(self, rows: list[Row], skipped: list[DataError] | None = None) -> list[Example]:
+        """Where each file is (a path, or its bytes), what `check` keeps of it, and the label
+        id if any; a file that fails the check raises, or is skipped into `skipped`."""
+        examples = []
+        for done, row in enumerate(rows, 1):
+            source = row[self.field]
+            try:
+                kept = self.check(source, origin(source))
+            except self.invalid as err:
+                bad = DataError(Origin(origin(source), 0, "file"),
+                                str(err).removeprefix(f"{origin(source)}: "))
+                if skipped is None:
+                    raise UsageError(f"bad data: {bad}") from None
+                try:
+                    handle_bad_row(bad, self.recipe.data.on_bad_row, skipped)
+                except DataError as fatal:
+                    raise UsageError(f"bad data: {fatal} (or set data.on_bad_row = "
+                                     "\"skip\" to skip such rows)") from None
+                continue
+            examples.append({"path": source if isinstance(source, str) else "",
+                             "bytes": source if isinstance(source, bytes) else b"", **kept,
+                             **({"labels": row["label"]} if "label" in row else {})})
+            if done % 256 == 0:
+                self.report_progress(f"{self.field}s checked", done, len(rows))
+        return examples
+
+    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+        """The checkpoint with a new head sized from the label names (saved in its config)."""
+        self.names = names = list(prepared.label_names or [])
+        return pretrained(
+            self.auto_model, self.recipe, self.plan, meta, new_head=True,
+            num_labels=self.recipe.task.num_labels or len(names),
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+
+    def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The model on every input of the batch (features, a mask) but the labels."""
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+
+    def tokens_in(self, example: dict[str, Any]) -> int:
+        return 1  # a file is one unit of work
+
+    def computed_in(self, batch: Batch) -> int:
+        return int(batch[self.model_input].shape[0])
+
+    def computed_tokens(self, examples: Any) -> int:
+        return len(examples)
+
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,
+                synced: bool = False) -> list[str]:
+        """The name of the most likely label of each file."""
+        return [self.names[i] for i in self.logits(model, batch).argmax(-1).tolist()]
+
+    def reference(self, row: Row) -> str:
+        return self.names[row["label"]]
+
+    def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        labels = batch["labels"]
+        return (F.cross_entropy(self.logits(model, batch), labels, reduction="sum"),
+                int(labels.numel()))
+
+    def evaluate(self, model: torch.nn.Module, batch: Batch) -> EvalOutput:
+        labels = batch["labels"]
+        logits = self.logits(model, batch)
+        return EvalOutput(loss_sum=float(F.cross_entropy(logits, labels, reduction="sum")),
+                          count=int(labels.numel()), predictions=logits.argmax(-1).tolist(),
+                          references=labels.tolist())
+
+    def metrics(self, loss_sum: float, count: int, predictions: list[Any],
+                references: list[Any]) -> dict[str, Any]:
+        """Accuracy, macro-F1 and the confusion matrix (true name -> predicted name -> count)."""
+        scores: dict[str, Any] = {"loss": loss_sum / max(count, 1)}
+        if not references:
+            return scores
+        scores.update(accuracy=float(accuracy_score(references, predictions)),
+                      macro_f1=float(f1_score(references, predictions, average="macro")))
+        names = getattr(self, "names", None) or [str(i) for i in range(max(references) + 1)]
+        matrix = confusion_matrix(references, predictions, labels=list(range(len(names))))
+        scores["confusion"] = {true: {predicted: int(matrix[i][j])
+                                      for j, predicted in enumerate(names)}
+                               for i, true in enumerate(names)}
+        return scores
+
+
+def origin(source: str | bytes) -> str:
+    """How a file is named in messages: its path, or its size when it came as bytes."""
+    return source if isinstance(source, str) else f"a file of {len(source):,} bytes"

@@ -1,0 +1,60 @@
+"""Image classification: fine-tune a pretrained vision model (EfficientNet, ViT, ResNet, ...)
+to label images, decoded and augmented in DataLoader workers; accuracy, macro-F1, confusion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from launcher.data.images import Augmentation, ImageError, augment, open_rgb
+from launcher.data.preview import Preview, Segment, label_name
+from launcher.recipe.schema import Recipe
+from launcher.tasks.base import Batch, Row
+from launcher.tasks.decoded_classification import DecodedClassification, origin
+
+
+class ImageClassification(DecodedClassification):
+    """An image -> one label, any checkpoint `AutoModelForImageClassification` loads."""
+
+    field, auto_model, invalid = "image", AutoModelForImageClassification, ImageError
+    model_input = "pixel_values"
+
+    @property
+    def augments(self) -> bool:  # type: ignore[override]
+        return self.recipe.data.augment is not None
+
+    def load_tokenizer(self) -> Any:
+        """The checkpoint's image processor (resize, crop, rescale, normalise)."""
+        return AutoImageProcessor.from_pretrained(
+            self.plan.tokenizer_path, trust_remote_code=self.recipe.model.trust_remote_code)
+
+    @classmethod
+    def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
+        """The image's source, size and label (the loss is on the label)."""
+        image = open_rgb(row["image"], origin(row["image"]))
+        return Preview([Segment(origin(row["image"]), False)], 1, None,
+                       f"{image.width}x{image.height}, label: {label_name(names, row['label'])}")
+
+    def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
+        """The whole image is decoded once: a truncated file fails here, not mid-training."""
+        open_rgb(source, origin)
+        return {}
+
+    def collate(self, examples: list[dict[str, Any]]) -> Batch:
+        """Decode, augment (training rows of a recipe with `[data.augment]`), process."""
+        settings = self.recipe.data.augment
+        images = []
+        for example in examples:
+            source = example["path"] or example["bytes"]
+            image = open_rgb(source, origin(source))
+            if settings is not None and "augment_seed" in example:  # a training row
+                image = augment(image, Augmentation(**settings.model_dump()),
+                                example["augment_seed"])
+            images.append(image)
+        batch = {"pixel_values": self.tokenizer(images=images,
+                                                return_tensors="pt")["pixel_values"]}
+        if "labels" in examples[0]:
+            batch["labels"] = torch.tensor([e["labels"] for e in examples])
+        return batch

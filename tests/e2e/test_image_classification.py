@@ -1,0 +1,168 @@
+"""Image classification end to end on real photos (ants vs bees), 2 processes over gloo: a tiny
+random-init ViT through the real CLI, augmentation on; eval/predict on image folders; a kill -9
+and --resume that ends bitwise equal to the uninterrupted run; bad images named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from launcher.contract.evaluation import EvalReport, Prediction
+from launcher.contract.events import Checkpointed, TrainLogged
+from launcher.contract.run_folder import RunFolder
+from tests.conftest import REPO, SFT_LAUNCH, cli_env
+from tests.helpers.processes import processes_in, wait_for_event, wait_gone
+from tests.helpers.run_folder import events, of_kind, rank_reports, summary
+from tests.helpers.tiny_vision import build_tiny_vit
+
+pytestmark = pytest.mark.slow
+HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera" / "train"
+STEPS, SAVE_EVERY, TRAIN_PER_CLASS, EVAL_PER_CLASS = 8, 4, 16, 8
+
+
+def copy_images(source: Path, out: Path, start: int, count: int) -> Path:
+    """`count` images of each class of `source`, from the `start`-th, as an image folder."""
+    for label in ("ants", "bees"):
+        (out / label).mkdir(parents=True)
+        for image in sorted((source / label).iterdir())[start:start + count]:
+            shutil.copy(image, out / label / image.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("images")
+    paths = {"model": build_tiny_vit(root / "vit"),
+             "train": copy_images(HYMENOPTERA, root / "train", 0, TRAIN_PER_CLASS),
+             "eval": copy_images(HYMENOPTERA, root / "eval", TRAIN_PER_CLASS, EVAL_PER_CLASS)}
+    gif = next(HYMENOPTERA.rglob("*.gif"))  # a GIF among the JPEGs: decoded to RGB
+    shutil.copy(gif, paths["train"] / gif.parent.name / gif.name)
+    recipe = root / "images.toml"
+    recipe.write_text(f"""
+[model]
+path = "{paths['model']}"
+[task]
+kind = "image_classification"
+[data]
+train = "{paths['train']}"
+eval = "{paths['eval']}"
+[data.augment]
+[train]
+max_steps = {STEPS}
+global_batch_size = 8
+lr = 1e-3
+log_every = 1
+save_every = {SAVE_EVERY}
+[distributed]
+strategy = "ddp"
+procs_per_node = 2
+[tracking]
+mode = "disabled"
+""")
+    paths["recipe"] = recipe
+    return paths
+
+
+def launch(recipe: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*SFT_LAUNCH, recipe, "--backend", "local", "--run-dir", run_dir,
+                             "--quiet", *extra], cwd=REPO, env=cli_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def reference(setup: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    proc = launch(setup["recipe"], run_dir)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return run_dir
+
+
+def test_two_processes_train_and_save_a_labelled_model(reference: Path,
+                                                       setup: dict[str, Path]) -> None:
+    reports = rank_reports(reference)
+    assert {r.world_size for r in reports} == {2} and {r.strategy for r in reports} == {"ddp"}
+    assert len({r.final_weights_sha256 for r in reports}) == 1
+    config = json.loads((reference / "final" / "config.json").read_text())
+    assert config["id2label"] == {"0": "ants", "1": "bees"}
+    assert (reference / "final" / "preprocessor_config.json").is_file()
+    done = summary(reference)
+    assert done.steps == STEPS and done.samples == STEPS * 8
+    assert 0 <= done.eval["accuracy"] <= 1 and "macro_f1" in done.eval
+    confusion = done.eval_tables["confusion"]
+    assert sum(n for row in confusion.values() for n in row.values()) == 2 * EVAL_PER_CLASS
+    losses = [e.loss for e in of_kind(events(reference), TrainLogged)]
+    assert len(losses) == STEPS and all(loss == loss for loss in losses)  # no NaN
+
+
+def test_eval_on_the_same_images_gives_the_in_run_figures(reference: Path, run_cli,
+                                                          setup: dict[str, Path]) -> None:
+    result = run_cli("eval", reference, "--data", setup["eval"], timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = EvalReport.read(RunFolder(reference).eval_report("eval"))
+    assert report.rows == 2 * EVAL_PER_CLASS
+    assert report.metrics["accuracy"] == summary(reference).eval["accuracy"]
+    assert report.metrics["loss"] == pytest.approx(summary(reference).eval["loss"], abs=1e-5)
+
+
+def test_predict_labels_a_folder_of_images(reference: Path, run_cli, tmp_path: Path,
+                                           setup: dict[str, Path]) -> None:
+    images = tmp_path / "new"
+    images.mkdir()
+    for image in sorted((setup["eval"] / "bees").iterdir())[:3]:
+        shutil.copy(image, images / image.name)
+    result = run_cli("predict", reference, "--data", images, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = Prediction.read_lines(RunFolder(reference).predictions_on("new"))
+    assert [r.index for r in rows] == [0, 1, 2]
+    assert {r.prediction for r in rows} <= {"ants", "bees"}
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_weights(reference: Path,
+                                                            setup: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    """Augmentation is a pure function of (seed, epoch, row): the resumed steps see the same
+    pixels, so the weights are bitwise the reference's."""
+    run_dir = tmp_path / "run"
+    first = launch(setup["recipe"], run_dir)
+    wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step == SAVE_EVERY,
+                   first)
+    workers = processes_in(run_dir)
+    os.killpg(first.pid, signal.SIGKILL)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    assert not wait_gone(lambda: processes_in(run_dir), 30)
+    second = launch(setup["recipe"], run_dir, "--resume")
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out
+    assert {r.final_weights_sha256 for r in rank_reports(run_dir)} == {
+        r.final_weights_sha256 for r in rank_reports(reference)}
+
+
+def test_a_truncated_jpeg_is_named_or_skipped(setup: dict[str, Path], tmp_path: Path) -> None:
+    train = copy_images(HYMENOPTERA, tmp_path / "train", 0, 8)
+    good = sorted((train / "ants").iterdir())[0]
+    bad = train / "ants" / "truncated.jpg"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (train / "bees" / "notes.png").write_text("not an image\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(setup["recipe"].read_text().replace(str(setup["train"]), str(train))
+                      .replace(f"max_steps = {STEPS}", "max_steps = 1")
+                      .replace("save_every = 4", "save_every = 0"))
+    failed = launch(recipe, tmp_path / "failed")
+    out, _ = failed.communicate(timeout=600)
+    assert failed.returncode != 0
+    assert f"{bad}: truncated or corrupt image" in out and "on_bad_row" in out, out
+    assert "Traceback" not in out, out
+    skipped = launch(recipe, tmp_path / "skipped", "--set", "data.on_bad_row=skip")
+    out, _ = skipped.communicate(timeout=600)
+    assert skipped.returncode == 0, out
+    assert summary(tmp_path / "skipped").data.skipped_rows == 2
