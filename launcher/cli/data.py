@@ -41,7 +41,7 @@ def preview(
     set_: SetOpt = None,
 ) -> None:
     """Print training examples with their loss-bearing text marked."""
-    from launcher.data.preview import load_tokenizer, preview_rows
+    from launcher.data.preview import load_processor, preview_rows
     from launcher.data.splits import load_splits
     from launcher.plan.plan import resolve_model_path
 
@@ -49,8 +49,7 @@ def preview(
     splits = load_splits(recipe)
     where = recipe.model.tokenizer or recipe.model.path
     revision = None if recipe.model.tokenizer else recipe.model.revision
-    tokenizer = load_tokenizer(resolve_model_path(where, str(recipe_file), revision),
-                               recipe.model.trust_remote_code)
+    tokenizer = load_processor(recipe, resolve_model_path(where, str(recipe_file), revision))
     names = list(splits.label_map.names) if splits.label_map else None
     examples = preview_rows(splits.train[:rows], tokenizer, recipe, names)
     out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)

@@ -33,9 +33,10 @@ from typing import Any
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.hub_data import HubData, is_hub_data
 
-READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll", "imagefolder")
+READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll", "imagefolder", "audiofolder")
 _BY_SUFFIX = {f".{name}": name for name in READERS}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def reader_for(path: str | Path, reader: str | None = None) -> str:
     """The reader for `path`: `reader` when given, else the one its extension names."""
     if reader is not None and reader not in READERS:
         raise ValueError(f"unknown reader {reader!r}; expected one of {READERS}")
-    folder = "imagefolder" if Path(path).is_dir() else None
+    folder = "imagefolder" if Path(path).is_dir() else None  # unless the format says audio
     name = reader or folder or _BY_SUFFIX.get(Path(path).suffix.lower())
     if name is None:
         raise ValueError(
@@ -84,7 +85,8 @@ def read_records(
         "tsv": _read_tsv,
         "parquet": _read_parquet,
         "conll": _read_conll,
-        "imagefolder": _read_image_folder,
+        "imagefolder": lambda folder: _read_folder(folder, "image", IMAGE_SUFFIXES),
+        "audiofolder": lambda folder: _read_folder(folder, "audio", AUDIO_SUFFIXES),
     }
     result = ReadResult()
     for item in readers[reader_for(path, reader)](str(path)):
@@ -229,25 +231,28 @@ def _read_conll(path: str) -> Iterator[Record | DataError]:
         tags.append(tag)
 
 
-def _read_image_folder(path: str) -> Iterator[Record | DataError]:
-    """Each class subfolder's images (any depth below it), classes and files in sorted order."""
+def _read_folder(path: str, field: str,
+                 suffixes: tuple[str, ...]) -> Iterator[Record | DataError]:
+    """Each class subfolder's files of `suffixes` (any depth below it) as `{field: path,
+    "label": subfolder}`, classes and files in sorted order; without subfolders, the folder's
+    own files, unlabelled (to predict)."""
     root = Path(path)
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:  # images to predict: no labels
-        yield from (Record({"image": str(image)}, Origin(str(image), 0, "file"))
-                    for image in _images(root, recursive=False))
+    if not classes:
+        yield from (Record({field: str(file)}, Origin(str(file), 0, "file"))
+                    for file in _files(root, suffixes, recursive=False))
         return
     for folder in classes:
-        images = _images(folder, recursive=True)
-        if not images:
-            yield DataError(Origin(str(folder), 0, "file"), "a label folder with no images ("
-                            f"{', '.join(IMAGE_SUFFIXES)}): remove it or add its images")
-        for image in images:
-            yield Record({"image": str(image), "label": folder.name}, Origin(str(image), 0, "file"))
+        files = _files(folder, suffixes, recursive=True)
+        if not files:
+            yield DataError(Origin(str(folder), 0, "file"), f"a label folder with no {field} "
+                            f"files ({', '.join(suffixes)}): remove it or add its files")
+        for file in files:
+            yield Record({field: str(file), "label": folder.name}, Origin(str(file), 0, "file"))
 
 
-def _images(folder: Path, recursive: bool) -> list[Path]:
-    """The image files in `folder` (and below it), sorted; hidden files left out."""
+def _files(folder: Path, suffixes: tuple[str, ...], recursive: bool) -> list[Path]:
+    """The files of `suffixes` in `folder` (and below it), sorted; hidden files left out."""
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in suffixes
                   and not p.name.startswith("."))

@@ -18,9 +18,9 @@ Canonical rows:
 - classification: ``{"text": str, "text_pair": str | None, "label": int}`` ("classification").
 - token classification: ``{"tokens": list[str], "tags": list[int]}`` ("conll", or "tokens" for
   JSON-like rows ``{"tokens": [...], "tags": [...]}``).
-- images: ``{"image": str | bytes, "label": int}`` ("image"): an image folder (one subfolder per
-  class), or rows whose ``image`` is a file path (relative to the data file's folder), the
-  encoded bytes of an image, or a Hub Image feature (bytes, path or a decoded picture).
+- images and recordings: ``{"image" | "audio": str | bytes, "label": int}`` ("image", "audio"):
+  a folder with one subfolder per class, or rows whose ``image``/``audio`` is a file path
+  (relative to the data file's folder), a file's bytes, or a Hub Image/Audio feature.
 
 Labels and tags become ids through a `LabelMap` built from the rows loaded (the training files)
 or passed in (for eval files). With ``labelled=False`` (to predict) rows need
@@ -60,9 +60,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "conll": (),
     "tokens": ("tokens", "tags"),
     "image": ("image", "label"),
+    "audio": ("audio", "label"),
 }
 FORMATS: tuple[str, ...] = tuple(FIELDS)  # the one list of formats (the recipe schema's too)
-LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags", "image": "label"}
+LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags", "image": "label",
+            "audio": "label"}
+FOLDER_READERS = {"image": "imagefolder", "audio": "audiofolder"}  # a folder of files, by class
 
 
 @dataclass
@@ -104,7 +107,9 @@ def load_rows(
     loaded = LoadedRows()
     records: list[Record] = []
     for path in paths:
-        result = read_records(path, "conll" if fmt == "conll" else reader, on_bad_row, role)
+        folder = FOLDER_READERS.get(fmt) if Path(path).is_dir() else None
+        result = read_records(path, "conll" if fmt == "conll" else reader or folder, on_bad_row,
+                              role)
         loaded.skipped.extend(result.skipped)
         for record in result.records:
             try:
@@ -208,10 +213,19 @@ def _label(row: Fields) -> str | int:  # a class name or id
 
 
 def _image(row: Fields) -> dict[str, Any]:
-    """A path (made absolute; it must exist), encoded bytes, or a Hub Image feature's value."""
-    row.require("image", *row.label_fields("label"))
-    value = row.get("image")
-    if isinstance(value, dict):  # a Hub Image feature not decoded: {"bytes": ..., "path": ...}
+    return _file(row, "image")
+
+
+def _audio(row: Fields) -> dict[str, Any]:
+    return _file(row, "audio")
+
+
+def _file(row: Fields, name: str) -> dict[str, Any]:
+    """A path (made absolute; it must exist), encoded bytes, or a Hub Image or Audio feature's
+    value (not decoded: bytes or path; a decoded picture is kept losslessly as PNG)."""
+    row.require(name, *row.label_fields("label"))
+    value = row.get(name)
+    if isinstance(value, dict):  # a Hub feature not decoded: {"bytes": ..., "path": ...}
         value = value.get("bytes") or value.get("path")
     elif hasattr(value, "save"):  # a decoded picture (PIL): its pixels, losslessly
         value.save(buffer := io.BytesIO(), format="PNG")
@@ -219,12 +233,12 @@ def _image(row: Fields) -> dict[str, Any]:
     if isinstance(value, str):
         path = row.folder / value
         if not path.is_file():
-            raise RowError(f"image file not found: {path}")
+            raise RowError(f"{name} file not found: {path}")
         value = str(path.resolve())
     elif not isinstance(value, bytes) or not value:
-        raise RowError(f'"{row.column("image")}" must be a file path or the bytes of an image, '
+        raise RowError(f'"{row.column(name)}" must be a file path or the bytes of a file, '
                        f"got {describe(value)}")
-    return {"image": value, **({"label": _label(row)} if row.labelled else {})}
+    return {name: value, **({"label": _label(row)} if row.labelled else {})}
 
 
 def _classification(row: Fields) -> dict[str, Any]:
@@ -259,4 +273,5 @@ _NORMALISERS: dict[str, Callable[[Fields], dict[str, Any]]] = {
     "conll": _tokens,
     "tokens": _tokens,
     "image": _image,
+    "audio": _audio,
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from launcher.data.chat import IGNORE_INDEX, Example
 from launcher.errors import UsageError
@@ -40,7 +40,7 @@ class Preview:
 
     def summary(self) -> str:
         """``"123 tokens, 45 with loss"`` and the note."""
-        counts = [f"{self.tokens} tokens"]
+        counts = [f"{self.tokens} tokens"] if self.tokens else []
         if self.loss_tokens is not None:
             counts.append(f"{self.loss_tokens} with loss")
         return ", ".join(counts + ([self.note] if self.note else []))
@@ -50,12 +50,15 @@ class Preview:
         return "".join(f"[[{s.text}]]" if s.loss else s.text for s in self.segments)
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The recipe's tokenizer, or a `UsageError` saying why it cannot be loaded."""
+def load_processor(recipe: Recipe, path: str) -> Any:
+    """The recipe's tokenizer (or image processor, feature extractor: its task's), or a
+    `UsageError` saying why it cannot be loaded."""
+    from launcher.tasks.registry import task_class
+
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return task_class(recipe.task.kind).load_processor(path, recipe.model.trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UsageError(f"cannot load the tokenizer from {path}: {err}") from None
+        raise UsageError(f"cannot load the tokenizer or processor from {path}: {err}") from None
 
 
 def preview_rows(rows: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,

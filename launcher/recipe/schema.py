@@ -118,6 +118,9 @@ class DataSettings(Section):
     max_train_samples: int | None = Field(None, gt=0, description="Use the first N rows only.")
     max_eval_samples: int | None = Field(None, gt=0)
     on_bad_row: Literal["error", "skip"] = "error"
+    max_seconds: float = Field(
+        30.0, gt=0, description="Audio tasks: the longest stretch of a recording trained on "
+        "(a random window of it in training, its start in evaluation).")
     loader_workers: int | None = Field(
         None, ge=0, description="Processes per rank that read, decode and collate training "
         "batches ahead of the step. Default: 2 for tasks that decode files (images, audio), 0 "

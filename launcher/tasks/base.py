@@ -56,8 +56,17 @@ class Task(ABC):
         # (what, done, total) while preprocessing; the worker points it at the event log.
         self.report_progress: Callable[[str, int, int], None] = lambda *_: None
 
-    @abstractmethod
-    def load_tokenizer(self) -> Any: ...
+    @classmethod
+    def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
+        """What turns rows into model inputs, from `path`: a tokenizer here; an image processor
+        or a feature extractor for the tasks that decode files (`preview` loads it alone)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+    def load_tokenizer(self) -> Any:
+        """The run's processor (`load_processor` of the plan's tokenizer path)."""
+        return self.load_processor(self.plan.tokenizer_path, self.recipe.model.trust_remote_code)
 
     @classmethod
     @abstractmethod

@@ -78,7 +78,12 @@ class DecodedClassification(Task):
         return pretrained(
             self.auto_model, self.recipe, self.plan, meta, new_head=True,
             num_labels=self.recipe.task.num_labels or len(names),
-            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+            **self.config_changes())
+
+    def config_changes(self) -> dict[str, Any]:
+        """Settings of the checkpoint's config this run changes (none by default)."""
+        return {}
 
     def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The model on every input of the batch (features, a mask) but the labels."""

@@ -25,16 +25,16 @@ class ImageClassification(DecodedClassification):
     def augments(self) -> bool:  # type: ignore[override]
         return self.recipe.data.augment is not None
 
-    def load_tokenizer(self) -> Any:
+    @classmethod
+    def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
         """The checkpoint's image processor (resize, crop, rescale, normalise)."""
-        return AutoImageProcessor.from_pretrained(
-            self.plan.tokenizer_path, trust_remote_code=self.recipe.model.trust_remote_code)
+        return AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
 
     @classmethod
     def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
         """The image's source, size and label (the loss is on the label)."""
         image = open_rgb(row["image"], origin(row["image"]))
-        return Preview([Segment(origin(row["image"]), False)], 1, None,
+        return Preview([Segment(origin(row["image"]), False)], 0, None,
                        f"{image.width}x{image.height}, label: {label_name(names, row['label'])}")
 
     def check(self, source: str | bytes, origin: str) -> dict[str, Any]:

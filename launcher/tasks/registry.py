@@ -38,6 +38,15 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         peft_task_type=None, lora_head=("classifier",), predicts="the label name",
         labelled=True, groups_by_length=False),
     TaskSpec(
+        kind="audio_classification",
+        summary="a recording -> one label: spoken commands, speakers, emotions (Whisper's "
+        "encoder, wav2vec2-style models)",
+        implementation="launcher.tasks.audio_classification:AudioClassification",
+        formats=("audio",), main_metric="accuracy", higher_is_better=True,
+        head=Head.SEQUENCE, architectures=("ForAudioClassification",),
+        peft_task_type=None, lora_head=("projector", "classifier"), predicts="the label name",
+        labelled=True, groups_by_length=True),
+    TaskSpec(
         kind="causal_lm",
         summary="instruction and chat SFT of a decoder: loss on the responses",
         implementation="launcher.tasks.causal_lm:CausalLM",

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from launcher.data.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
@@ -17,11 +17,6 @@ from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task,
 
 class SequenceClassification(Task):
     """Text (or text pair) -> one label; metrics: accuracy and macro-F1."""
-
-    def load_tokenizer(self) -> Any:
-        return AutoTokenizer.from_pretrained(
-            self.plan.tokenizer_path, trust_remote_code=self.recipe.model.trust_remote_code
-        )
 
     @classmethod
     def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:

@@ -19,7 +19,7 @@ from launcher.contract.run_folder import RunFolder
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.helpers.processes import processes_in, wait_for_event, wait_gone
 from tests.helpers.run_folder import events, of_kind, rank_reports, summary
-from tests.helpers.tiny_vision import build_tiny_vit
+from tests.helpers.tiny_models import build_tiny_vit
 
 pytestmark = pytest.mark.slow
 HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera" / "train"

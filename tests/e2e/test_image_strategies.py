@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.e2e.test_image_classification import HYMENOPTERA, copy_images
 from tests.helpers.run_folder import rank_reports, summary
-from tests.helpers.tiny_vision import build_tiny_efficientnet
+from tests.helpers.tiny_models import build_tiny_efficientnet
 
 pytestmark = pytest.mark.slow
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")

@@ -172,7 +172,8 @@ max_length = 4096
             '<|im_start|>assistant\n[[The area of the circle') in out
     assert "[[<tool_response>" not in out and "<tools>\n[[" not in out
     bad = run_cli("preview", recipe, "--set", "model.path='/nonexistent/tokenizer'")
-    assert bad.returncode == 2 and "cannot load the tokenizer from /nonexistent" in bad.stderr
+    assert bad.returncode == 2
+    assert "cannot load the tokenizer or processor from /nonexistent" in bad.stderr
 
 
 def test_cli_preview_of_classification_and_ner(run_cli) -> None:

@@ -1,0 +1,88 @@
+"""Audio classification (spoken commands, speakers, emotions): fine-tune a pretrained speech
+encoder (Whisper's, wav2vec2-style) to label recordings, decoded, resampled and cropped in
+DataLoader workers; accuracy, macro-F1 and the confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+from launcher.data.audio import AudioError, crop, load_audio, probe
+from launcher.data.preview import Preview, Segment, label_name
+from launcher.recipe.schema import Recipe
+from launcher.tasks.base import Batch, Row
+from launcher.tasks.decoded_classification import DecodedClassification, origin
+
+CENTISECONDS = 100  # a recording's length is counted in 10 ms frames (what grouping sorts by)
+
+
+class AudioClassification(DecodedClassification):
+    """A recording -> one label. Training crops are random windows of `data.max_seconds`
+    (seeded by seed, epoch and row); evaluation takes the first `data.max_seconds`."""
+
+    field, auto_model, invalid = "audio", AutoModelForAudioClassification, AudioError
+    augments = True  # the training crop is drawn per (seed, epoch, row)
+
+    @classmethod
+    def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
+        """The checkpoint's feature extractor (its rate; log-mel features or raw samples)."""
+        return AutoFeatureExtractor.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+    def load_tokenizer(self) -> Any:
+        """The feature extractor; a fixed window (Whisper's 30 s) cut to `data.max_seconds`
+        when that is shorter."""
+        extractor = super().load_tokenizer()
+        self.model_input = extractor.model_input_names[0]
+        if hasattr(extractor, "nb_max_frames"):  # whole samples and frames, even once saved
+            seconds = min(self.recipe.data.max_seconds, extractor.chunk_length)
+            extractor.chunk_length = int(seconds) if float(seconds).is_integer() else seconds
+            extractor.n_samples = round(seconds * extractor.sampling_rate)
+            extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
+        return extractor
+
+    def config_changes(self) -> dict[str, Any]:
+        """Whisper's encoder takes exactly its window: positions for the cut one (sinusoids,
+        as the checkpoint's; its convolutions halve the frames)."""
+        if not hasattr(self.tokenizer, "nb_max_frames"):
+            return {}
+        return {"max_source_positions": self.tokenizer.nb_max_frames // 2}
+
+    @classmethod
+    def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
+        """The recording's file, duration and rate, and its label (the loss is on the label)."""
+        info = probe(row["audio"], origin(row["audio"]))
+        return Preview([Segment(origin(row["audio"]), False)], 0, None,
+                       f"{info.seconds:.2f} s at {info.sample_rate} Hz, {info.channels} "
+                       f"channel(s), label: {label_name(names, row['label'])}")
+
+    def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
+        """The header is read (never the samples): the duration it keeps, for grouping."""
+        seconds = min(probe(source, origin).seconds, self.recipe.data.max_seconds)
+        return {"centiseconds": max(1, round(seconds * CENTISECONDS))}
+
+    def tokens_in(self, example: dict[str, Any]) -> int:
+        return example["centiseconds"]
+
+    def collate(self, examples: list[dict[str, Any]]) -> Batch:
+        """Decode at the extractor's rate, crop, extract features. An extractor with a fixed
+        window (Whisper's 30 s) pads to it; the others pad to the longest, with a mask."""
+        rate = self.tokenizer.sampling_rate
+        longest = int(self.recipe.data.max_seconds * rate)
+        clips = [crop(load_audio(e["path"] or e["bytes"], origin(e["path"] or e["bytes"]), rate),
+                      longest, e.get("augment_seed")) for e in examples]
+        fixed = hasattr(self.tokenizer, "nb_max_frames")
+        batch = dict(self.tokenizer(clips, sampling_rate=rate, return_tensors="pt",
+                                    **({} if fixed else {"padding": "longest",
+                                                         "return_attention_mask": True})))
+        if "labels" in examples[0]:
+            batch["labels"] = torch.tensor([e["labels"] for e in examples])
+        return batch
+
+    def computed_in(self, batch: Batch) -> int:
+        """10 ms frames computed, padding included (Whisper's: 30 s of them per clip)."""
+        inputs = batch[self.model_input]
+        if inputs.dim() == 3:  # features: batch x bins x frames of 10 ms
+            return inputs.shape[0] * inputs.shape[-1]
+        return inputs.shape[0] * inputs.shape[-1] * CENTISECONDS // self.tokenizer.sampling_rate
