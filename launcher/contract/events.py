@@ -63,6 +63,8 @@ class TrainLogged(Event):
     grad_norm: float
     epoch: float
     tokens_per_s: float | None = None  # real tokens, all ranks, in this step
+    data_wait_share: float | None = None  # rank 0: the share of the logged steps' time spent
+    # waiting for their data (decoded ahead in DataLoader workers for files)
 
 
 @dataclass(frozen=True, kw_only=True)

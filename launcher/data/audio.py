@@ -241,3 +241,16 @@ def log_mel_png(samples: np.ndarray, sample_rate: int, out: Path, n_mels: int = 
     axis.set_ylabel(f"mel band (0 to {sample_rate // 2} Hz)")
     figure.tight_layout()
     figure.savefig(Path(out), format="png")
+
+
+def fit_window(extractor: Any, seconds: float) -> bool:
+    """Cut a feature extractor's fixed window (Whisper's 30 s) to `seconds` when that is
+    shorter, in whole samples and frames (also once saved and reloaded); False when it has no
+    fixed window (it pads to the longest clip)."""
+    if not hasattr(extractor, "nb_max_frames"):
+        return False
+    seconds = min(seconds, extractor.chunk_length)
+    extractor.chunk_length = int(seconds) if float(seconds).is_integer() else seconds
+    extractor.n_samples = round(seconds * extractor.sampling_rate)
+    extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
+    return True

@@ -61,11 +61,13 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "tokens": ("tokens", "tags"),
     "image": ("image", "label"),
     "audio": ("audio", "label"),
+    "transcript": ("audio", "text"),
 }
 FORMATS: tuple[str, ...] = tuple(FIELDS)  # the one list of formats (the recipe schema's too)
 LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags", "image": "label",
             "audio": "label"}
-FOLDER_READERS = {"image": "imagefolder", "audio": "audiofolder"}  # a folder of files, by class
+FOLDER_READERS = {"image": "imagefolder", "audio": "audiofolder",  # files, by class subfolder
+                  "transcript": "audiofolder"}  # a folder of recordings (to transcribe)
 
 
 @dataclass
@@ -220,10 +222,18 @@ def _audio(row: Fields) -> dict[str, Any]:
     return _file(row, "audio")
 
 
-def _file(row: Fields, name: str) -> dict[str, Any]:
+def _transcript(row: Fields) -> dict[str, Any]:
+    """A recording and, labelled, its transcript."""
+    row.require("audio", *row.label_fields("text"))
+    text = row.text("text")
+    return {**_file(row, "audio", target=None), **({"text": text} if row.labelled else {})}
+
+
+def _file(row: Fields, name: str, target: str | None = "label") -> dict[str, Any]:
     """A path (made absolute; it must exist), encoded bytes, or a Hub Image or Audio feature's
-    value (not decoded: bytes or path; a decoded picture is kept losslessly as PNG)."""
-    row.require(name, *row.label_fields("label"))
+    value (not decoded: bytes or path; a decoded picture is kept losslessly as PNG); and the
+    `target` label of a labelled row."""
+    row.require(name, *(row.label_fields(target) if target else ()))
     value = row.get(name)
     if isinstance(value, dict):  # a Hub feature not decoded: {"bytes": ..., "path": ...}
         value = value.get("bytes") or value.get("path")
@@ -238,7 +248,7 @@ def _file(row: Fields, name: str) -> dict[str, Any]:
     elif not isinstance(value, bytes) or not value:
         raise RowError(f'"{row.column(name)}" must be a file path or the bytes of a file, '
                        f"got {describe(value)}")
-    return {name: value, **({"label": _label(row)} if row.labelled else {})}
+    return {name: value, **({"label": _label(row)} if row.labelled and target else {})}
 
 
 def _classification(row: Fields) -> dict[str, Any]:
@@ -274,4 +284,5 @@ _NORMALISERS: dict[str, Callable[[Fields], dict[str, Any]]] = {
     "tokens": _tokens,
     "image": _image,
     "audio": _audio,
+    "transcript": _transcript,
 }

@@ -67,6 +67,10 @@ class TaskSettings(Section):
     train_on: Literal["assistant", "last_assistant", "all"] = Field(
         "assistant", description="Chat tasks: which tokens carry loss."
     )
+    normalize: Literal["english", "basic", "none"] = Field(
+        "basic", description="Speech recognition: transcripts normalised before WER and CER: "
+        "english (Whisper's English normaliser: numbers as digits, spellings standardised), "
+        "basic (lowercase, no punctuation), none.")
     packing: bool = Field(False, description="Padding-free packing of sequences (the tasks "
                           "that generate text).")
 

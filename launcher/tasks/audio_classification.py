@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from launcher.data.audio import AudioError, crop, load_audio, probe
+from launcher.data.audio import AudioError, crop, fit_window, load_audio, probe
 from launcher.data.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, Row
@@ -24,6 +24,7 @@ class AudioClassification(DecodedClassification):
 
     field, auto_model, invalid = "audio", AutoModelForAudioClassification, AudioError
     augments = True  # the training crop is drawn per (seed, epoch, row)
+    cut = ("encoder.embed_positions.weight",)  # Whisper's, for a shorter window
 
     @classmethod
     def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
@@ -35,11 +36,7 @@ class AudioClassification(DecodedClassification):
         when that is shorter."""
         extractor = super().load_tokenizer()
         self.model_input = extractor.model_input_names[0]
-        if hasattr(extractor, "nb_max_frames"):  # whole samples and frames, even once saved
-            seconds = min(self.recipe.data.max_seconds, extractor.chunk_length)
-            extractor.chunk_length = int(seconds) if float(seconds).is_integer() else seconds
-            extractor.n_samples = round(seconds * extractor.sampling_rate)
-            extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
+        fit_window(extractor, self.recipe.data.max_seconds)
         return extractor
 
     def config_changes(self) -> dict[str, Any]:

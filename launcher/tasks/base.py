@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -176,23 +177,32 @@ def evaluate_examples(task: Task, model: torch.nn.Module, examples: Sequence[Exa
 
 
 def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool, *,
-               new_head: bool = False, **config: Any) -> torch.nn.Module:
+               new_head: bool = False, cut: tuple[str, ...] = (), **config: Any
+               ) -> torch.nn.Module:
     """`auto_class.from_pretrained` of the recipe's model, or with `meta` the same model with
     its parameters on the meta device (buffers stay real: rotary tables, position ids), built
-    from the config alone: no weight is read and no memory is taken. `new_head`: a head of
-    another shape than the checkpoint's (another label count) starts afresh."""
+    from the config alone: no weight is read and no memory is taken. `new_head`: tensors of
+    another shape than the checkpoint's (a head for another label count) start afresh, the same
+    way under every strategy, but those named in `cut`, which keep their leading part (the
+    first positions of a shorter window)."""
     options = {"trust_remote_code": recipe.model.trust_remote_code,
                "attn_implementation": recipe.model.attn_implementation}
     dtype = model_dtype(recipe, plan)
+    if not meta and new_head:
+        model_class, model_config, weights, frozen = _weights_that_fit(auto_class, recipe,
+                                                                       plan, config, cut)
+        # transformers re-initialises a module of a new shape after loading (Whisper's encoder
+        # and its positions): the cut tensors are copied in once the model is built.
+        later = {name: weights.pop(name) for name in cut if name in weights}
+        model = model_class.from_pretrained(None, config=model_config, state_dict=weights,
+                                            dtype=dtype, **options)
+        for name, value in later.items():
+            _copy_into(model.get_parameter(name), value)
+        for name, parameter in model.named_parameters():  # loading a state dict thaws them
+            parameter.requires_grad_(name not in frozen)
+        return model
     if not meta:
-        if new_head and _zero3():  # there transformers loads a head of another shape and fails
-            model_class, model_config, weights = _weights_that_fit(auto_class, recipe, plan,
-                                                                   config)
-            return model_class.from_pretrained(None, config=model_config, state_dict=weights,
-                                               dtype=dtype, **options)
-        head = {"ignore_mismatched_sizes": True} if new_head else {}
-        return auto_class.from_pretrained(plan.model_path, dtype=dtype, **options, **config,
-                                          **head)
+        return auto_class.from_pretrained(plan.model_path, dtype=dtype, **options, **config)
     from accelerate import init_empty_weights
     from transformers import AutoConfig
 
@@ -202,21 +212,13 @@ def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool, *,
         return auto_class.from_config(model_config, dtype=dtype, **options)
 
 
-def _zero3() -> bool:
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    return is_deepspeed_zero3_enabled()
-
-
-def _weights_that_fit(auto_class: Any, recipe: Recipe, plan: Plan,
-                      config: dict[str, Any]) -> tuple[Any, Any, dict[str, torch.Tensor]]:
-    """The model's class and config, and the checkpoint's tensors (its safetensors files) but
-    those whose shape differs from the model's (the old head, which a new one replaces), found
-    on a meta-device twin built outside ZeRO-3's partitioning."""
-    from deepspeed.runtime.zero.partition_parameters import (
-        restore_init_context,
-        shutdown_init_context,
-    )
+def _weights_that_fit(auto_class: Any, recipe: Recipe, plan: Plan, config: dict[str, Any],
+                      cut: tuple[str, ...]
+                      ) -> tuple[Any, Any, dict[str, torch.Tensor], set[str]]:
+    """The model's class and config, the checkpoint's tensors (its safetensors files) that fit
+    the model's shapes (found on a meta-device twin, built outside ZeRO-3's partitioning): a
+    tensor of another shape is left out (it starts afresh), or cut to its leading part when it
+    is named in `cut`; and the parameters the architecture freezes (Whisper's positions)."""
     from safetensors import safe_open
     from transformers import AutoConfig
     from transformers.models.auto.auto_factory import _get_model_class
@@ -224,22 +226,61 @@ def _weights_that_fit(auto_class: Any, recipe: Recipe, plan: Plan,
     model_config = AutoConfig.from_pretrained(
         plan.model_path, trust_remote_code=recipe.model.trust_remote_code, **config)
     model_class = _get_model_class(model_config, auto_class._model_mapping)
-    shutdown_init_context()
-    try:
-        with torch.device("meta"):
-            twin = model_class(model_config)
-    finally:
-        restore_init_context()
+    with _unpartitioned(), torch.device("meta"):
+        twin = model_class(model_config)
     shapes = {name: tuple(t.shape) for name, t in twin.state_dict().items()}
     prefix = getattr(twin, "base_model_prefix", "")
     kept = {}
     for file in sorted(Path(plan.model_path).glob("*.safetensors")):
         with safe_open(str(file), "pt") as handle:
             for name in handle.keys():  # noqa: SIM118 (a safe_open handle is no dict)
-                shape = shapes.get(name, shapes.get(f"{prefix}.{name}"))
-                if shape is None or shape == tuple(handle.get_slice(name).get_shape()):
+                full = next((key for key in (name, f"{prefix}.{name}",
+                                             name.removeprefix(f"{prefix}.")) if key in shapes),
+                            name)  # a checkpoint of the base model, or of another head's
+                shape, stored = shapes.get(full), tuple(handle.get_slice(name).get_shape())
+                if shape is None or shape == stored:
                     kept[name] = handle.get_tensor(name)
-    return model_class, model_config, kept
+                elif full in cut and all(s <= t for s, t in zip(shape, stored, strict=True)):
+                    kept[name] = handle.get_tensor(name)[tuple(slice(0, s) for s in shape)]
+    frozen = {name for name, p in twin.named_parameters() if not p.requires_grad}
+    return model_class, model_config, kept, frozen
+
+
+def _zero3() -> bool:
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def _copy_into(parameter: torch.nn.Parameter, value: torch.Tensor) -> None:
+    """`value` into a parameter; under ZeRO-3 gathered, written on rank 0, partitioned again."""
+    if not _zero3():
+        with torch.no_grad():
+            parameter.copy_(value)
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([parameter], modifier_rank=0), torch.no_grad():
+        if torch.distributed.get_rank() == 0:
+            parameter.copy_(value)
+
+
+@contextlib.contextmanager
+def _unpartitioned() -> Iterator[None]:
+    """Modules built here are not partitioned by an active ZeRO-3 `zero.Init`."""
+    if not _zero3():
+        yield
+        return
+    from deepspeed.runtime.zero.partition_parameters import (
+        restore_init_context,
+        shutdown_init_context,
+    )
+
+    shutdown_init_context()
+    try:
+        yield
+    finally:
+        restore_init_context()
 
 
 def model_dtype(recipe: Recipe, plan: Plan) -> torch.dtype:

@@ -27,6 +27,7 @@ class DecodedClassification(Task):
     auto_model: Any  # e.g. AutoModelForImageClassification
     model_input: str  # the model's keyword for the batch: "pixel_values", "input_features"
     invalid: type[ValueError]  # what `check` raises for a file that cannot be used
+    cut: tuple[str, ...] = ()  # tensors kept in part when `config_changes` shrinks them
 
     @abstractmethod
     def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
@@ -79,7 +80,7 @@ class DecodedClassification(Task):
             self.auto_model, self.recipe, self.plan, meta, new_head=True,
             num_labels=self.recipe.task.num_labels or len(names),
             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-            **self.config_changes())
+            cut=self.cut, **self.config_changes())
 
     def config_changes(self) -> dict[str, Any]:
         """Settings of the checkpoint's config this run changes (none by default)."""

@@ -47,6 +47,14 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         peft_task_type=None, lora_head=("projector", "classifier"), predicts="the label name",
         labelled=True, groups_by_length=True),
     TaskSpec(
+        kind="speech_recognition",
+        summary="a recording -> its transcript: sequence-to-sequence speech models (Whisper)",
+        implementation="launcher.tasks.speech_recognition:SpeechRecognition",
+        formats=("transcript",), main_metric="wer", higher_is_better=False,
+        head=Head.LM, architectures=("ForSpeechSeq2Seq", "ForConditionalGeneration"),
+        peft_task_type="SEQ_2_SEQ_LM", predicts="the transcript", labelled=False,
+        groups_by_length=True),
+    TaskSpec(
         kind="causal_lm",
         summary="instruction and chat SFT of a decoder: loss on the responses",
         implementation="launcher.tasks.causal_lm:CausalLM",

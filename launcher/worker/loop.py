@@ -7,6 +7,7 @@ for it is measured (`train/data_wait_share`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -181,12 +182,13 @@ class TrainLoop:
             "train/tokens_per_s": tokens_per_s,
             "train/samples_per_s": result.samples / max(step_s, 1e-9),
             "train/token_efficiency": self.efficiency(),
-            "train/data_wait_share": self.data_wait_s / max(self.window_s, 1e-9),
+            "train/data_wait_share": (waited := self.data_wait_s / max(self.window_s, 1e-9)),
         }, step=state.step)
         self.data_wait_s = self.window_s = 0.0
         self.events.write(TrainLogged(step=state.step, loss=loss, lr=lr,
                                       grad_norm=result.grad_norm, epoch=epoch,
-                                      tokens_per_s=tokens_per_s))
+                                      tokens_per_s=tokens_per_s,
+                                      data_wait_share=round(waited, 4)))
 
     def log_eval(self, step: int, predictions_file: Path | None = None) -> Metrics:
         """Evaluate, log and return the metrics; nothing at all without eval data."""
@@ -208,9 +210,15 @@ class TrainLoop:
         """Every rank evaluates its share; sums and predictions are combined across ranks."""
         self.model.eval()
         indices = list(range(self.acc.process_index, len(self.data.eval), self.plan.world_size))
+        micro, progress = self.plan.batch.micro, lambda: self.watchdog.progress(Phase.EVAL)
         out = evaluate_examples(self.task, self.model, [self.data.eval[j] for j in indices],
-                                self.plan.batch.micro, self.acc.device, self.acc.autocast,
-                                lambda: self.watchdog.progress(Phase.EVAL))
+                                micro, self.acc.device, self.acc.autocast, progress)
+        strategy = self.plan.active_strategy
+        if strategy is not None and strategy.shards_parameters:  # every forward is collective:
+            most = math.ceil(math.ceil(len(self.data.eval) / self.plan.world_size) / micro)
+            for _ in range(most - math.ceil(len(indices) / micro)):  # as many as the busiest
+                evaluate_examples(self.task, self.model, [self.data.eval[0]], micro,
+                                  self.acc.device, self.acc.autocast, progress)
         totals = self.acc.reduce(torch.tensor([out.loss_sum, float(out.count)],
                                               device=self.acc.device), "sum")
         rows = (list(zip(indices, out.predictions, out.references, strict=False))

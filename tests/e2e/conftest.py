@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,4 +28,16 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     count = int(re.search(r"wrote a ([\d,]+)-parameter Llama", made.stderr).group(1)
                 .replace(",", ""))
     assert read_model_shape(out, task="causal_lm").num_parameters == count
+    return out
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenAI's Whisper tiny.en, converted by `make models`' converter from its registry
+    package (the real pretrained weights, tokenizer and feature extractor)."""
+    out = tmp_path_factory.mktemp("models") / "whisper-tiny.en"
+    made = subprocess.run([sys.executable, str(REPO / "models" / "convert_whisper_tiny_en.py"),
+                           str(out)], cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
     return out

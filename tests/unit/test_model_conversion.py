@@ -181,3 +181,12 @@ def test_the_speech_recipe_plans_with_the_converted_model(whisper_dir: Path, run
                      tmp_path / "run", "--set", f"model.path='{whisper_dir}'")
     assert result.returncode == 0, result.stderr
     assert "dry run: nothing launched" in result.stderr
+
+
+def test_the_asr_recipe_plans_with_the_converted_model(whisper_dir: Path, run_cli,
+                                                       tmp_path: Path) -> None:
+    """recipes/asr-digits.toml, as `make models` prepares it, validates and plans."""
+    result = run_cli(REPO / "recipes" / "asr-digits.toml", "--dry-run", "--run-dir",
+                     tmp_path / "run", "--set", f"model.path='{whisper_dir}'")
+    assert result.returncode == 0, result.stderr
+    assert "dry run: nothing launched" in result.stderr

@@ -1,0 +1,185 @@
+"""Speech recognition: fine-tune a pretrained sequence-to-sequence speech model (Whisper) to
+transcribe recordings; labels from its tokenizer, transcripts generated at evaluation, scored by
+word and character error rates (jiwer) on normalised text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jiwer
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+from transformers.models.whisper.english_normalizer import (
+    BasicTextNormalizer,
+    EnglishTextNormalizer,
+)
+
+from launcher.data.audio import AudioError, fit_window, load_audio, probe
+from launcher.data.errors import DataError, Origin, handle_bad_row
+from launcher.data.preview import Preview, Segment
+from launcher.data.splits import load_splits
+from launcher.errors import UsageError
+from launcher.recipe.schema import Recipe
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
+from launcher.tasks.decoded_classification import origin
+
+IGNORE_INDEX = -100
+POSITIONS = ("model.encoder.embed_positions.weight",)  # Whisper's, cut with its window
+CENTISECONDS = 100
+
+
+class SpeechRecognition(Task):
+    """A recording -> its transcript. Recordings longer than `data.max_seconds` are refused
+    (a window of one would not match its transcript); Whisper's window is cut to it."""
+
+    decodes = True
+
+    @classmethod
+    def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
+        """The checkpoint's processor: its feature extractor and its tokenizer."""
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+    def load_tokenizer(self) -> Any:
+        processor = super().load_tokenizer()
+        self.window = fit_window(processor.feature_extractor, self.recipe.data.max_seconds)
+        return processor
+
+    @classmethod
+    def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
+        """The recording's file and duration, and the transcript (its tokens carry the loss)."""
+        info = probe(row["audio"], origin(row["audio"]))
+        ids = tokenizer.tokenizer(row["text"]).input_ids
+        return Preview([Segment(f"{origin(row['audio'])}: ", False),
+                        Segment(row["text"], True)], len(ids), len(ids),
+                       f"{info.seconds:.2f} s at {info.sample_rate} Hz")
+
+    def prepare(self, tokenizer: Any) -> Prepared:
+        self.tokenizer = tokenizer
+        splits = load_splits(self.recipe)
+        skipped: list[DataError] = []
+        train, evaluation = self.encode(splits.train, skipped), self.encode(splits.eval, skipped)
+        stats = type(splits.stats)(train_rows=len(train), eval_rows=len(evaluation),
+                                   skipped_rows=splits.stats.skipped_rows + len(skipped))
+        return Prepared(train=train, eval=evaluation, stats=stats)
+
+    def encode(self, rows: list[Row], skipped: list[DataError] | None = None) -> list[Example]:
+        """Each recording's source and length (its header checked) and its transcript's
+        token ids (labels: the decoder start token left to the model, which prepends it)."""
+        examples, start = [], self.tokenizer.tokenizer.convert_tokens_to_ids(
+            "<|startoftranscript|>")
+        for row in rows:
+            source = row["audio"]
+            try:
+                seconds = probe(source, origin(source)).seconds
+                if seconds > self.recipe.data.max_seconds:
+                    raise AudioError(f"{origin(source)}: {seconds:.1f} s long, longer than "
+                                     f"data.max_seconds = {self.recipe.data.max_seconds}; "
+                                     "raise it or cut the recording with its transcript")
+            except AudioError as err:
+                bad = DataError(Origin(origin(source), 0, "file"),
+                                str(err).removeprefix(f"{origin(source)}: "))
+                if skipped is None:
+                    raise UsageError(f"bad data: {bad}") from None
+                try:
+                    handle_bad_row(bad, self.recipe.data.on_bad_row, skipped)
+                except DataError as fatal:
+                    raise UsageError(f"bad data: {fatal} (or set data.on_bad_row = "
+                                     "\"skip\" to skip such rows)") from None
+                continue
+            example = {"path": source if isinstance(source, str) else "",
+                       "bytes": source if isinstance(source, bytes) else b"",
+                       "centiseconds": max(1, round(seconds * CENTISECONDS))}
+            if "text" in row:
+                ids = self.tokenizer.tokenizer(row["text"]).input_ids
+                example["labels"] = ids[1:] if ids and ids[0] == start else ids
+            examples.append(example)
+        return examples
+
+    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+        """The checkpoint; Whisper's encoder positions for a cut window (the first ones)."""
+        extractor = self.tokenizer.feature_extractor
+        changes = {"max_source_positions": extractor.nb_max_frames // 2} if self.window else {}
+        model = pretrained(AutoModelForSpeechSeq2Seq, self.recipe, self.plan, meta,
+                           new_head=bool(changes), cut=POSITIONS, **changes)
+        model.config.use_cache = False
+        return model
+
+    def collate(self, examples: list[dict[str, Any]]) -> Batch:
+        extractor = self.tokenizer.feature_extractor
+        rate = extractor.sampling_rate
+        clips = [load_audio(e["path"] or e["bytes"], origin(e["path"] or e["bytes"]), rate)
+                 for e in examples]
+        batch = {"input_features": extractor(clips, sampling_rate=rate,
+                                             return_tensors="pt")["input_features"]}
+        if "labels" in examples[0]:
+            longest = max(len(e["labels"]) for e in examples)
+            batch["labels"] = torch.tensor([e["labels"] + [IGNORE_INDEX] * (longest
+                                            - len(e["labels"])) for e in examples])
+        return batch
+
+    def tokens_in(self, example: dict[str, Any]) -> int:
+        return example["centiseconds"]
+
+    def count_units(self, example: dict[str, Any]) -> int:
+        return len(example["labels"])  # the loss is per transcript token
+
+    def computed_in(self, batch: Batch) -> int:
+        return batch["input_features"].shape[0] * batch["input_features"].shape[-1]
+
+    def computed_tokens(self, examples: Any) -> int:
+        return len(examples)
+
+    def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        labels = batch["labels"]
+        logits = model(input_features=batch["input_features"], labels=labels).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+        return loss, int((labels != IGNORE_INDEX).sum())
+
+    def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,
+                synced: bool = False) -> list[str]:
+        """Each recording's transcript, generated greedily (by the model a DDP or DeepSpeed
+        wrapper holds: only it generates)."""
+        while not hasattr(model, "generate") and hasattr(model, "module"):
+            model = model.module
+        out = model.generate(input_features=batch["input_features"],
+                             max_new_tokens=max_new_tokens, synced_gpus=synced)
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+    def reference(self, row: Row) -> str | None:
+        return row.get("text")
+
+    def evaluate(self, model: torch.nn.Module, batch: Batch) -> EvalOutput:
+        loss, count = self.loss_sum(model, batch)
+        tokens = self.tokenizer.tokenizer
+        filler = tokens.pad_token_id if tokens.pad_token_id is not None else tokens.eos_token_id
+        labels = batch["labels"].masked_fill(batch["labels"] == IGNORE_INDEX, filler)
+        sharded = self.plan.active_strategy is not None and self.plan.active_strategy \
+            .shards_parameters  # a forward needs every rank's shards: generate in lockstep
+        synced = self.plan.world_size > 1 and sharded
+        return EvalOutput(loss_sum=float(loss), count=count,
+                          predictions=self.predict(model, batch, self.recipe.train
+                                                   .sample_max_tokens, synced),
+                          references=self.tokenizer.batch_decode(labels,
+                                                                 skip_special_tokens=True))
+
+    def metrics(self, loss_sum: float, count: int, predictions: list[Any],
+                references: list[Any]) -> dict[str, Any]:
+        """WER and CER (jiwer) of the normalised transcripts (`task.normalize`)."""
+        scores: dict[str, Any] = {"loss": loss_sum / max(count, 1)}
+        if references:
+            truth, said = normalised(references, self.recipe), normalised(predictions,
+                                                                           self.recipe)
+            scores.update(wer=float(jiwer.wer(truth, said)), cer=float(jiwer.cer(truth, said)))
+        return scores
+
+
+def normalised(texts: list[str], recipe: Recipe) -> list[str]:
+    """Texts as the error rates compare them: Whisper's English normaliser (numbers as digits,
+    spellings standardised), its basic one (lowercase, no punctuation), or as they are; an
+    empty text becomes one space (jiwer refuses empty references)."""
+    how = recipe.task.normalize
+    normalise = (EnglishTextNormalizer({}) if how == "english" else BasicTextNormalizer()
+                 if how == "basic" else str.strip)
+    return [normalise(text).strip() or " " for text in texts]

@@ -1,0 +1,118 @@
+"""Speech recognition end to end: Whisper tiny.en (real weights) fine-tuned on spoken digits by
+2 processes, its window cut to 1 s; transcripts generated at evaluation and scored with jiwer's
+WER and CER; ddp, fsdp, zero2 and zero3 end with the same weights; kill -9 and --resume end
+bitwise equal to the uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import jiwer
+import pytest
+
+from launcher.contract.evaluation import Prediction
+from launcher.contract.events import Checkpointed
+from launcher.contract.run_folder import RunFolder
+from launcher.recipe.load import load_recipe
+from launcher.tasks.speech_recognition import normalised
+from tests.conftest import REPO, SFT_LAUNCH, cli_env
+from tests.helpers.processes import processes_in, wait_for_event, wait_gone
+from tests.helpers.run_folder import rank_reports, summary
+
+pytestmark = pytest.mark.slow
+RECORDINGS = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
+WORDS = ("zero", "one", "two", "three")
+STEPS, SAVE_EVERY, WEIGHT_TOLERANCE = 4, 2, 1e-4
+SETTINGS = ["--set", "tracking.mode=disabled", "--set", f"train.max_steps={STEPS}",
+            "--set", f"train.save_every={SAVE_EVERY}", "--set", "train.global_batch_size=4",
+            "--set", "train.lr=1e-4"]
+
+
+def listing(out: Path, speaker: str, takes: range) -> Path:
+    lines = ["audio,text"] + [f"{RECORDINGS / f'{digit}_{speaker}_{take}.wav'},{word}"
+                              for digit, word in enumerate(WORDS) for take in takes]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def recipe(whisper_tiny_en: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("asr")
+    train, held = listing(root / "train.csv", "george", range(4)), listing(
+        root / "eval.csv", "yweweler", range(1))
+    path = root / "asr.toml"
+    path.write_text((REPO / "recipes" / "asr-digits.toml").read_text()
+                    .replace('"../models/whisper-tiny.en"', f'"{whisper_tiny_en}"')
+                    .replace('"data/fsdd/train-transcripts.csv"', f'"{train}"')
+                    .replace('"data/fsdd/unseen-speaker-transcripts.csv"', f'"{held}"'))
+    return path
+
+
+def launch(recipe: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*SFT_LAUNCH, recipe, "--backend", "local", "--run-dir", run_dir,
+                             "--quiet", *SETTINGS, *extra], cwd=REPO,
+                            env=cli_env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def runs(recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("strategies")
+    folders = {}
+    for strategy in ("ddp", "fsdp", "zero2", "zero3"):
+        folders[strategy] = root / strategy
+        proc = launch(recipe, root / strategy, "--set", f"distributed.strategy={strategy}")
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{strategy}:\n{out}"
+    return folders
+
+
+def test_error_rates_are_jiwers_on_the_generated_transcripts(runs: dict[str, Path],
+                                                            recipe: Path) -> None:
+    run = runs["ddp"]
+    rows = Prediction.read_lines(RunFolder(run).predictions)
+    assert len(rows) == len(WORDS) and all(isinstance(r.prediction, str) for r in rows)
+    assert [r.reference for r in rows] == list(WORDS)
+    settings = load_recipe(recipe)
+    truth = normalised([r.reference for r in rows], settings)
+    said = normalised([r.prediction for r in rows], settings)
+    done = summary(run)
+    assert done.eval["wer"] == pytest.approx(jiwer.wer(truth, said), abs=1e-12)
+    assert done.eval["cer"] == pytest.approx(jiwer.cer(truth, said), abs=1e-12)
+    assert {r.world_size for r in rank_reports(run)} == {2}
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "zero2", "zero3"])
+def test_every_strategy_ends_with_ddps_weights(runs: dict[str, Path], strategy: str) -> None:
+    from transformers import AutoModelForSpeechSeq2Seq
+
+    def weights(name: str) -> dict:
+        return AutoModelForSpeechSeq2Seq.from_pretrained(runs[name] / "final").state_dict()
+
+    reference, found = weights("ddp"), weights(strategy)
+    assert found.keys() == reference.keys()
+    worst = max((found[k] - reference[k]).abs().max().item() for k in reference)
+    assert worst < WEIGHT_TOLERANCE, f"{strategy}: max |w - w_ddp| = {worst}"
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_weights(runs: dict[str, Path],
+                                                            recipe: Path,
+                                                            tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = launch(recipe, run_dir)
+    wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step == SAVE_EVERY,
+                   first)
+    workers = processes_in(run_dir)
+    os.killpg(first.pid, signal.SIGKILL)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    assert not wait_gone(lambda: processes_in(run_dir), 30)
+    second = launch(recipe, run_dir, "--resume")
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out
+    assert {r.final_weights_sha256 for r in rank_reports(run_dir)} == {
+        r.final_weights_sha256 for r in rank_reports(runs["ddp"])}
