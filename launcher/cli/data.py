@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -39,9 +40,12 @@ def preview(
     recipe_file: RecipeArg,
     rows: Annotated[int, typer.Option(min=1, help="How many training examples to show.")] = 3,
     set_: SetOpt = None,
+    picture: Annotated[Path | None, typer.Option(
+        help="Images and audio: the PNG to draw the examples into (a contact sheet after "
+        "augmentation; log-mel spectrograms). Default: <recipe name>-preview.png here.")] = None,
 ) -> None:
     """Print training examples with their loss-bearing text marked."""
-    from launcher.data.preview import load_processor, preview_rows
+    from launcher.data.preview import load_processor, preview_picture, preview_rows
     from launcher.data.splits import load_splits
     from launcher.plan.plan import resolve_model_path
 
@@ -65,3 +69,6 @@ def preview(
                                       for s in example.segments)))
         else:
             out.print(example.bracketed())
+    drawn = picture or Path(f"{recipe.name or Path(recipe_file).stem}-preview.png")
+    if preview_picture(splits.train[:rows], tokenizer, recipe, names, drawn):
+        out.print(f"\npicture: {drawn}")

@@ -16,7 +16,7 @@ Conversion rules:
 
 `crop` is a pure function of (samples, max_samples, seed): a window drawn from one
 ``numpy.random.Generator(PCG64(seed))`` when training, the first samples when evaluating.
-`log_mel_png` draws what `sft-launch preview` shows. numpy, soundfile and scipy only (matplotlib
+`log_mel_sheet` draws what `sft-launch preview` shows. numpy, soundfile and scipy only (matplotlib
 for the picture, imported when drawing): no torch here.
 """
 
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import soundfile
 from scipy.signal import resample_poly, stft
 
 from launcher.data.images import augmentation_seed
+from launcher.data.sources import head, open_source
 
 # longer recordings are refused (an hour-long WAV is a mistake in a training set)
 MAX_FILE_SECONDS = 600.0
@@ -60,38 +59,7 @@ class AudioInfo:
 
 def _check_source(source: Any, origin: str) -> str | io.BytesIO:
     """A path that exists and is not empty, or the bytes as a stream."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        if not len(source):
-            raise AudioError(f"{origin}: empty audio data (0 bytes); {FORMATS_HINT}")
-        return io.BytesIO(bytes(source))
-    try:
-        path = os.fspath(source)
-        info = os.stat(path)
-    except TypeError:
-        raise AudioError(f"{origin}: {type(source).__name__} is not a path or audio bytes; "
-                         f"give a file path or the encoded bytes of a recording") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise AudioError(f"{origin}: file not found; check the path and that the file "
-                         f"was copied with the data") from None
-    except OSError as exc:
-        raise AudioError(f"{origin}: cannot read the file ({exc}); check its permissions") from exc
-    if stat.S_ISDIR(info.st_mode):
-        raise AudioError(f"{origin}: is a folder, not an audio file; name an audio file")
-    if info.st_size == 0:
-        raise AudioError(f"{origin}: empty file (0 bytes); re-download or re-export it, "
-                         f"or drop the example")
-    return str(path)
-
-
-def _head(stream: str | io.BytesIO) -> bytes:
-    """The first bytes of the file, to show in the not-audio message."""
-    if isinstance(stream, io.BytesIO):
-        return stream.getvalue()[:16]
-    try:
-        with open(stream, "rb") as file:
-            return file.read(16)
-    except OSError:
-        return b""
+    return open_source(source, origin, AudioError, "audio", FORMATS_HINT)
 
 
 def _probe_stream(stream: str | io.BytesIO, origin: str) -> AudioInfo:
@@ -101,7 +69,7 @@ def _probe_stream(stream: str | io.BytesIO, origin: str) -> AudioInfo:
         raise AudioError(f"{origin}: file not found; check the path") from None
     except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError):
         raise AudioError(f"{origin}: not audio (libsndfile cannot read it); it starts with "
-                         f"{_head(stream)!r}; {FORMATS_HINT}") from None
+                         f"{head(stream)!r}; {FORMATS_HINT}") from None
     finally:
         if isinstance(stream, io.BytesIO):
             stream.seek(0)
@@ -221,24 +189,23 @@ def log_mel(samples: np.ndarray, sample_rate: int, n_mels: int = 80) -> np.ndarr
     return np.maximum(decibels, decibels.max() - 80.0)
 
 
-def log_mel_png(samples: np.ndarray, sample_rate: int, out: Path, n_mels: int = 80) -> None:
-    """A PNG picture at `out` of the recording's log-mel spectrogram (for `sft-launch preview`),
-    computed with numpy/scipy (`log_mel`), drawn with matplotlib's Agg canvas (no pyplot state),
-    titled with the duration and rate."""
+def log_mel_sheet(clips: list[np.ndarray], sample_rate: int, captions: list[str],
+                  out: Path, n_mels: int = 80) -> None:
+    """One PNG at `out` of several recordings' log-mel spectrograms, one above the other, each
+    titled with its caption (what `sft-launch preview` draws for audio)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    decibels = log_mel(samples, sample_rate, n_mels)
-    seconds = len(samples) / sample_rate
-    figure = Figure(figsize=(8, 3), dpi=100)
+    figure = Figure(figsize=(8, 2.2 * len(clips)), dpi=100)
     FigureCanvasAgg(figure)
-    axis = figure.add_subplot()
-    picture = axis.imshow(decibels, origin="lower", aspect="auto", cmap="magma",
-                          extent=(0.0, seconds, 0.0, float(n_mels)), interpolation="nearest")
-    figure.colorbar(picture, ax=axis, label="dB")
-    axis.set_title(f"log-mel spectrogram: {seconds:.2f} s at {sample_rate} Hz")
-    axis.set_xlabel("seconds")
-    axis.set_ylabel(f"mel band (0 to {sample_rate // 2} Hz)")
+    for index, (samples, caption) in enumerate(zip(clips, captions, strict=True), 1):
+        axis = figure.add_subplot(len(clips), 1, index)
+        seconds = len(samples) / sample_rate
+        axis.imshow(log_mel(samples, sample_rate, n_mels), origin="lower", aspect="auto",
+                    cmap="magma", extent=(0.0, seconds, 0.0, float(n_mels)),
+                    interpolation="nearest")
+        axis.set_title(f"{caption}: {seconds:.2f} s", fontsize=9)
+        axis.set_ylabel("mel band")
     figure.tight_layout()
     figure.savefig(Path(out), format="png")
 

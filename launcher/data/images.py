@@ -29,14 +29,15 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
-import stat
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
+
+from launcher.data.sources import head, open_source
 
 FORMATS_HINT = "use a JPEG, PNG, GIF, WebP, BMP or TIFF file, or drop the example"
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -49,38 +50,7 @@ class ImageError(ValueError):
 
 def _check_source(source: Any, origin: str) -> str | io.BytesIO:
     """A path that exists and is not empty, or the bytes as a stream."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        if not len(source):
-            raise ImageError(f"{origin}: empty image data (0 bytes); {FORMATS_HINT}")
-        return io.BytesIO(bytes(source))
-    try:
-        path = os.fspath(source)
-        info = os.stat(path)
-    except TypeError:
-        raise ImageError(f"{origin}: {type(source).__name__} is not a path or image bytes; "
-                         f"give a file path or the encoded bytes of an image") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise ImageError(f"{origin}: file not found; check the path and that the file "
-                         f"was copied with the data") from None
-    except OSError as exc:
-        raise ImageError(f"{origin}: cannot read the file ({exc}); check its permissions") from exc
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageError(f"{origin}: is a folder, not an image file; name an image file")
-    if info.st_size == 0:
-        raise ImageError(f"{origin}: empty file (0 bytes); re-download or re-export it, "
-                         f"or drop the example")
-    return str(path)
-
-
-def _head(stream: str | io.BytesIO) -> bytes:
-    """The first bytes of the file, to show in the not-an-image message."""
-    if isinstance(stream, io.BytesIO):
-        return stream.getvalue()[:16]
-    try:
-        with open(stream, "rb") as file:
-            return file.read(16)
-    except OSError:
-        return b""
+    return open_source(source, origin, ImageError, "image", FORMATS_HINT)
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -141,7 +111,7 @@ def open_rgb(source: str | bytes, origin: str) -> Image.Image:
                          f"file is trusted") from exc
     except UnidentifiedImageError:
         raise ImageError(f"{origin}: not an image (PIL cannot identify it); it starts with "
-                         f"{_head(stream)!r}; {FORMATS_HINT}") from None
+                         f"{head(stream)!r}; {FORMATS_HINT}") from None
     except FileNotFoundError:
         raise ImageError(f"{origin}: file not found; check the path") from None
     except Exception as exc:
@@ -241,3 +211,21 @@ def augment(image: Image.Image, settings: Augmentation, seed: int) -> Image.Imag
         for which in order:
             out = ENHANCERS[which](out).enhance(float(factors[which]))
     return out.copy() if out is image else out
+
+
+def contact_sheet(images: list[Image.Image], captions: list[str], out: Path,
+                  cell: tuple[int, int] = (224, 224), columns: int = 4) -> None:
+    """A PNG at `out`: each image fitted into a `cell` (width, height) with its caption
+    below, `columns` to a row (what `sft-launch preview` draws for images)."""
+    from PIL import ImageDraw
+
+    width, height = cell
+    rows = max(1, math.ceil(len(images) / columns))
+    sheet = Image.new("RGB", (columns * width, rows * (height + 20)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (image, caption) in enumerate(zip(images, captions, strict=True)):
+        x, y = index % columns * width, index // columns * (height + 20)
+        fitted = ImageOps.contain(image, cell)
+        sheet.paste(fitted, (x + (width - fitted.width) // 2, y + (height - fitted.height) // 2))
+        draw.text((x + 4, y + height + 4), caption[:40], fill="black")
+    sheet.save(out, format="PNG")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -68,6 +69,16 @@ def preview_rows(rows: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerB
 
     task = task_class(recipe.task.kind)
     return [task.preview(row, tokenizer, recipe, list(label_names or [])) for row in rows]
+
+
+def preview_picture(rows: Sequence[dict[str, Any]], tokenizer: Any, recipe: Recipe,
+                    label_names: Sequence[str] | None, out: Path) -> bool:
+    """The rows drawn as the model sees them into the PNG `out`, by their task (images:
+    a contact sheet; audio: log-mel spectrograms); False for tasks without pictures."""
+    from launcher.tasks.registry import task_class
+
+    return task_class(recipe.task.kind).preview_picture(list(rows), tokenizer, recipe,
+                                                        list(label_names or []), out)
 
 
 def loss_segments(tokenizer: PreTrainedTokenizerBase, example: Example) -> list[Segment]:

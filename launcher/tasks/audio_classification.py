@@ -4,12 +4,20 @@ DataLoader workers; accuracy, macro-F1 and the confusion matrix."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from launcher.data.audio import AudioError, crop, fit_window, load_audio, probe
+from launcher.data.audio import (
+    AudioError,
+    crop,
+    fit_window,
+    load_audio,
+    log_mel_sheet,
+    probe,
+)
 from launcher.data.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, Row
@@ -53,6 +61,16 @@ class AudioClassification(DecodedClassification):
         return Preview([Segment(origin(row["audio"]), False)], 0, None,
                        f"{info.seconds:.2f} s at {info.sample_rate} Hz, {info.channels} "
                        f"channel(s), label: {label_name(names, row['label'])}")
+
+    @classmethod
+    def preview_picture(cls, rows: list[Row], tokenizer: Any, recipe: Recipe,
+                        names: list[str], out: Path) -> bool:
+        """Each recording's log-mel spectrogram (its first `data.max_seconds`), labelled."""
+        rate = tokenizer.sampling_rate
+        clips = [load_audio(row["audio"], origin(row["audio"]), rate)[
+            :round(recipe.data.max_seconds * rate)] for row in rows]
+        log_mel_sheet(clips, rate, [label_name(names, row["label"]) for row in rows], out)
+        return True
 
     def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
         """The header is read (never the samples): the duration it keeps, for grouping."""

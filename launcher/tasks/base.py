@@ -65,6 +65,13 @@ class Task(ABC):
 
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
+    @classmethod
+    def preview_picture(cls, rows: list[Row], tokenizer: Any, recipe: Recipe,
+                        names: list[str], out: Path) -> bool:
+        """Draw the rows as the model sees them into the PNG `out` (images, spectrograms);
+        False when the task has no picture (text)."""
+        return False
+
     def load_tokenizer(self) -> Any:
         """The run's processor (`load_processor` of the plan's tokenizer path)."""
         return self.load_processor(self.plan.tokenizer_path, self.recipe.model.trust_remote_code)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from launcher.data.errors import DataError, Origin, handle_bad_row
+from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.splits import load_splits
 from launcher.errors import UsageError
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
@@ -56,18 +56,9 @@ class DecodedClassification(Task):
             try:
                 kept = self.check(source, origin(source))
             except self.invalid as err:
-                bad = DataError(Origin(origin(source), 0, "file"),
-                                str(err).removeprefix(f"{origin(source)}: "))
-                if skipped is None:
-                    raise UsageError(f"bad data: {bad}") from None
-                try:
-                    handle_bad_row(bad, self.recipe.data.on_bad_row, skipped)
-                except DataError as fatal:
-                    raise UsageError(f"bad data: {fatal} (or set data.on_bad_row = "
-                                     "\"skip\" to skip such rows)") from None
+                refuse_or_skip(err, source, self.recipe.data.on_bad_row, skipped)
                 continue
-            examples.append({"path": source if isinstance(source, str) else "",
-                             "bytes": source if isinstance(source, bytes) else b"", **kept,
+            examples.append({**file_example(source), **kept,
                              **({"labels": row["label"]} if "label" in row else {})})
             if done % 256 == 0:
                 self.report_progress(f"{self.field}s checked", done, len(rows))
@@ -138,3 +129,24 @@ class DecodedClassification(Task):
 def origin(source: str | bytes) -> str:
     """How a file is named in messages: its path, or its size when it came as bytes."""
     return source if isinstance(source, str) else f"a file of {len(source):,} bytes"
+
+
+def file_example(source: str | bytes) -> dict[str, Any]:
+    """Where an example's file is: its path, or its bytes (the other one empty)."""
+    return {"path": source if isinstance(source, str) else "",
+            "bytes": source if isinstance(source, bytes) else b""}
+
+
+def refuse_or_skip(err: ValueError, source: str | bytes, policy: BadRowPolicy,
+                   skipped: list[DataError] | None) -> None:
+    """A file that failed its check: one `UsageError` naming it (with no `skipped` list:
+    rows to evaluate or predict; or under `data.on_bad_row = "error"`), else counted."""
+    bad = DataError(Origin(origin(source), 0, "file"),
+                    str(err).removeprefix(f"{origin(source)}: "))
+    if skipped is None:
+        raise UsageError(f"bad data: {bad}") from None
+    try:
+        handle_bad_row(bad, policy, skipped)
+    except DataError as fatal:
+        raise UsageError(f"bad data: {fatal} (or set data.on_bad_row = \"skip\" to skip such "
+                         "rows)") from None

@@ -3,12 +3,20 @@ to label images, decoded and augmented in DataLoader workers; accuracy, macro-F1
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from launcher.data.images import Augmentation, ImageError, augment, open_rgb
+from launcher.data.images import (
+    Augmentation,
+    ImageError,
+    augment,
+    augmentation_seed,
+    contact_sheet,
+    open_rgb,
+)
 from launcher.data.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, Row
@@ -36,6 +44,25 @@ class ImageClassification(DecodedClassification):
         image = open_rgb(row["image"], origin(row["image"]))
         return Preview([Segment(origin(row["image"]), False)], 0, None,
                        f"{image.width}x{image.height}, label: {label_name(names, row['label'])}")
+
+    @classmethod
+    def preview_picture(cls, rows: list[Row], tokenizer: Any, recipe: Recipe,
+                        names: list[str], out: Path) -> bool:
+        """A contact sheet: each image augmented as in the first epoch ([data.augment]) and
+        resized to the processor's size, with its label."""
+        size = tokenizer.size or {}
+        cell = ((size["width"], size["height"]) if "width" in size
+                else (size.get("shortest_edge", 224),) * 2)
+        settings = recipe.data.augment
+        images = []
+        for index, row in enumerate(rows):
+            image = open_rgb(row["image"], origin(row["image"]))
+            if settings is not None:
+                image = augment(image, Augmentation(**settings.model_dump()),
+                                augmentation_seed(recipe.train.seed, 0, index))
+            images.append(image.resize(cell))
+        contact_sheet(images, [label_name(names, row["label"]) for row in rows], out, cell)
+        return True
 
     def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
         """The whole image is decoded once: a truncated file fails here, not mid-training."""

@@ -4,6 +4,7 @@ word and character error rates (jiwer) on normalised text."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jiwer
@@ -15,14 +16,13 @@ from transformers.models.whisper.english_normalizer import (
     EnglishTextNormalizer,
 )
 
-from launcher.data.audio import AudioError, fit_window, load_audio, probe
-from launcher.data.errors import DataError, Origin, handle_bad_row
+from launcher.data.audio import AudioError, fit_window, load_audio, log_mel_sheet, probe
+from launcher.data.errors import DataError
 from launcher.data.preview import Preview, Segment
 from launcher.data.splits import load_splits
-from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
-from launcher.tasks.decoded_classification import origin
+from launcher.tasks.decoded_classification import file_example, origin, refuse_or_skip
 
 IGNORE_INDEX = -100
 POSITIONS = ("model.encoder.embed_positions.weight",)  # Whisper's, cut with its window
@@ -54,6 +54,15 @@ class SpeechRecognition(Task):
                         Segment(row["text"], True)], len(ids), len(ids),
                        f"{info.seconds:.2f} s at {info.sample_rate} Hz")
 
+    @classmethod
+    def preview_picture(cls, rows: list[Row], tokenizer: Any, recipe: Recipe,
+                        names: list[str], out: Path) -> bool:
+        """Each recording's log-mel spectrogram, titled with its transcript."""
+        rate = tokenizer.feature_extractor.sampling_rate
+        log_mel_sheet([load_audio(row["audio"], origin(row["audio"]), rate) for row in rows],
+                      rate, [row["text"] for row in rows], out)
+        return True
+
     def prepare(self, tokenizer: Any) -> Prepared:
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
@@ -77,18 +86,9 @@ class SpeechRecognition(Task):
                                      f"data.max_seconds = {self.recipe.data.max_seconds}; "
                                      "raise it or cut the recording with its transcript")
             except AudioError as err:
-                bad = DataError(Origin(origin(source), 0, "file"),
-                                str(err).removeprefix(f"{origin(source)}: "))
-                if skipped is None:
-                    raise UsageError(f"bad data: {bad}") from None
-                try:
-                    handle_bad_row(bad, self.recipe.data.on_bad_row, skipped)
-                except DataError as fatal:
-                    raise UsageError(f"bad data: {fatal} (or set data.on_bad_row = "
-                                     "\"skip\" to skip such rows)") from None
+                refuse_or_skip(err, source, self.recipe.data.on_bad_row, skipped)
                 continue
-            example = {"path": source if isinstance(source, str) else "",
-                       "bytes": source if isinstance(source, bytes) else b"",
+            example = {**file_example(source),
                        "centiseconds": max(1, round(seconds * CENTISECONDS))}
             if "text" in row:
                 ids = self.tokenizer.tokenizer(row["text"]).input_ids

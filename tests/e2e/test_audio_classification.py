@@ -136,3 +136,15 @@ def test_bad_recordings_are_named_or_skipped(setup: dict[str, Path], tmp_path: P
     skipped = launch(recipe, tmp_path / "skipped", "--set", "data.on_bad_row=skip")
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert summary(tmp_path / "skipped").data.skipped_rows == 2  # empty and hour; hifi read
+
+
+def test_preview_draws_each_recordings_log_mel_features(setup: dict[str, Path], run_cli,
+                                                        tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "mels.png"
+    result = run_cli("preview", setup["recipe"], "--rows", "3", "--picture", out)
+    assert result.returncode == 0, result.stderr
+    assert "s at 8000 Hz, 1 channel(s), label: zero" in result.stdout
+    with Image.open(out) as picture:
+        assert picture.size == (800, 660)  # 2.2 inches a recording at 100 dpi

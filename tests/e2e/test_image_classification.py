@@ -5,9 +5,7 @@ and --resume that ends bitwise equal to the uninterrupted run; bad images named.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from launcher.contract.evaluation import EvalReport, Prediction
 from launcher.contract.events import Checkpointed, TrainLogged
 from launcher.contract.run_folder import RunFolder
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
-from tests.helpers.processes import processes_in, wait_for_event, wait_gone
+from tests.helpers.processes import kill_everything, wait_for_event
 from tests.helpers.run_folder import events, of_kind, rank_reports, summary
 from tests.helpers.tiny_models import build_tiny_vit
 
@@ -134,12 +132,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(reference: Path,
     first = launch(setup["recipe"], run_dir)
     wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step == SAVE_EVERY,
                    first)
-    workers = processes_in(run_dir)
-    os.killpg(first.pid, signal.SIGKILL)
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
-    first.communicate(timeout=60)
-    assert not wait_gone(lambda: processes_in(run_dir), 30)
+    kill_everything(run_dir, first)
     second = launch(setup["recipe"], run_dir, "--resume")
     out, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out
@@ -166,3 +159,21 @@ def test_a_truncated_jpeg_is_named_or_skipped(setup: dict[str, Path], tmp_path: 
     out, _ = skipped.communicate(timeout=600)
     assert skipped.returncode == 0, out
     assert summary(tmp_path / "skipped").data.skipped_rows == 2
+
+
+def test_preview_draws_the_augmented_images_with_their_labels(setup: dict[str, Path], run_cli,
+                                                              tmp_path: Path) -> None:
+    """A contact sheet of the first rows after augmentation, at the processor's size (32 px
+    cells, 4 to a row, a caption line under each)."""
+    from PIL import Image
+
+    out = tmp_path / "sheet.png"
+    result = run_cli("preview", setup["recipe"], "--rows", "6", "--picture", out)
+    assert result.returncode == 0, result.stderr
+    assert f"picture: {out}" in result.stdout and "label: ants" in result.stdout
+    with Image.open(out) as sheet:
+        assert sheet.size == (4 * 32, 2 * (32 + 20))
+        first = sheet.crop((0, 0, 32, 32))
+    with Image.open(sorted((setup["train"] / "ants").iterdir())[0]) as original:
+        plain = original.convert("RGB").resize((32, 32))
+    assert list(first.getdata()) != list(plain.getdata())  # cropped, flipped or jittered

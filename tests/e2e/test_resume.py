@@ -4,7 +4,6 @@ kill -9 of everything (resume from the newest checkpoint, the newest one corrupt
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -16,7 +15,7 @@ from launcher.contract.vocabulary import ExitCode
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.e2e.conftest import QUICKSTART
 from tests.helpers.cli_status import Shown
-from tests.helpers.processes import processes_in, wait_for_event, wait_gone
+from tests.helpers.processes import kill_everything, processes_in, wait_for_event
 from tests.helpers.run_folder import events, of_kind, rank_reports, summary
 
 pytestmark = pytest.mark.slow
@@ -98,12 +97,7 @@ def test_stopped_every_way_ends_equal_to_an_uninterrupted_run(reference: Path, r
     wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step > stop.step + 1,
                    third)
     wait_for_event(run_dir, trained_past(stop.step + SAVE_EVERY), third)
-    workers = processes_in(run_dir)
-    os.killpg(third.pid, signal.SIGKILL)
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
-    third.communicate(timeout=60)
-    assert not wait_gone(lambda: processes_in(run_dir), 30)
+    kill_everything(run_dir, third)
     assert Shown.parse(run_cli("status", run_dir).stdout).state.startswith("DIED")
     resumed_from(run_dir, before, stop.step)
 

@@ -5,8 +5,6 @@ bitwise equal to the uninterrupted run."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from launcher.contract.run_folder import RunFolder
 from launcher.recipe.load import load_recipe
 from launcher.tasks.speech_recognition import normalised
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
-from tests.helpers.processes import processes_in, wait_for_event, wait_gone
+from tests.helpers.processes import kill_everything, wait_for_event
 from tests.helpers.run_folder import rank_reports, summary
 
 pytestmark = pytest.mark.slow
@@ -105,12 +103,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(runs: dict[str, Path
     first = launch(recipe, run_dir)
     wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step == SAVE_EVERY,
                    first)
-    workers = processes_in(run_dir)
-    os.killpg(first.pid, signal.SIGKILL)
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
-    first.communicate(timeout=60)
-    assert not wait_gone(lambda: processes_in(run_dir), 30)
+    kill_everything(run_dir, first)
     second = launch(recipe, run_dir, "--resume")
     out, _ = second.communicate(timeout=900)
     assert second.returncode == 0, out

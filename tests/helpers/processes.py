@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -51,3 +52,14 @@ def wait_gone(pids: Callable[[], list[int]], timeout: float) -> list[int]:
         time.sleep(0.5)
         left = pids()
     return left
+
+
+def kill_everything(run_dir: Path, launcher: subprocess.Popen) -> None:
+    """kill -9 of `sft-launch` (its process group) and of every worker of the run, as a node
+    crash would; returns once they are all gone."""
+    workers = processes_in(run_dir)
+    os.killpg(launcher.pid, signal.SIGKILL)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    launcher.communicate(timeout=60)
+    assert not wait_gone(lambda: processes_in(run_dir), 30), "a worker outlived kill -9"

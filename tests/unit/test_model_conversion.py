@@ -164,29 +164,17 @@ def test_whisper_transcribes_synthesised_read_speech(whisper: tuple, tmp_path: P
     assert sum(word in heard for word in expected) >= 0.8 * len(expected), text
 
 
-def test_the_image_recipe_plans_with_the_converted_model(efficientnet_dir: Path, run_cli,
-                                                          tmp_path: Path) -> None:
-    """recipes/image-ants-bees.toml, as `make models` prepares it, validates and plans."""
-    result = run_cli(REPO / "recipes" / "image-ants-bees.toml", "--dry-run", "--run-dir",
-                     tmp_path / "run", "--set", f"model.path='{efficientnet_dir}'")
+@pytest.mark.parametrize(("recipe", "model"), [("image-ants-bees", "efficientnet_dir"),
+                                              ("speech-digits", "whisper_dir"),
+                                              ("asr-digits", "whisper_dir")])
+def test_the_example_recipes_plan_with_the_converted_models(recipe: str, model: str, run_cli,
+                                                            tmp_path: Path,
+                                                            request: pytest.FixtureRequest
+                                                            ) -> None:
+    """The recipes that read `make models`' folders validate and plan with them."""
+    folder = request.getfixturevalue(model)
+    result = run_cli(REPO / "recipes" / f"{recipe}.toml", "--dry-run", "--run-dir",
+                     tmp_path / "run", "--set", f"model.path='{folder}'")
     assert result.returncode == 0, result.stderr
     assert "dry run: nothing launched" in result.stderr
     assert "ddp" in result.stderr and "batch 16" in result.stderr
-
-
-def test_the_speech_recipe_plans_with_the_converted_model(whisper_dir: Path, run_cli,
-                                                          tmp_path: Path) -> None:
-    """recipes/speech-digits.toml, as `make models` prepares it, validates and plans."""
-    result = run_cli(REPO / "recipes" / "speech-digits.toml", "--dry-run", "--run-dir",
-                     tmp_path / "run", "--set", f"model.path='{whisper_dir}'")
-    assert result.returncode == 0, result.stderr
-    assert "dry run: nothing launched" in result.stderr
-
-
-def test_the_asr_recipe_plans_with_the_converted_model(whisper_dir: Path, run_cli,
-                                                       tmp_path: Path) -> None:
-    """recipes/asr-digits.toml, as `make models` prepares it, validates and plans."""
-    result = run_cli(REPO / "recipes" / "asr-digits.toml", "--dry-run", "--run-dir",
-                     tmp_path / "run", "--set", f"model.path='{whisper_dir}'")
-    assert result.returncode == 0, result.stderr
-    assert "dry run: nothing launched" in result.stderr
