@@ -195,21 +195,22 @@ def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool, *,
     options = {"trust_remote_code": recipe.model.trust_remote_code,
                "attn_implementation": recipe.model.attn_implementation}
     dtype = model_dtype(recipe, plan)
-    if not meta and new_head:
-        model_class, model_config, weights, frozen = _weights_that_fit(auto_class, recipe,
-                                                                       plan, config, cut)
-        # transformers re-initialises a module of a new shape after loading (Whisper's encoder
-        # and its positions): the cut tensors are copied in once the model is built.
-        later = {name: weights.pop(name) for name in cut if name in weights}
+    if not meta and new_head and any(Path(plan.model_path).glob("*.safetensors")):
+        model_class, model_config, weights, later, frozen = _weights_that_fit(
+            auto_class, recipe, plan, config, cut)
         model = model_class.from_pretrained(None, config=model_config, state_dict=weights,
                                             dtype=dtype, **options)
+        # transformers re-initialises a module of a new shape after loading (Whisper's encoder
+        # and its positions): the cut tensors are copied in once the model is built.
         for name, value in later.items():
             _copy_into(model.get_parameter(name), value)
         for name, parameter in model.named_parameters():  # loading a state dict thaws them
             parameter.requires_grad_(name not in frozen)
         return model
-    if not meta:
-        return auto_class.from_pretrained(plan.model_path, dtype=dtype, **options, **config)
+    if not meta:  # (a new head from .bin weights: transformers' own way, not under ZeRO-3)
+        return auto_class.from_pretrained(plan.model_path, dtype=dtype, **options, **config,
+                                          **({"ignore_mismatched_sizes": True} if new_head
+                                             else {}))
     from accelerate import init_empty_weights
     from transformers import AutoConfig
 
@@ -220,12 +221,13 @@ def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool, *,
 
 
 def _weights_that_fit(auto_class: Any, recipe: Recipe, plan: Plan, config: dict[str, Any],
-                      cut: tuple[str, ...]
-                      ) -> tuple[Any, Any, dict[str, torch.Tensor], set[str]]:
-    """The model's class and config, the checkpoint's tensors (its safetensors files) that fit
-    the model's shapes (found on a meta-device twin, built outside ZeRO-3's partitioning): a
-    tensor of another shape is left out (it starts afresh), or cut to its leading part when it
-    is named in `cut`; and the parameters the architecture freezes (Whisper's positions)."""
+                      cut: tuple[str, ...]) -> tuple[Any, Any, dict[str, torch.Tensor],
+                                                     dict[str, torch.Tensor], set[str]]:
+    """The model's class and config; the checkpoint's tensors (its safetensors files) that fit
+    the model's shapes (found on a meta-device twin, built outside ZeRO-3's partitioning), by
+    checkpoint name; those named in `cut` (by model name) cut to their leading part; and the
+    parameters the architecture freezes (Whisper's positions). Other tensors of another shape
+    are left out: they start afresh."""
     from safetensors import safe_open
     from transformers import AutoConfig
     from transformers.models.auto.auto_factory import _get_model_class
@@ -237,7 +239,7 @@ def _weights_that_fit(auto_class: Any, recipe: Recipe, plan: Plan, config: dict[
         twin = model_class(model_config)
     shapes = {name: tuple(t.shape) for name, t in twin.state_dict().items()}
     prefix = getattr(twin, "base_model_prefix", "")
-    kept = {}
+    kept, cuts = {}, {}
     for file in sorted(Path(plan.model_path).glob("*.safetensors")):
         with safe_open(str(file), "pt") as handle:
             for name in handle.keys():  # noqa: SIM118 (a safe_open handle is no dict)
@@ -248,9 +250,9 @@ def _weights_that_fit(auto_class: Any, recipe: Recipe, plan: Plan, config: dict[
                 if shape is None or shape == stored:
                     kept[name] = handle.get_tensor(name)
                 elif full in cut and all(s <= t for s, t in zip(shape, stored, strict=True)):
-                    kept[name] = handle.get_tensor(name)[tuple(slice(0, s) for s in shape)]
+                    cuts[full] = handle.get_tensor(name)[tuple(slice(0, s) for s in shape)]
     frozen = {name for name, p in twin.named_parameters() if not p.requires_grad}
-    return model_class, model_config, kept, frozen
+    return model_class, model_config, kept, cuts, frozen
 
 
 def _zero3() -> bool:
