@@ -210,6 +210,22 @@ def log_mel_sheet(clips: list[np.ndarray], sample_rate: int, captions: list[str]
     figure.savefig(Path(out), format="png")
 
 
+FRAMES_PER_SECOND = 100  # a recording's length is counted in 10 ms frames (grouping sorts by it)
+
+
+def frames(seconds: float) -> int:
+    """A duration in 10 ms frames (at least one)."""
+    return max(1, round(seconds * FRAMES_PER_SECOND))
+
+
+def frames_computed(shape: tuple[int, ...], sample_rate: int) -> int:
+    """10 ms frames a batch of model inputs computes, padding included: features are batch x
+    bins x frames (Whisper's: its whole window per clip), raw samples batch x samples."""
+    if len(shape) == 3:
+        return shape[0] * shape[-1]
+    return shape[0] * shape[-1] * FRAMES_PER_SECOND // sample_rate
+
+
 def fit_window(extractor: Any, seconds: float) -> bool:
     """Cut a feature extractor's fixed window (Whisper's 30 s) to `seconds` when that is
     shorter, in whole samples and frames (also once saved and reloaded); False when it has no

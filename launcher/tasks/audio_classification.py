@@ -14,6 +14,8 @@ from launcher.data.audio import (
     AudioError,
     crop,
     fit_window,
+    frames,
+    frames_computed,
     load_audio,
     log_mel_sheet,
     probe,
@@ -22,8 +24,6 @@ from launcher.data.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, Row
 from launcher.tasks.decoded_classification import DecodedClassification, origin
-
-CENTISECONDS = 100  # a recording's length is counted in 10 ms frames (what grouping sorts by)
 
 
 class AudioClassification(DecodedClassification):
@@ -44,15 +44,13 @@ class AudioClassification(DecodedClassification):
         when that is shorter."""
         extractor = super().load_tokenizer()
         self.model_input = extractor.model_input_names[0]
-        fit_window(extractor, self.recipe.data.max_seconds)
+        self.window = fit_window(extractor, self.recipe.data.max_seconds)
         return extractor
 
     def config_changes(self) -> dict[str, Any]:
         """Whisper's encoder takes exactly its window: positions for the cut one (sinusoids,
         as the checkpoint's; its convolutions halve the frames)."""
-        if not hasattr(self.tokenizer, "nb_max_frames"):
-            return {}
-        return {"max_source_positions": self.tokenizer.nb_max_frames // 2}
+        return {"max_source_positions": self.tokenizer.nb_max_frames // 2} if self.window else {}
 
     @classmethod
     def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
@@ -75,7 +73,7 @@ class AudioClassification(DecodedClassification):
     def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
         """The header is read (never the samples): the duration it keeps, for grouping."""
         seconds = min(probe(source, origin).seconds, self.recipe.data.max_seconds)
-        return {"centiseconds": max(1, round(seconds * CENTISECONDS))}
+        return {"centiseconds": frames(seconds)}
 
     def tokens_in(self, example: dict[str, Any]) -> int:
         return example["centiseconds"]
@@ -87,17 +85,13 @@ class AudioClassification(DecodedClassification):
         longest = int(self.recipe.data.max_seconds * rate)
         clips = [crop(load_audio(e["path"] or e["bytes"], origin(e["path"] or e["bytes"]), rate),
                       longest, e.get("augment_seed")) for e in examples]
-        fixed = hasattr(self.tokenizer, "nb_max_frames")
         batch = dict(self.tokenizer(clips, sampling_rate=rate, return_tensors="pt",
-                                    **({} if fixed else {"padding": "longest",
-                                                         "return_attention_mask": True})))
+                                    **({} if self.window else {"padding": "longest",
+                                                               "return_attention_mask": True})))
         if "labels" in examples[0]:
             batch["labels"] = torch.tensor([e["labels"] for e in examples])
         return batch
 
     def computed_in(self, batch: Batch) -> int:
-        """10 ms frames computed, padding included (Whisper's: 30 s of them per clip)."""
-        inputs = batch[self.model_input]
-        if inputs.dim() == 3:  # features: batch x bins x frames of 10 ms
-            return inputs.shape[0] * inputs.shape[-1]
-        return inputs.shape[0] * inputs.shape[-1] * CENTISECONDS // self.tokenizer.sampling_rate
+        return frames_computed(tuple(batch[self.model_input].shape),
+                               self.tokenizer.sampling_rate)

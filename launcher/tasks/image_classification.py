@@ -72,13 +72,13 @@ class ImageClassification(DecodedClassification):
     def collate(self, examples: list[dict[str, Any]]) -> Batch:
         """Decode, augment (training rows of a recipe with `[data.augment]`), process."""
         settings = self.recipe.data.augment
+        augmentation = Augmentation(**settings.model_dump()) if settings is not None else None
         images = []
         for example in examples:
             source = example["path"] or example["bytes"]
             image = open_rgb(source, origin(source))
-            if settings is not None and "augment_seed" in example:  # a training row
-                image = augment(image, Augmentation(**settings.model_dump()),
-                                example["augment_seed"])
+            if augmentation is not None and "augment_seed" in example:  # a training row
+                image = augment(image, augmentation, example["augment_seed"])
             images.append(image)
         batch = {"pixel_values": self.tokenizer(images=images,
                                                 return_tensors="pt")["pixel_values"]}

@@ -16,7 +16,15 @@ from transformers.models.whisper.english_normalizer import (
     EnglishTextNormalizer,
 )
 
-from launcher.data.audio import AudioError, fit_window, load_audio, log_mel_sheet, probe
+from launcher.data.audio import (
+    AudioError,
+    fit_window,
+    frames,
+    frames_computed,
+    load_audio,
+    log_mel_sheet,
+    probe,
+)
 from launcher.data.errors import DataError
 from launcher.data.preview import Preview, Segment
 from launcher.data.splits import load_splits
@@ -26,7 +34,6 @@ from launcher.tasks.decoded_classification import file_example, origin, refuse_o
 
 IGNORE_INDEX = -100
 POSITIONS = ("model.encoder.embed_positions.weight",)  # Whisper's, cut with its window
-CENTISECONDS = 100
 
 
 class SpeechRecognition(Task):
@@ -89,7 +96,7 @@ class SpeechRecognition(Task):
                 refuse_or_skip(err, source, self.recipe.data.on_bad_row, skipped)
                 continue
             example = {**file_example(source),
-                       "centiseconds": max(1, round(seconds * CENTISECONDS))}
+                       "centiseconds": frames(seconds)}
             if "text" in row:
                 ids = self.tokenizer.tokenizer(row["text"]).input_ids
                 example["labels"] = ids[1:] if ids and ids[0] == start else ids
@@ -125,7 +132,8 @@ class SpeechRecognition(Task):
         return len(example["labels"])  # the loss is per transcript token
 
     def computed_in(self, batch: Batch) -> int:
-        return batch["input_features"].shape[0] * batch["input_features"].shape[-1]
+        return frames_computed(tuple(batch["input_features"].shape),
+                               self.tokenizer.feature_extractor.sampling_rate)
 
     def computed_tokens(self, examples: Any) -> int:
         return len(examples)
