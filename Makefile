@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup quickstart test lint bench bench-peer cluster-up cluster-down golden models
+.PHONY: setup quickstart test lint bench bench-peer cluster-up cluster-down golden models mlflow-server
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,16 @@ models: setup
 	$(VENV)/bin/python models/convert_efficientnet_lite0.py models/efficientnet-lite0
 	$(VENV)/bin/python models/convert_whisper_tiny_en.py models/whisper-tiny.en
 
+# A real MLflow tracking server for the tests (tests/helpers/mlflow_server.py), in a venv of its
+# own as on a site: the server's pins (pyarrow<26) are not the product's, which needs the client only.
+MLFLOW_SERVER := .venv-mlflow-server
+mlflow-server: $(MLFLOW_SERVER)/.installed
+
+$(MLFLOW_SERVER)/.installed:
+	$(PYTHON) -m venv $(MLFLOW_SERVER)
+	$(MLFLOW_SERVER)/bin/pip install --quiet "mlflow==3.17.2"
+	touch $@
+
 # Rewrite tests/golden/ from the current templates (the tests only compare); review the diff.
 golden: setup
 	$(VENV)/bin/python -m tests.helpers.golden
@@ -38,7 +48,7 @@ cluster-down:
 	bash slurm/testcluster.sh down
 
 # Lint, then the whole suite, against a real 4-node Slurm test cluster on this machine (root).
-test: setup
+test: setup mlflow-server
 	$(VENV)/bin/ruff check launcher tests bench
 	bash slurm/testcluster.sh up --nodes 4
 	. $${SFT_CLUSTER_DIR:-/tmp/sft-launch-cluster}/env.sh && $(VENV)/bin/pytest -q tests; \

@@ -4,6 +4,7 @@ before launch (inputs, data, the W&B key), then the files."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from rich.markup import escape
 
 from launcher.contract.plan import LrRange, Plan
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind, TrackingMode
+from launcher.contract.vocabulary import BackendKind, TrackerKind, TrackingMode
 from launcher.data.splits import load_splits
 from launcher.errors import RecipeError, UsageError
 from launcher.plan.plan import check_inputs, gpus_on_this_machine, make_plan, resumed_plan
@@ -38,13 +39,16 @@ def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_d
                               "number of processes that divides it") from None
         raise
     if lr_find is not None:
-        plan = dataclasses.replace(plan, lr_find=lr_find, tracking_mode=TrackingMode.DISABLED)
+        plan = dataclasses.replace(plan, lr_find=lr_find, tracking_mode=TrackingMode.DISABLED,
+                                   trackers=())
     check_inputs(recipe, plan, str(recipe_file))
     rows = len(load_splits(recipe).train)
     if rows < plan.batch.global_size:
         raise UsageError(f"{recipe_file}: train.global_batch_size: {plan.batch.global_size} is "
                          f"more than the {rows} training rows; lower it or add data")
-    if plan.tracking_mode is TrackingMode.ONLINE and check_tracking:
+    check_tracker_clients(plan)
+    if TrackerKind.WANDB in plan.trackers and plan.tracking_mode is TrackingMode.ONLINE \
+            and check_tracking:
         check_wandb_key()
     kind = "-lr-find" if lr_find else ""
     folder_path = run_dir or Path("runs") / f"{plan.recipe_name}{kind}-{_utc_stamp()}"
@@ -68,9 +72,19 @@ def _describe(folder: RunFolder, plan: Plan) -> None:
         spans = ", then ".join(f"{span.world_size} from step {span.from_step}"
                                for span in plan.world_history)
         console.print(f"world size over the run: {spans}")
-    if plan.tracking_mode is TrackingMode.OFFLINE:
+    if TrackerKind.WANDB in plan.trackers and plan.tracking_mode is TrackingMode.OFFLINE:
         console.print("W&B: no WANDB_API_KEY, logging offline; upload later with "
                       f"`wandb sync {escape(str(folder.path))}/wandb/offline-run-*`")
+    if TrackerKind.TENSORBOARD in plan.trackers:
+        console.print(f"TensorBoard: `tensorboard --logdir {escape(str(folder.tensorboard))}`")
+
+
+def check_tracker_clients(plan: Plan) -> None:
+    """A tracker whose client is not installed stops the launch here, not on the nodes."""
+    for kind in plan.trackers:
+        if importlib.util.find_spec(kind.module) is None:
+            raise UsageError(f"tracking.to names {kind.value!r} but its client is not "
+                             f"installed: pip install 'sft-launch[{kind.value}]'")
 
 
 def check_wandb_key() -> None:

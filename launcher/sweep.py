@@ -22,11 +22,12 @@ from launcher.contract.reports import Summary
 from launcher.contract.sweep import SweepFolder, SweepPoint, SweepRecord
 from launcher.contract.vocabulary import BackendKind
 from launcher.errors import LaunchError, UsageError
-from launcher.plan.plan import safe_name
+from launcher.plan.plan import recipe_name, safe_name
 from launcher.progress import console, metrics_text
 from launcher.recipe.load import load_recipe
 from launcher.render.sbatch import render_sweep_script
 from launcher.run_setup import write_new_run
+from launcher.trackers.mlflow_sync import sweep_parent
 
 Grid = dict[str, tuple[str, ...]]
 
@@ -69,10 +70,13 @@ def write_sweep(recipe_file: Path, base: list[str], grid: Grid, points: list[dic
     if folder.record.exists():
         raise UsageError(f"{folder.path} already holds a sweep: choose another --sweep-dir")
     record_points, plans, recipes = [], [], []
+    group = [f"tracking.group='{folder.path.name}'"]
+    first = load_recipe(recipe_file, base)
+    parent = sweep_parent(first, recipe_name(first, recipe_file), folder.path.name)
+    group += [f"tracking.parent_run='{parent}'"] if parent else []
     try:
         for index, settings in enumerate(points):
-            sets = [*base, *(f"{k}={v}" for k, v in settings.items()),
-                    f"tracking.group='{folder.path.name}'"]
+            sets = [*base, *(f"{k}={v}" for k, v in settings.items()), *group]
             recipe = load_recipe(recipe_file, sets)
             run = f"point-{index:03d}"
             console.print(f"{run}: {', '.join(f'{k}={v}' for k, v in settings.items())}",

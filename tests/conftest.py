@@ -18,8 +18,10 @@ SFT_LAUNCH = [sys.executable, "-m", "launcher"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment a user would have: offline hubs, no W&B key, this venv first on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PYTEST_"))}
+    """The environment a user would have: offline hubs, no tracker settings or keys, this venv
+    first on PATH."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WANDB_", "MLFLOW_", "PYTEST_"))}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
                SFT_LAUNCH_CACHE=CACHE)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"

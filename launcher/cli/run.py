@@ -1,4 +1,4 @@
-"""Commands that run and follow a run folder: launch (the default), status, logs, cancel."""
+"""Commands that run and follow a run folder: launch (the default), status, logs, cancel, sync."""
 
 from __future__ import annotations
 
@@ -107,3 +107,20 @@ def cancel(run_dir: RunDirArg) -> None:
                   markup=False)
 
 
+
+
+@app.command(rich_help_panel=PANEL)
+def sync(
+    run_dir: RunDirArg,
+    mlflow_uri: Annotated[str | None, typer.Option(
+        "--mlflow-uri", help="Server to send to (default: the run's, or MLFLOW_TRACKING_URI).",
+        show_default=False)] = None,
+) -> None:
+    """Send an MLflow server what a run logged while it could not reach it (every metric is
+    kept in RUN/mlflow). Safe to repeat: nothing is sent twice. W&B: `wandb sync`."""
+    from launcher.jobs import find_run
+    from launcher.trackers.mlflow_sync import bare_uri, sync_folder
+
+    runs, sent = sync_folder(find_run(run_dir), mlflow_uri)
+    console.print(f"MLflow: {sent} metric value(s) sent to {bare_uri(runs.server_uri or '')}, "
+                  f"run {runs.server_run_id} of experiment {runs.experiment!r}", markup=False)

@@ -172,14 +172,16 @@ class Hung(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TrackingOffline(Event):
-    """W&B could not be used online: the run logs offline, to be uploaded later."""
+    """A tracker's service could not be used: the run logs locally, to be uploaded later."""
 
     kind: ClassVar[str] = "tracking_offline"
     reason: str
     sync_command: str
+    tracker: str = "W&B"
 
     def describe(self) -> str:
-        return f"W&B: {self.reason}; logging offline, upload later with `{self.sync_command}`"
+        return (f"{self.tracker}: {self.reason}; logging locally, upload later with "
+                f"`{self.sync_command}`")
 
 
 EVENT_KINDS: dict[str, type[Event]] = {

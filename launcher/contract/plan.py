@@ -12,6 +12,7 @@ from launcher.contract.vocabulary import (
     Offload,
     Precision,
     Strategy,
+    TrackerKind,
     TrackingMode,
 )
 
@@ -111,8 +112,9 @@ class Plan(JsonRecord):
     batch: Batch
     model_path: str
     tokenizer_path: str
-    tracking_mode: TrackingMode
+    tracking_mode: TrackingMode  # W&B's
     threads_per_proc: int
+    trackers: tuple[TrackerKind, ...] = ()  # none when tracking is disabled
     offload: tuple[Offload, ...] = ()
     memory: MemoryPlan | None = None
     world_history: tuple[WorldSpan, ...] = ()  # oldest first; the last is this plan's layout

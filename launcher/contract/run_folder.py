@@ -133,3 +133,18 @@ class RunFolder:
     @property
     def wandb(self) -> Path:
         return self.path / "wandb"
+
+    @property
+    def mlflow_store(self) -> Path:
+        """MLflow's file store: every metric of the run, whether or not a server took it."""
+        return self.path / "mlflow"
+
+    @property
+    def mlflow_run(self) -> Path:
+        """Which MLflow runs this folder logs to, locally and on the server (`MlflowRuns`)."""
+        return self.logs / "mlflow-run.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files (`tensorboard --logdir` this while the job runs)."""
+        return self.path / "tensorboard"

@@ -93,8 +93,22 @@ class BackendKind(StrEnum):
     SLURM = "slurm"
 
 
+class TrackerKind(StrEnum):
+    """An experiment tracker a run logs to from rank 0 (`tracking.to`)."""
+
+    WANDB = "wandb"
+    MLFLOW = "mlflow"
+    TENSORBOARD = "tensorboard"
+
+    @property
+    def module(self) -> str:
+        """The Python package its client is (installed by the extra of the same name)."""
+        return self.value
+
+
 class TrackingMode(StrEnum):
-    """W&B mode a run starts in (online falls back to offline when W&B cannot be used)."""
+    """W&B mode a run starts in (online falls back to offline when W&B cannot be used);
+    disabled: no tracker at all."""
 
     ONLINE = "online"
     OFFLINE = "offline"

@@ -64,7 +64,7 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_he
     batch = dataclasses.replace(batch, micro_tokens=micro_token_budget(
         recipe, device, Strategy(strategy), recipe_file))
     return Plan(
-        recipe_name=recipe.name or safe_name(Path(recipe_file).stem),
+        recipe_name=recipe_name(recipe, recipe_file),
         recipe_file=str(Path(recipe_file).resolve()),
         backend=backend,
         nodes=dist.nodes,
@@ -79,12 +79,18 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_he
         tokenizer_path=(resolve_model_path(tokenizer, recipe_file, None, "model.tokenizer")
                         if tokenizer else model_path),
         tracking_mode=tracking_mode(recipe.tracking.mode),
+        trackers=() if recipe.tracking.mode == "disabled" else tuple(recipe.tracking.to),
         threads_per_proc=max(1, _cpus_per_node(recipe, backend) // dist.procs_per_node),
         offload=offload,
         memory=memory_plan(shape, device=device, **sizes),
         world_history=(WorldSpan(from_step=0, nodes=dist.nodes,
                                  procs_per_node=dist.procs_per_node),),
     )
+
+
+def recipe_name(recipe: Recipe, recipe_file: str | Path) -> str:
+    """The run's name: the recipe's `name`, else its file's stem made safe."""
+    return recipe.name or safe_name(Path(recipe_file).stem)
 
 
 def _cpus_per_node(recipe: Recipe, backend: BackendKind) -> int:

@@ -3,23 +3,51 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from launcher.contract.vocabulary import TrackerKind
 from launcher.recipe.section import Section
 
 
 class TrackingSettings(Section):
+    to: list[TrackerKind] = Field(
+        default_factory=lambda: [TrackerKind.WANDB],
+        description="Trackers rank 0 logs to, any of 'wandb', 'mlflow', 'tensorboard' (event "
+        "files under the run folder's tensorboard/); [] for none.")
     mode: Literal["auto", "online", "offline", "disabled"] = Field(
-        "auto", description="auto: online with WANDB_API_KEY set, else offline."
+        "auto", description="W&B: auto is online with WANDB_API_KEY set, else offline; "
+        "disabled turns every tracker off."
     )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking server, e.g. 'http://mlflow.site:5000' (default: "
+        "MLFLOW_TRACKING_URI; none: a local store in the run folder). Credentials only in "
+        "MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD.")
+    parent_run: str | None = Field(
+        None, description="MLflow run id this run is a child of (a sweep sets it).")
     project: str = "sft-launch"
     entity: str | None = None
     run_name: str | None = None
     group: str | None = Field(None, description="W&B group (a sweep puts all its runs in one).")
     tags: list[str] = Field(default_factory=list)
     timeout_s: int = Field(
-        30, ge=1, description="Seconds to wait for W&B online before logging offline instead.")
+        30, ge=1, description="Seconds to wait for W&B or MLflow before logging locally instead.")
+
+    @field_validator("to")
+    @classmethod
+    def _each_once(cls, value: list[TrackerKind]) -> list[TrackerKind]:
+        if len(set(value)) < len(value):
+            raise ValueError("name each tracker once")
+        return value
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value is not None and (urlsplit(value).username or urlsplit(value).password):
+            raise ValueError("credentials never go in a recipe: set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead")
+        return value
 
 
 class SlurmSettings(Section):

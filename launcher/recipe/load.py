@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,8 @@ def _validate(data: dict[str, Any], origins: Origins, path: Path) -> Recipe:
         message = ", or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ")
                                              for e in same))
         got = errors[0].get("input")
+        if isinstance(got, str):  # a URL's password is never echoed
+            got = re.sub(r"//([^/:@\s]*):[^/@\s]*@", r"//\1:***@", got)
         shown = f" (got {got!r})" if not isinstance(got, dict) else ""
         raise RecipeError(file, key, f"{message}{shown}", _expected(loc)) from None
 

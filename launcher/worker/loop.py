@@ -25,12 +25,12 @@ from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task, evaluate_examples
+from launcher.trackers.base import Trackers
 from launcher.worker.checkpoint import TrainerState, save_checkpoint
 from launcher.worker.engines.base import Engine
 from launcher.worker.feed import StepInput, StepOrder, step_inputs
 from launcher.worker.samples import Sampler
 from launcher.worker.stopping import REQUEST, StopTraining
-from launcher.worker.tracking import Tracker
 from launcher.worker.watchdog import Watchdog
 
 Metrics = dict[str, Any]  # a task's metrics: floats, and tables (dicts) such as per-entity scores
@@ -51,7 +51,7 @@ class TrainLoop:
     """Steps, logs, evaluates and checkpoints one rank's share of the run."""
 
     def __init__(self, engine: Engine, task: Task, prepared: Prepared, plan: Plan,
-                 recipe: Recipe, scheduler: Any, events: EventLog, tracker: Tracker,
+                 recipe: Recipe, scheduler: Any, events: EventLog, tracker: Trackers,
                  watchdog: Watchdog, folder: RunFolder) -> None:
         self.engine, self.acc, self.task, self.data = engine, engine.accelerator, task, prepared
         self.plan, self.recipe, self.scheduler = plan, recipe, scheduler

@@ -20,6 +20,7 @@ from launcher.contract.vocabulary import ExitCode, Strategy
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import build_task
 from launcher.tasks.lora import apply_lora
+from launcher.trackers.start import start_trackers
 from launcher.worker.checkpoint import TrainerState, load_latest
 from launcher.worker.engines import make_engine
 from launcher.worker.final import save_final, weights_fingerprint
@@ -29,7 +30,6 @@ from launcher.worker.optim import make_optimizer, make_scheduler
 from launcher.worker.preprocess import prepare_cached
 from launcher.worker.startup import verify_launch, verify_strategy, verify_world
 from launcher.worker.stopping import StopTraining
-from launcher.worker.tracking import start_tracking
 from launcher.worker.watchdog import Watchdog, allowance
 
 # Strategies whose ranks all hold the whole model: their fingerprints must be equal.
@@ -93,7 +93,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
             state = loaded
             events.message(f"resumed from checkpoints/step-{state.step}")
     watchdog.progress(Phase.STARTUP)
-    tracker = start_tracking(recipe, plan, folder, main, events)
+    tracker = start_trackers(recipe, plan, folder, main, events, state.step)
     events.write(Started(step=state.step, total_steps=total_steps,
                          steps_per_epoch=steps_per_epoch, world_size=plan.world_size))
 
@@ -108,7 +108,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
     try:
         eval_metrics = loop.train(state, total_steps, steps_per_epoch, started)
     except StopTraining:
-        tracker.finish()
+        tracker.finish(stopped=True)
         accelerator.end_training()
         watchdog.stop()
         return ExitCode.STOPPED
@@ -140,7 +140,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
         summary.write(folder.summary)
         _draw_report(folder, plan, events)
         events.write(Ended(summary=summary))
-    tracker.finish()
+    tracker.finish((folder.summary, folder.report))
     accelerator.end_training()
     watchdog.stop()
     return ExitCode.OK

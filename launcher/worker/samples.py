@@ -1,6 +1,6 @@
 """Generated samples at every evaluation (`train.sample_prompts`, causal LM): every rank
 generates the same few prompts greedily, so a sharded model (FSDP2, ZeRO-3) runs each forward
-on all ranks together; rank 0 logs them to the event log and as a W&B table."""
+on all ranks together; rank 0 logs them to the event log and as a table to each tracker."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from launcher.contract.plan import Plan
 from launcher.contract.vocabulary import Strategy
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Example, Task, batches
+from launcher.trackers.base import Trackers
 from launcher.worker.engines.base import Engine
-from launcher.worker.tracking import Tracker
 
 SHARDED = (Strategy.FSDP, Strategy.ZERO3)  # a forward needs every rank's parameter shards
 
@@ -50,7 +50,7 @@ class Sampler:
         model.train()
         return samples
 
-    def log(self, samples: list[Sample], step: int, events: EventLog, tracker: Tracker) -> None:
+    def log(self, samples: list[Sample], step: int, events: EventLog, tracker: Trackers) -> None:
         events.write(Sampled(step=step, samples=tuple(samples)))
         columns = [field.name for field in dataclasses.fields(Sample)]
         header = ("step", *columns)

@@ -18,7 +18,8 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "launcher"
 MAX_LINES = 300
-HEAVY = {"torch", "transformers", "accelerate", "deepspeed", "datasets", "peft", "wandb"}
+HEAVY = {"torch", "transformers", "accelerate", "deepspeed", "datasets", "peft", "wandb",
+         "mlflow", "tensorboard"}
 # Modules that run where only the control plane is installed or must start instantly.
 CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher.errors",
                  "launcher.contract", "launcher.recipe", "launcher.plan", "launcher.render",

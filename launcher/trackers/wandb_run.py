@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from launcher.contract.events import EventLog, TrackingOffline
@@ -21,27 +23,24 @@ from launcher.recipe.schema import Recipe
 KEY_LEAKING_DEBUG = ("WANDB_DEBUG", "WANDB_CORE_DEBUG")
 
 
-class Tracker:
-    """Logs metrics to W&B on the main process; does nothing elsewhere or when disabled."""
+class WandbTracker:
+    """One W&B run (online or offline) of a run folder."""
 
-    def __init__(self, run: Any = None) -> None:
+    def __init__(self, run: Any) -> None:
         self.run = run
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        if self.run is not None:
-            self.run.log(metrics, step=step)
+        self.run.log(metrics, step=step)
 
     def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
-        """A table (generated samples) under `key` at `step`."""
-        if self.run is not None:
-            import wandb
+        import wandb
 
-            self.run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
+        self.run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
 
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-            self.run = None
+    def finish(self, files: Sequence[Path], stopped: bool) -> None:
+        for path in files:
+            self.run.save(str(path), base_path=str(path.parent), policy="now")
+        self.run.finish()
 
 
 def run_id(folder: RunFolder) -> str:
@@ -54,11 +53,8 @@ def run_id(folder: RunFolder) -> str:
     return new
 
 
-def start_tracking(recipe: Recipe, plan: Plan, folder: RunFolder, main_process: bool,
-                   events: EventLog) -> Tracker:
-    """The W&B run of this folder on the main process (offline files under the run folder)."""
-    if not main_process or plan.tracking_mode is TrackingMode.DISABLED:
-        return Tracker()
+def start_wandb(recipe: Recipe, plan: Plan, folder: RunFolder, events: EventLog) -> WandbTracker:
+    """The W&B run of this folder (offline files under the run folder)."""
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")  # no telemetry flush at exit
     if os.environ.get("WANDB_API_KEY"):
         for name in KEY_LEAKING_DEBUG:
@@ -75,13 +71,13 @@ def start_tracking(recipe: Recipe, plan: Plan, folder: RunFolder, main_process: 
     }
     if plan.tracking_mode is TrackingMode.ONLINE:
         try:
-            return Tracker(wandb.init(mode="online", **init, settings=wandb.Settings(
+            return WandbTracker(wandb.init(mode="online", **init, settings=wandb.Settings(
                 init_timeout=tracking.timeout_s)))
         except Exception as err:  # unreachable, a rejected key: never a reason to stop
             wandb.teardown()  # the failed run's id is free again only after this
             events.write(TrackingOffline(reason=_reason(err),
                                          sync_command=f"wandb sync {folder.wandb}/offline-run-*"))
-    return Tracker(wandb.init(mode="offline", **init))
+    return WandbTracker(wandb.init(mode="offline", **init))
 
 
 def _reason(err: Exception) -> str:

@@ -1,0 +1,121 @@
+"""Trackers without a training run: `tracking.to` and its checks, credentials kept out of every
+message, the fan-out to several trackers, TensorBoard's purge on resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from launcher.contract.events import TrackingOffline
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import BackendKind, TrackerKind
+from launcher.plan.plan import make_plan
+from launcher.recipe.load import load_recipe
+from launcher.trackers.base import Trackers, flat_params
+from launcher.trackers.mlflow_run import _reason
+from launcher.trackers.mlflow_sync import bare_uri
+from launcher.trackers.tensorboard_run import start_tensorboard
+from tests.conftest import REPO, assert_one_error
+
+QUICKSTART = REPO / "recipes" / "quickstart.toml"
+
+
+def quickstart_plan(*sets: str):
+    recipe = load_recipe(QUICKSTART, list(sets))
+    return recipe, make_plan(recipe, recipe_file=str(QUICKSTART), backend=BackendKind.LOCAL,
+                               gpus_here=0)
+
+
+def test_trackers_in_the_plan() -> None:
+    assert quickstart_plan()[1].trackers == (TrackerKind.WANDB,)
+    both = quickstart_plan('tracking.to=["tensorboard","mlflow"]')[1]
+    assert both.trackers == (TrackerKind.TENSORBOARD, TrackerKind.MLFLOW)
+    assert quickstart_plan('tracking.to=["mlflow"]', "tracking.mode=disabled")[1].trackers == ()
+    assert quickstart_plan("tracking.to=[]")[1].trackers == ()
+
+
+@pytest.mark.parametrize(("setting", "needle"), [
+    ('tracking.to=["wandb","wandb"]', "name each tracker once"),
+    ('tracking.to=["neptune"]', "'wandb', 'mlflow' or 'tensorboard'"),
+    ("tracking.mlflow_uri='https://bob:hunter2@mlflow.site'", "credentials never go in a recipe"),
+])
+def test_bad_tracking_settings_are_one_error(run_cli, setting: str, needle: str) -> None:
+    result = run_cli(QUICKSTART, "--dry-run", "--backend", "local", "--set", setting)
+    assert_one_error(result, "tracking.", needle)
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_credentials_never_shown() -> None:
+    assert bare_uri("https://bob:hunter2@mlflow.site:5000/x") == "https://mlflow.site:5000/x"
+    assert bare_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    os.environ["MLFLOW_TRACKING_TOKEN"] = "tok-secret-1"
+    try:
+        err = ConnectionError("API request to https://bob:pw@site/api failed, token tok-secret-1")
+        assert _reason(err) == ("could not use the MLflow server (ConnectionError: API request "
+                                "to https://site/api failed, token ***)")
+    finally:
+        del os.environ["MLFLOW_TRACKING_TOKEN"]
+    offline = TrackingOffline(reason="down", sync_command="sft-launch sync RUN", tracker="MLflow")
+    assert offline.describe().startswith("MLflow: down; logging locally")
+
+
+class Recorded:
+    """A tracker that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[dict[str, float], int]] = []
+        self.finished: list[tuple[list[Path], bool]] = []
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.logged.append((metrics, step))
+
+    def table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
+        raise AssertionError("no table here")
+
+    def finish(self, files: list[Path], stopped: bool) -> None:
+        self.finished.append((list(files), stopped))
+
+
+def test_every_tracker_gets_the_same_numbers_and_one_finish(tmp_path: Path) -> None:
+    first, second = Recorded(), Recorded()
+    trackers = Trackers([first, second])
+    trackers.log({"train/loss": 0.5, "train/token_efficiency": None, "eval/confusion": [[1]],
+                  "eval/steps": 3, "flag": True}, step=4)
+    present = tmp_path / "summary.json"
+    present.write_text("{}")
+    trackers.finish((present, tmp_path / "report.png"))
+    trackers.finish(())
+    for tracker in (first, second):
+        assert tracker.logged == [({"train/loss": 0.5, "eval/steps": 3.0}, 4)]
+        assert tracker.finished == [([present], False)]
+
+
+def test_params_are_the_flat_recipe_and_plan() -> None:
+    recipe, plan = quickstart_plan("train.lr=3e-4")
+    params = flat_params(recipe, plan)
+    assert params["recipe.train.lr"] == "0.0003"
+    assert params["plan.world_size"] == str(plan.world_size)
+    assert params["recipe.tracking.to"] == "['wandb']"
+    assert all(isinstance(value, str) for value in params.values())
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe, plan = quickstart_plan()
+    folder = RunFolder(tmp_path)
+    first = start_tensorboard(recipe, plan, folder, resumed_step=0)
+    for step in range(1, 8):  # a checkpoint at 5, then killed after 7
+        first.log({"train/loss": float(step)}, step)
+    first.writer.close()
+    again = start_tensorboard(recipe, plan, folder, resumed_step=5)
+    for step in range(6, 10):
+        again.log({"train/loss": 10.0 + step}, step)
+    again.finish([], stopped=False)
+    reader = EventAccumulator(str(folder.tensorboard))
+    reader.Reload()
+    shown = [(e.step, e.value) for e in reader.Scalars("train/loss")]
+    assert shown == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0), (6, 16.0), (7, 17.0),
+                     (8, 18.0), (9, 19.0)]
