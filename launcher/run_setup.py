@@ -89,7 +89,7 @@ def check_tracker_clients(plan: Plan) -> None:
 
 def check_wandb_key() -> None:
     """A key W&B rejects stops the launch here (exit 2), not hours later on a compute node."""
-    from launcher.tracking_check import KeyCheck, check_key
+    from launcher.trackers.wandb_key import KeyCheck, check_key
 
     key = os.environ.get("WANDB_API_KEY")
     if not key:

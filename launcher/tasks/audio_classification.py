@@ -20,6 +20,7 @@ from launcher.data.audio import (
     log_mel_sheet,
     probe,
 )
+from launcher.data.media import SOUND_SECONDS, Sound
 from launcher.data.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, Row
@@ -77,6 +78,12 @@ class AudioClassification(DecodedClassification):
 
     def tokens_in(self, example: dict[str, Any]) -> int:
         return example["centiseconds"]
+
+    def media(self, example: dict[str, Any]) -> Sound:
+        """The recording (its first SOUND_SECONDS), mono at the model's rate."""
+        source = example["path"] or example["bytes"]
+        rate = self.tokenizer.sampling_rate
+        return Sound(load_audio(source, origin(source), rate)[:SOUND_SECONDS * rate], rate)
 
     def collate(self, examples: list[dict[str, Any]]) -> Batch:
         """Decode at the extractor's rate, crop, extract features. An extractor with a fixed

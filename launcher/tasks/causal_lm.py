@@ -25,8 +25,9 @@ from launcher.data.packing import pack_indices, packed_collator
 from launcher.data.preview import Preview, loss_segments
 from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
 from launcher.tasks.packed_attention import prepare_for_packing
+from launcher.tasks.pretrained import pretrained
 
 
 class CausalLM(Task):

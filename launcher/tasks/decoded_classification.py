@@ -14,7 +14,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.splits import load_splits
 from launcher.errors import UsageError
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
+from launcher.tasks.pretrained import pretrained
 
 
 class DecodedClassification(Task):

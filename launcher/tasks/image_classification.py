@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -17,6 +18,7 @@ from launcher.data.images import (
     contact_sheet,
     open_rgb,
 )
+from launcher.data.media import THUMBNAIL, Picture
 from launcher.data.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, Row
@@ -63,6 +65,13 @@ class ImageClassification(DecodedClassification):
             images.append(image.resize(cell))
         contact_sheet(images, [label_name(names, row["label"]) for row in rows], out, cell)
         return True
+
+    def media(self, example: dict[str, Any]) -> Picture:
+        """The image as in the file (upright RGB), at most THUMBNAIL pixels a side."""
+        source = example["path"] or example["bytes"]
+        image = open_rgb(source, origin(source))
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        return Picture(np.asarray(image))
 
     def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
         """The whole image is decoded once: a truncated file fails here, not mid-training."""

@@ -12,7 +12,8 @@ from transformers import AutoModelForSequenceClassification
 from launcher.data.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
+from launcher.tasks.pretrained import pretrained
 
 
 class SequenceClassification(Task):

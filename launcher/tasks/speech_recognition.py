@@ -26,11 +26,13 @@ from launcher.data.audio import (
     probe,
 )
 from launcher.data.errors import DataError
+from launcher.data.media import SOUND_SECONDS, Sound
 from launcher.data.preview import Preview, Segment
 from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
 from launcher.tasks.decoded_classification import file_example, origin, refuse_or_skip
+from launcher.tasks.pretrained import pretrained
 
 IGNORE_INDEX = -100
 POSITIONS = ("model.encoder.embed_positions.weight",)  # Whisper's, cut with its window
@@ -111,6 +113,12 @@ class SpeechRecognition(Task):
                            new_head=bool(changes), cut=POSITIONS, **changes)
         model.config.use_cache = False
         return model
+
+    def media(self, example: dict[str, Any]) -> Sound:
+        """The recording (its first SOUND_SECONDS), mono at the model's rate."""
+        source = example["path"] or example["bytes"]
+        rate = self.tokenizer.feature_extractor.sampling_rate
+        return Sound(load_audio(source, origin(source), rate)[:SOUND_SECONDS * rate], rate)
 
     def collate(self, examples: list[dict[str, Any]]) -> Batch:
         extractor = self.tokenizer.feature_extractor

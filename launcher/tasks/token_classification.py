@@ -14,7 +14,8 @@ from launcher.data.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
 from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task, pretrained
+from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
+from launcher.tasks.pretrained import pretrained
 
 IGNORE_INDEX = -100
 OUTSIDE = "O"

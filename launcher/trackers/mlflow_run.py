@@ -9,8 +9,10 @@ A resumed run does not log again the steps it had logged before it stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from launcher.contract.events import EventLog, TrackingOffline
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.tracking import MlflowRuns
+from launcher.data.media import Picture, Sound
 from launcher.recipe.schema import Recipe
 from launcher.trackers.base import flat_params
 from launcher.trackers.mlflow_sync import (
@@ -68,10 +71,15 @@ class MlflowTracker:
         self._to_server(lambda server, run_id: server.log_batch(run_id, metrics=fresh))
 
     def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
-        table = {"columns": columns, "rows": rows}
-        name = f"{key.replace('/', '-')}-step-{step}.json"
-        self.local.log_dict(self.runs.local_run_id, table, name)
-        self._to_server(lambda server, run_id: server.log_dict(run_id, table, name))
+        """`KEY-step-N/table.json`, with each picture or sound as a file beside it."""
+        folder = f"{key.replace('/', '-')}-step-{step}"
+        with tempfile.TemporaryDirectory() as scratch:
+            cells = [[_saved(value, Path(scratch), number) for value in row]
+                     for number, row in enumerate(rows)]
+            (Path(scratch) / "table.json").write_text(json.dumps(
+                {"columns": columns, "rows": cells}, default=str))
+            self.local.log_artifacts(self.runs.local_run_id, scratch, folder)
+            self._to_server(lambda server, run_id: server.log_artifacts(run_id, scratch, folder))
 
     def finish(self, files: Sequence[Path], stopped: bool) -> None:
         status = "KILLED" if stopped else "FINISHED"
@@ -126,6 +134,21 @@ def start_mlflow(recipe: Recipe, plan: Plan, folder: RunFolder,
             f"{folder.mlflow_store}`, upload with `sft-launch sync {folder.path} --mlflow-uri "
             f"URI`")
     return tracker
+
+
+def _saved(value: Any, folder: Path, number: int) -> Any:
+    """A table cell: a picture or sound written to `folder` (its file name in the cell)."""
+    if isinstance(value, Picture):
+        from PIL import Image
+
+        Image.fromarray(value.pixels).save(folder / f"{number}.png")
+        return f"{number}.png"
+    if isinstance(value, Sound):
+        import soundfile
+
+        soundfile.write(folder / f"{number}.wav", value.samples, value.rate)
+        return f"{number}.wav"
+    return value
 
 
 def _param(key: str, value: str) -> Any:

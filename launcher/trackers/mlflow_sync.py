@@ -124,7 +124,11 @@ def _send_artifacts(artifact_uri: str, server: Any, run_id: str) -> None:
     root = Path(urlsplit(artifact_uri).path)
     held = {info.path for info in server.list_artifacts(run_id)}
     for path in sorted(root.iterdir()) if root.is_dir() else []:
-        if path.is_file() and path.name not in held:
+        if path.name in held:
+            continue
+        if path.is_dir():  # a table with its pictures or sounds
+            server.log_artifacts(run_id, str(path), path.name)
+        else:
             server.log_artifact(run_id, str(path))
 
 

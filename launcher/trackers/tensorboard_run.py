@@ -13,6 +13,7 @@ from typing import Any
 
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
+from launcher.data.media import Picture, Sound
 from launcher.recipe.schema import Recipe
 
 FLUSH_S = 10  # what TensorBoard can read lags the run by at most this
@@ -29,9 +30,26 @@ class TensorBoardTracker:
             self.writer.add_scalar(key, value, global_step=step)
 
     def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """A markdown table; each picture or sound under its own tag, `KEY/ROW`."""
         lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-        lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+        for number, row in enumerate(rows):
+            cells = []
+            for value in row:
+                if isinstance(value, Picture | Sound):
+                    self._media(f"{key}/{number}", value, step)
+                    value = f"{key}/{number}"
+                cells.append(_cell(value))
+            lines.append("| " + " | ".join(cells) + " |")
         self.writer.add_text(key, "\n".join(lines), global_step=step)
+
+    def _media(self, tag: str, media: Picture | Sound, step: int) -> None:
+        if isinstance(media, Picture):
+            self.writer.add_image(tag, media.pixels, global_step=step, dataformats="HWC")
+        else:
+            import torch
+
+            samples = torch.as_tensor(media.samples, dtype=torch.float32).reshape(1, -1)
+            self.writer.add_audio(tag, samples, global_step=step, sample_rate=media.rate)
 
     def finish(self, files: Sequence[Path], stopped: bool) -> None:
         for path in files:

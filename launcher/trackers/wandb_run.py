@@ -17,6 +17,7 @@ from launcher.contract.events import EventLog, TrackingOffline
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import TrackingMode
+from launcher.data.media import Picture, Sound
 from launcher.recipe.schema import Recipe
 
 # W&B debug logging writes the API key into its log files, in plain text.
@@ -33,9 +34,18 @@ class WandbTracker:
         self.run.log(metrics, step=step)
 
     def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """A W&B table; pictures and sounds as W&B images and audio."""
         import wandb
 
-        self.run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
+        def cell(value: Any) -> Any:
+            if isinstance(value, Picture):
+                return wandb.Image(value.pixels)
+            if isinstance(value, Sound):
+                return wandb.Audio(value.samples, sample_rate=value.rate)
+            return value
+
+        data = [[cell(value) for value in row] for row in rows]
+        self.run.log({key: wandb.Table(columns=columns, data=data)}, step=step)
 
     def finish(self, files: Sequence[Path], stopped: bool) -> None:
         for path in files:
@@ -56,6 +66,8 @@ def run_id(folder: RunFolder) -> str:
 def start_wandb(recipe: Recipe, plan: Plan, folder: RunFolder, events: EventLog) -> WandbTracker:
     """The W&B run of this folder (offline files under the run folder)."""
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")  # no telemetry flush at exit
+    # Tables' media wait in the run folder for upload, not in the node's home folder.
+    os.environ.setdefault("WANDB_DATA_DIR", str(folder.wandb / "data"))
     if os.environ.get("WANDB_API_KEY"):
         for name in KEY_LEAKING_DEBUG:
             os.environ.pop(name, None)

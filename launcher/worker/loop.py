@@ -33,6 +33,8 @@ from launcher.worker.samples import Sampler
 from launcher.worker.stopping import REQUEST, StopTraining
 from launcher.worker.watchdog import Watchdog
 
+EvalRow = tuple[int, Any, Any]  # an eval example's index, prediction and reference
+EXAMPLES = 16  # eval rows shown to the trackers with their pictures or sounds
 Metrics = dict[str, Any]  # a task's metrics: floats, and tables (dicts) such as per-entity scores
 
 
@@ -194,8 +196,10 @@ class TrainLoop:
         """Evaluate, log and return the metrics; nothing at all without eval data."""
         if not self.data.eval:
             return {}
-        metrics = self.evaluate(predictions_file)
+        metrics, rows = self.evaluate(predictions_file)
         self.tracker.log(_flatten(metrics, "eval/"), step=step)
+        if self.acc.is_main_process:
+            self.log_examples(rows, step)
         self.events.write(Evaluated(step=step, metrics=scalars(metrics)))
         if self.sampler:
             self.watchdog.progress(Phase.EVAL)
@@ -205,9 +209,24 @@ class TrainLoop:
                 self.sampler.log(samples, step, self.events, self.tracker)
         return metrics
 
+    def log_examples(self, rows: list[EvalRow], step: int) -> None:
+        """The first eval rows' pictures or sounds, references and predictions, as a table."""
+        media = [(self.task.media(self.data.eval[index]), reference, prediction)
+                 for index, prediction, reference in rows[:EXAMPLES]]
+        if media and media[0][0] is not None:
+            self.tracker.table("eval/examples", ["input", "reference", "prediction"],
+                               [[cell, self._named(ref), self._named(pred)]
+                                for cell, ref, pred in media], step)
+
+    def _named(self, value: Any) -> Any:
+        """A classification label id as its name; other values as they are."""
+        names = self.data.label_names or []
+        return names[value] if isinstance(value, int) and names else value
+
     @torch.no_grad()
-    def evaluate(self, predictions_file: Path | None = None) -> Metrics:
-        """Every rank evaluates its share; sums and predictions are combined across ranks."""
+    def evaluate(self, predictions_file: Path | None = None) -> tuple[Metrics, list[EvalRow]]:
+        """Every rank evaluates its share; sums and predictions are combined across ranks (the
+        rows, by eval index, on rank 0)."""
         self.model.eval()
         indices = list(range(self.acc.process_index, len(self.data.eval), self.plan.world_size))
         micro, progress = self.plan.batch.micro, lambda: self.watchdog.progress(Phase.EVAL)
@@ -229,17 +248,12 @@ class TrainLoop:
         self.model.train()
         self.watchdog.progress(Phase.TRAIN)
         if predictions_file is not None and rows and self.acc.is_main_process:
-            names = self.data.label_names or []
-
-            def named(value: Any) -> Any:  # a classification label id -> its name
-                return names[value] if isinstance(value, int) and names else value
-
             with predictions_file.open("w", encoding="utf-8") as handle:
                 for index, prediction, reference in rows:
-                    handle.write(Prediction(index=index, prediction=named(prediction),
-                                            reference=named(reference)).to_line())
+                    handle.write(Prediction(index=index, prediction=self._named(prediction),
+                                            reference=self._named(reference)).to_line())
         return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
-                                 [r[2] for r in rows])
+                                 [r[2] for r in rows]), rows
 
     def efficiency(self) -> float | None:
         """Real tokens / tokens computed (padding lowers it; padding-free packing keeps 1.0)."""

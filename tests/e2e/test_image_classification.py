@@ -15,22 +15,14 @@ from launcher.contract.evaluation import EvalReport, Prediction
 from launcher.contract.events import Checkpointed, TrainLogged
 from launcher.contract.run_folder import RunFolder
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
+from tests.helpers.image_folders import HYMENOPTERA, copy_images
 from tests.helpers.processes import kill_everything, wait_for_event
 from tests.helpers.run_folder import events, of_kind, rank_reports, summary
 from tests.helpers.tiny_models import build_tiny_vit
+from tests.helpers.wandb_file import logged_table
 
 pytestmark = pytest.mark.slow
-HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera" / "train"
 STEPS, SAVE_EVERY, TRAIN_PER_CLASS, EVAL_PER_CLASS = 8, 4, 16, 8
-
-
-def copy_images(source: Path, out: Path, start: int, count: int) -> Path:
-    """`count` images of each class of `source`, from the `start`-th, as an image folder."""
-    for label in ("ants", "bees"):
-        (out / label).mkdir(parents=True)
-        for image in sorted((source / label).iterdir())[start:start + count]:
-            shutil.copy(image, out / label / image.name)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +53,8 @@ save_every = {SAVE_EVERY}
 strategy = "ddp"
 procs_per_node = 2
 [tracking]
-mode = "disabled"
+to = ["wandb", "tensorboard"]
+mode = "offline"
 """)
     paths["recipe"] = recipe
     return paths
@@ -98,6 +91,26 @@ def test_two_processes_train_and_save_a_labelled_model(reference: Path,
     assert sum(n for row in confusion.values() for n in row.values()) == 2 * EVAL_PER_CLASS
     losses = [e.loss for e in of_kind(events(reference), TrainLogged)]
     assert len(losses) == STEPS and all(loss == loss for loss in losses)  # no NaN
+
+
+def test_the_trackers_show_eval_images_with_their_true_and_predicted_labels(
+        reference: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    columns, data, files = logged_table(reference / "wandb", "eval/examples")
+    assert columns == ["input", "reference", "prediction"]
+    final = Prediction.read_lines(RunFolder(reference).predictions)
+    assert len(data) == min(16, 2 * EVAL_PER_CLASS)
+    assert [(row[1], row[2]) for row in data] == [(p.reference, p.prediction)
+                                                  for p in final[:len(data)]]
+    for cell in (row[0] for row in data):
+        assert cell["_type"] == "image-file" and max(cell["width"], cell["height"]) <= 256
+        assert files[cell["path"]].is_relative_to(reference)  # kept for `wandb sync`
+        assert files[cell["path"]].read_bytes().startswith(b"\x89PNG")
+    board = EventAccumulator(str(reference / "tensorboard"), size_guidance={"images": 0})
+    board.Reload()
+    shown = [tag for tag in board.Tags()["images"] if tag.startswith("eval/examples/")]
+    assert len(shown) == len(data)
 
 
 def test_eval_on_the_same_images_gives_the_in_run_figures(reference: Path, run_cli,

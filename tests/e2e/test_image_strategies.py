@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
-from tests.e2e.test_image_classification import HYMENOPTERA, copy_images
+from tests.helpers.image_folders import HYMENOPTERA, copy_images
 from tests.helpers.run_folder import rank_reports, summary
 from tests.helpers.tiny_models import build_tiny_efficientnet
 

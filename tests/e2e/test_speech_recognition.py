@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jiwer
 import pytest
+import soundfile
 
 from launcher.contract.evaluation import Prediction
 from launcher.contract.events import Checkpointed
@@ -19,6 +20,7 @@ from launcher.tasks.speech_recognition import normalised
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.helpers.processes import kill_everything, wait_for_event
 from tests.helpers.run_folder import rank_reports, summary
+from tests.helpers.wandb_file import logged_table
 
 pytestmark = pytest.mark.slow
 RECORDINGS = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
@@ -62,7 +64,9 @@ def runs(recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     folders = {}
     for strategy in ("ddp", "fsdp", "zero2", "zero3"):
         folders[strategy] = root / strategy
-        proc = launch(recipe, root / strategy, "--set", f"distributed.strategy={strategy}")
+        shown = ["--set", "tracking.mode=offline"] if strategy == "ddp" else []  # W&B media
+        proc = launch(recipe, root / strategy, "--set", f"distributed.strategy={strategy}",
+                      *shown)
         out, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, f"{strategy}:\n{out}"
     return folders
@@ -81,6 +85,19 @@ def test_error_rates_are_jiwers_on_the_generated_transcripts(runs: dict[str, Pat
     assert done.eval["wer"] == pytest.approx(jiwer.wer(truth, said), abs=1e-12)
     assert done.eval["cer"] == pytest.approx(jiwer.cer(truth, said), abs=1e-12)
     assert {r.world_size for r in rank_reports(run)} == {2}
+
+
+def test_wandb_shows_each_clip_with_its_reference_and_transcript(
+        runs: dict[str, Path]) -> None:
+    columns, data, files = logged_table(runs["ddp"] / "wandb", "eval/examples")
+    assert columns == ["input", "reference", "prediction"]
+    rows = Prediction.read_lines(RunFolder(runs["ddp"]).predictions)
+    assert [(row[1], row[2]) for row in data] == [(r.reference, r.prediction) for r in rows]
+    for cell in (row[0] for row in data):
+        assert cell["_type"] == "audio-file"
+        clip = soundfile.info(files[cell["path"]])
+        assert clip.samplerate == 16000  # Whisper's rate; a spoken digit, not its 30 s window
+        assert 0.2 < clip.duration < 3 and clip.channels == 1
 
 
 @pytest.mark.parametrize("strategy", ["fsdp", "zero2", "zero3"])

@@ -114,6 +114,13 @@ def test_every_tracker_gets_the_same_metrics_from_a_two_process_run(server: Mlfl
         assert board[key] == pytest.approx(steps, rel=1e-6), key
     saved = {p.name for p in (run_dir / "wandb").rglob("offline-run-*/files/*")}
     assert {"report.png", "summary.json"} <= saved
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    reader.Reload()
+    assert reader.Tags()["images"] == ["report"]
+    assert {"recipe/text_summary", "plan/text_summary", "summary/text_summary"} <= set(
+        reader.Tags()["tensors"])
     assert_no_secret(run_dir, out)
 
 

@@ -145,3 +145,22 @@ def logged_steps(wandb_dir: Path, key: str) -> list[int]:
     """The `_step` of every row holding `key`, over all the run files below `wandb_dir`."""
     return sorted(int(row["_step"]) for path in find_run_files(wandb_dir)
                   for row in read_history(path) if key in row)
+
+
+def logged_table(wandb_dir: Path, key: str) -> tuple[list[str], list[list[object]],
+                                                   dict[str, Path]]:
+    """The last table logged under `key`, from the run-table artifact W&B makes of it: its
+    columns, its rows (media cells as W&B's references, ``{"_type": "image-file", "path":
+    ...}``) and where each file of the artifact waits for `wandb sync` (path -> local file)."""
+    found = None
+    name = key.replace("/", "")
+    for path in find_run_files(wandb_dir):
+        for record in read_records(path):
+            if record.WhichOneof("record_type") == "artifact" and \
+                    record.artifact.type == "run_table" and name in record.artifact.name:
+                found = {entry.path: Path(entry.local_path)
+                         for entry in record.artifact.manifest.contents}
+    if found is None:
+        raise ValueError(f"{wandb_dir}: no table under {key!r}")
+    table = json.loads(found[f"{key}.table.json"].read_text())
+    return table["columns"], table["data"], found

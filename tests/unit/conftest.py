@@ -5,14 +5,36 @@ torch and transformers are imported only by the fixtures that need them.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers.llama_configs import LLAMA_7B, LLAMA_70B
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def llama_7b(tmp_path: Path) -> Any:
+    """Llama 2 7B's shape, read from its config.json by the plan."""
+    return _shape(tmp_path, LLAMA_7B)
+
+
+@pytest.fixture
+def llama_70b(tmp_path: Path) -> Any:
+    """Llama 2 70B's shape (grouped-query attention), read from its config.json by the plan."""
+    return _shape(tmp_path, LLAMA_70B)
+
+
+def _shape(folder: Path, config: dict[str, Any]) -> Any:
+    from launcher.plan.model_shape import read_model_shape
+
+    (folder / "config.json").write_text(json.dumps(config))
+    return read_model_shape(folder)
 
 
 @pytest.fixture(scope="session")

@@ -160,3 +160,23 @@ def test_contract_files_are_read_through_the_contract_only() -> None:
              for p in files for n, line in enumerate(p.read_text().splitlines(), 1)
              if any(m in keys for m in pattern.findall(line))]
     assert not found, "read these through launcher.contract:\n" + "\n".join(found)
+
+
+def test_no_test_module_imports_another() -> None:
+    """What tests share lives in conftest.py or tests/helpers/, never in a test module."""
+    test_module = re.compile(r"^tests\.(?:\w+\.)*test_\w+$")
+    found = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     else [])
+            found += [f"{path.relative_to(REPO)}: {name}" for name in names
+                      if test_module.match(name)]
+    assert not found, "move what these share to tests/helpers/:\n" + "\n".join(found)
+
+
+def test_test_modules_have_distinct_names() -> None:
+    """pytest imports test modules by basename (the test folders are not packages)."""
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

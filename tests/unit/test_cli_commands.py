@@ -6,13 +6,9 @@ import json
 from pathlib import Path
 
 from tests.conftest import REPO, assert_one_error, cli_env
+from tests.helpers.llama_configs import LLAMA_70B
 
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
-LLAMA_70B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8192,
-    "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64,
-    "num_key_value_heads": 8, "vocab_size": 32000, "tie_word_embeddings": False,
-}
 
 
 def test_plan_shows_every_strategy_and_the_choice(run_cli) -> None:

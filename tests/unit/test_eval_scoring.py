@@ -161,7 +161,7 @@ def test_ner_predicts_the_tags_it_is_scored_on(fixture_data: Path) -> None:
     """Rows without tags (predict) get the very tags of eval, words cut by truncation "O"."""
     import torch
 
-    from tests.unit.test_token_classification import make_task
+    from tests.helpers.ner_task import make_task
 
     task = make_task("data.max_length=16")
     data = task.prepare(task.load_tokenizer())

@@ -13,32 +13,10 @@ import pytest
 
 from launcher.contract.vocabulary import Offload, Precision, Strategy
 from launcher.plan.memory import CANDIDATES, FULL_OFFLOAD, DoesNotFit, choose_strategy, estimate
-from launcher.plan.model_shape import ModelShape, read_model_shape
+from launcher.plan.model_shape import ModelShape
+from tests.helpers.llama_configs import LLAMA_70B, P_7B, P_70B
 
 GiB = 1 << 30
-LLAMA_7B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-    "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-    "num_key_value_heads": 32, "vocab_size": 32000, "tie_word_embeddings": False,
-}
-LLAMA_70B = {
-    **LLAMA_7B, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
-    "num_attention_heads": 64, "num_key_value_heads": 8,
-}
-P_7B = 6_738_415_616
-P_70B = 68_976_648_192
-
-
-@pytest.fixture
-def llama_7b(tmp_path: Path) -> ModelShape:
-    (tmp_path / "config.json").write_text(json.dumps(LLAMA_7B))
-    return read_model_shape(tmp_path)
-
-
-@pytest.fixture
-def llama_70b(tmp_path: Path) -> ModelShape:
-    (tmp_path / "config.json").write_text(json.dumps(LLAMA_70B))
-    return read_model_shape(tmp_path / "config.json")
 
 
 def _states(shape: ModelShape, **kwargs: object) -> int:

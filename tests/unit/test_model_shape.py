@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from launcher.plan.model_shape import ModelShape, read_model_shape
-from tests.unit.test_memory import LLAMA_7B, LLAMA_70B, P_7B, P_70B
+from tests.helpers.llama_configs import P_7B, P_70B
 
 
 def _tiny_configs() -> dict[str, object]:
@@ -94,18 +94,6 @@ def test_minilm_counts_match_its_classes() -> None:
         assert shape.num_parameters == sum(p.numel() for p in model.parameters()), task
     seq = read_model_shape(path, task="sequence_classification", num_labels=2)
     assert seq.num_parameters == 22_713_216 + 384 * 2 + 2
-
-
-@pytest.fixture
-def llama_7b(tmp_path: Path) -> ModelShape:
-    (tmp_path / "config.json").write_text(json.dumps(LLAMA_7B))
-    return read_model_shape(tmp_path)
-
-
-@pytest.fixture
-def llama_70b(tmp_path: Path) -> ModelShape:
-    (tmp_path / "config.json").write_text(json.dumps(LLAMA_70B))
-    return read_model_shape(tmp_path / "config.json")
 
 
 def test_llama_2_parameter_counts(llama_7b: ModelShape, llama_70b: ModelShape) -> None:

@@ -3,22 +3,12 @@ rank holds, and what sharding saves. Measured against real runs by bench/memory_
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
 from launcher.plan.memory import CANDIDATES, DDP_BUCKET_CAP_BYTES, estimate, shared_slot_bytes
-from launcher.plan.model_shape import ModelShape, read_model_shape
+from launcher.plan.model_shape import ModelShape
 from launcher.plan.peak import DEEPSPEED_RUNTIME_BYTES, RUNTIME_BYTES
-from tests.unit.test_memory import LLAMA_7B
-
-
-@pytest.fixture
-def llama_7b(tmp_path: Path) -> ModelShape:
-    (tmp_path / "config.json").write_text(json.dumps(LLAMA_7B))
-    return read_model_shape(tmp_path)
 
 
 def peak(shape: ModelShape, strategy: Strategy, offload: tuple[Offload, ...] = (),

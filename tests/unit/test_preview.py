@@ -208,5 +208,6 @@ finally:
     loaded = done.stderr.strip().splitlines()[-1]
     assert "[[" in done.stdout and loaded == str(["launcher.tasks.base", "launcher.tasks.causal_lm",
                                                   "launcher.tasks.packed_attention",
+                                                  "launcher.tasks.pretrained",
                                                   "launcher.tasks.registry",
                                                   "launcher.tasks.spec"])

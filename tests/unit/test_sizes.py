@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from launcher.plan.sizes import format_bytes, parse_bytes
-from tests.unit.test_memory import P_70B
+from tests.helpers.llama_configs import P_70B
 
 GiB = 1 << 30
 

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 
-from launcher.contract.vocabulary import BackendKind
 from launcher.data.splits import load_splits
-from launcher.plan.plan import make_plan
-from launcher.recipe.load import load_recipe
 from launcher.tasks.base import Prepared
 from launcher.tasks.token_classification import IGNORE_INDEX, TokenClassification
-
-REPO = Path(__file__).resolve().parents[2]
-NER = REPO / "recipes" / "ner-wnut17.toml"
-ROWS = 300
-
-
-def make_task(*overrides: str) -> TokenClassification:
-    recipe = load_recipe(NER, [f"data.max_train_samples={ROWS}", "data.max_eval_samples=40",
-                               *overrides])
-    plan = make_plan(recipe, recipe_file=str(NER), backend=BackendKind.LOCAL, gpus_here=0)
-    return TokenClassification(recipe, plan)
+from tests.helpers.ner_task import ROWS, make_task
 
 
 @pytest.fixture(scope="module")

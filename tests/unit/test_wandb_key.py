@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from launcher.tracking_check import KeyCheck, check_key
+from launcher.trackers.wandb_key import KeyCheck, check_key
 from tests.conftest import REPO, cli_env
 from tests.helpers.fake_wandb import fake_wandb
 

@@ -3,6 +3,7 @@ message, the fan-out to several trackers, TensorBoard's purge on resume."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -119,3 +120,39 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path: Path) -> None
     shown = [(e.step, e.value) for e in reader.Scalars("train/loss")]
     assert shown == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0), (6, 16.0), (7, 17.0),
                      (8, 18.0), (9, 19.0)]
+
+
+def test_pictures_and_sounds_reach_tensorboard_and_mlflow_as_media(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from launcher.contract.events import EventLog, Message
+    from launcher.data.media import Picture, Sound
+    from launcher.trackers.mlflow_run import start_mlflow
+    from tests.helpers.run_folder import events, of_kind
+
+    recipe, plan = quickstart_plan()
+    folder = RunFolder(tmp_path)
+    folder.logs.mkdir()
+    log = EventLog(folder.events, True)
+    pixels = np.zeros((20, 30, 3), dtype=np.uint8)
+    pixels[:, :15] = 255
+    sound = np.sin(np.linspace(0, 2000, 8000)).astype(np.float32) * 0.5
+    rows = [[Picture(pixels), "ants", "bees"], [Sound(sound, 16000), "one", "won"]]
+    trackers = Trackers([start_tensorboard(recipe, plan, folder, 0),
+                         start_mlflow(recipe, plan, folder, log)])
+    trackers.table("eval/examples", ["input", "reference", "prediction"], rows, step=3)
+    trackers.finish(())
+    assert "no tracking server" in of_kind(events(tmp_path), Message)[0].text
+    board = EventAccumulator(str(folder.tensorboard), size_guidance={"images": 0, "audio": 0})
+    board.Reload()
+    assert board.Tags()["images"] == ["eval/examples/0"]
+    assert board.Tags()["audio"] == ["eval/examples/1"]
+    shown = next(folder.mlflow_store.rglob("eval-examples-step-3"))
+    table = json.loads((shown / "table.json").read_text())
+    assert table["rows"] == [["0.png", "ants", "bees"], ["1.wav", "one", "won"]]
+    assert np.array_equal(np.asarray(Image.open(shown / "0.png")), pixels)
+    heard, rate = soundfile.read(shown / "1.wav", dtype="float32")
+    assert rate == 16000 and np.abs(heard - sound).max() < 1e-4
