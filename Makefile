@@ -51,7 +51,7 @@ cluster-down:
 test: setup mlflow-server
 	$(VENV)/bin/ruff check launcher tests bench
 	bash slurm/testcluster.sh up --nodes 4
-	. $${SFT_CLUSTER_DIR:-/tmp/sft-launch-cluster}/env.sh && $(VENV)/bin/pytest -q tests; \
+	. $${SFT_CLUSTER_DIR:-/tmp/sft-launch-cluster}/env.sh && $(VENV)/bin/pytest -q --durations=25 tests; \
 	  status=$$?; bash slurm/testcluster.sh down; exit $$status
 
 bench: setup

@@ -130,7 +130,7 @@ def score(run: Run, source: Source, fmt: str, rows: list[Row],
                          f"data.max_length = {run.recipe.data.max_length}")
     predicted, out = infer(task, run, encoded(task.prompts, rows, run), max_new_tokens,
                            examples)
-    metrics = task.metrics(out.loss_sum, out.count, out.predictions, out.references)
+    metrics = task.metrics(out.loss_sum, out.count, out.predictions, out.references, out.sums)
     predictions = run.folder.predictions_on(source.name)
     write_predictions(predictions, [
         Prediction(index=i, prediction=p, reference=task.reference(row))

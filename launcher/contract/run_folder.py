@@ -85,9 +85,26 @@ class RunFolder:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    def checkpoint(self, step: int) -> Path:
+        """The complete checkpoint of step `step` (`CheckpointManifest` inside)."""
+        return self.checkpoints / f"step-{step}"
+
+    def checkpoint_in_progress(self, step: int) -> Path:
+        """Where step `step`'s checkpoint is written before it is renamed complete."""
+        return self.checkpoints / f".step-{step}.tmp"
+
+    def named(self, path: Path) -> str:
+        """`path` as messages show it: relative to the run folder."""
+        return str(path.relative_to(self.path))
+
     @property
     def final(self) -> Path:
         return self.path / "final"
+
+    @property
+    def final_in_progress(self) -> Path:
+        """Where `final/` is written before it is renamed complete."""
+        return self.path / ".final.tmp"
 
     @property
     def summary(self) -> Path:

@@ -43,12 +43,14 @@ class EvalOutput:
     count: int
     predictions: list[Any] = field(default_factory=list)
     references: list[Any] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)  # the task's `summed` counts
 
 
 class Task(ABC):
     """A task: tokenizer, data, model, loss and metrics. The loop knows nothing else."""
 
     decodes = False  # `collate` reads and decodes files: it runs in DataLoader workers
+    summed: tuple[str, ...] = ()  # counts `evaluate` returns in `sums`, added over all ranks
     augments = False  # training examples come to `collate` with an "augment_seed"
 
     def __init__(self, recipe: Recipe, plan: Plan) -> None:
@@ -132,7 +134,10 @@ class Task(ABC):
 
     @abstractmethod
     def metrics(self, loss_sum: float, count: int, predictions: list[Any],
-                references: list[Any]) -> dict[str, float]: ...
+                references: list[Any], sums: dict[str, float] | None = None
+                ) -> dict[str, float]:
+        """The task's scores of an evaluation: the loss summed and counted, every row's
+        prediction and reference (in eval order), and the `summed` counts over all ranks."""
 
     def count_units(self, example: dict[str, Any]) -> int:
         """Loss-bearing units in one example (1 sample by default)."""
@@ -185,4 +190,6 @@ def evaluate_examples(task: Task, model: torch.nn.Module, examples: Sequence[Exa
         total.count += out.count
         total.predictions.extend(out.predictions)
         total.references.extend(out.references)
+        for key, value in out.sums.items():
+            total.sums[key] = total.sums.get(key, 0.0) + value
     return total

@@ -176,7 +176,7 @@ class CausalLM(Task):
         return EvalOutput(loss_sum=float(loss), count=count)
 
     def metrics(self, loss_sum: float, count: int, predictions: list[Any],
-                references: list[Any]) -> dict[str, float]:
+                references: list[Any], sums: dict[str, float] | None = None) -> dict[str, float]:
         loss = loss_sum / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 

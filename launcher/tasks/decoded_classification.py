@@ -17,6 +17,7 @@ from launcher.errors import UsageError
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
 from launcher.tasks.pretrained import pretrained
 
+TOP5 = "top5_hits"  # eval rows whose label is among the 5 highest logits
 
 class DecodedClassification(Task):
     """One label per decoded file. A subclass names its row field (`field`), its transformers
@@ -104,21 +105,31 @@ class DecodedClassification(Task):
         return (F.cross_entropy(self.logits(model, batch), labels, reduction="sum"),
                 int(labels.numel()))
 
+    @property
+    def summed(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Top-5 hits, with more than 5 labels."""
+        return (TOP5,) if len(getattr(self, "names", ())) > 5 else ()
+
     def evaluate(self, model: torch.nn.Module, batch: Batch) -> EvalOutput:
         labels = batch["labels"]
         logits = self.logits(model, batch)
+        sums = {TOP5: float((logits.topk(5, -1).indices == labels[:, None]).any(-1).sum())
+                } if self.summed else {}
         return EvalOutput(loss_sum=float(F.cross_entropy(logits, labels, reduction="sum")),
                           count=int(labels.numel()), predictions=logits.argmax(-1).tolist(),
-                          references=labels.tolist())
+                          references=labels.tolist(), sums=sums)
 
     def metrics(self, loss_sum: float, count: int, predictions: list[Any],
-                references: list[Any]) -> dict[str, Any]:
-        """Accuracy, macro-F1 and the confusion matrix (true name -> predicted name -> count)."""
+                references: list[Any], sums: dict[str, float] | None = None) -> dict[str, Any]:
+        """Accuracy, macro-F1, top-5 accuracy (more than 5 labels) and the confusion matrix
+        (true name -> predicted name -> count)."""
         scores: dict[str, Any] = {"loss": loss_sum / max(count, 1)}
         if not references:
             return scores
         scores.update(accuracy=float(accuracy_score(references, predictions)),
                       macro_f1=float(f1_score(references, predictions, average="macro")))
+        if sums and TOP5 in sums:
+            scores["top5_accuracy"] = sums[TOP5] / len(references)
         names = getattr(self, "names", None) or [str(i) for i in range(max(references) + 1)]
         matrix = confusion_matrix(references, predictions, labels=list(range(len(names))))
         scores["confusion"] = {true: {predicted: int(matrix[i][j])

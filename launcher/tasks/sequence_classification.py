@@ -85,7 +85,7 @@ class SequenceClassification(Task):
                           predictions=logits.argmax(-1).tolist(), references=labels.tolist())
 
     def metrics(self, loss_sum: float, count: int, predictions: list[Any],
-                references: list[Any]) -> dict[str, float]:
+                references: list[Any], sums: dict[str, float] | None = None) -> dict[str, float]:
         return {
             "loss": loss_sum / max(count, 1),
             "accuracy": float(accuracy_score(references, predictions)),

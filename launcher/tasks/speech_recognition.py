@@ -181,7 +181,7 @@ class SpeechRecognition(Task):
                                                                  skip_special_tokens=True))
 
     def metrics(self, loss_sum: float, count: int, predictions: list[Any],
-                references: list[Any]) -> dict[str, Any]:
+                references: list[Any], sums: dict[str, float] | None = None) -> dict[str, Any]:
         """WER and CER (jiwer) of the normalised transcripts (`task.normalize`)."""
         scores: dict[str, Any] = {"loss": loss_sum / max(count, 1)}
         if references:

@@ -159,7 +159,7 @@ class TokenClassification(Task):
                           predictions=predictions, references=references)
 
     def metrics(self, loss_sum: float, count: int, predictions: list[Any],
-                references: list[Any]) -> dict[str, Any]:
+                references: list[Any], sums: dict[str, float] | None = None) -> dict[str, Any]:
         """Overall entity-level scores (conlleval-compatible) plus a per-entity-type table."""
         scores: dict[str, Any] = {"loss": loss_sum / max(count, 1)}
         if not references:

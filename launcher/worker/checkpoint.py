@@ -16,6 +16,7 @@ from accelerate.utils import broadcast_object_list
 from launcher.contract.checkpoints import checkpoint_folders, newest_valid, write_manifest
 from launcher.contract.events import EventLog
 from launcher.contract.records import JsonRecord
+from launcher.contract.run_folder import RunFolder
 from launcher.worker.engines.base import Engine
 
 STATE_FILE = "trainer_state.json"
@@ -38,11 +39,10 @@ class TrainerState(JsonRecord):
     first_step_s: float | None = None  # the first launch's start to its first step
 
 
-def save_checkpoint(engine: Engine, root: Path, state: TrainerState, keep: int) -> Path:
+def save_checkpoint(engine: Engine, folder: RunFolder, state: TrainerState, keep: int) -> Path:
     """Write `step-N` completely or not at all; keep the `keep` newest."""
     accelerator = engine.accelerator
-    final = root / f"step-{state.step}"
-    tmp = root / f".step-{state.step}.tmp"
+    final, tmp = folder.checkpoint(state.step), folder.checkpoint_in_progress(state.step)
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
@@ -54,7 +54,7 @@ def save_checkpoint(engine: Engine, root: Path, state: TrainerState, keep: int) 
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        for _, old in checkpoint_folders(root)[keep:]:
+        for _, old in checkpoint_folders(folder.checkpoints)[keep:]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final

@@ -16,7 +16,7 @@ def save_final(engine: Engine, tokenizer: Any, folder: RunFolder, max_shard_size
     """Consolidated Hugging Face model + tokenizer in `final/`, written then renamed; safetensors
     files of at most `max_shard_size` (with an index when there are several)."""
     state_dict = engine.full_state_dict()
-    tmp = folder.path / ".final.tmp"
+    tmp = folder.final_in_progress
     if engine.accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         # The model's own tensor names: transformers would otherwise write back the names of

@@ -115,7 +115,7 @@ class TrainLoop:
     def checkpoint(self, state: TrainerState) -> None:
         self.watchdog.progress(Phase.CHECKPOINT)
         state.wall_s = self.wall_s()
-        save_checkpoint(self.engine, self.folder.checkpoints, state,
+        save_checkpoint(self.engine, self.folder, state,
                         self.recipe.train.keep_checkpoints)
         self.events.write(Checkpointed(step=state.step))
         self.watchdog.progress(Phase.TRAIN)
@@ -126,8 +126,8 @@ class TrainLoop:
         if checkpoint:
             self.checkpoint(state)
         self.events.write(Stopped(step=state.step, signal=signal_name,
-                                  checkpoint=f"checkpoints/step-{state.step}" if checkpoint
-                                  else None))
+                                  checkpoint=self.folder.named(self.folder.checkpoint(state.step))
+                                  if checkpoint else None))
         raise StopTraining(state.step, signal_name)
 
     def _agree(self, flag: bool) -> bool:
@@ -238,8 +238,9 @@ class TrainLoop:
             for _ in range(most - math.ceil(len(indices) / micro)):  # as many as the busiest
                 evaluate_examples(self.task, self.model, [self.data.eval[0]], micro,
                                   self.acc.device, self.acc.autocast, progress)
-        totals = self.acc.reduce(torch.tensor([out.loss_sum, float(out.count)],
-                                              device=self.acc.device), "sum")
+        totals = self.acc.reduce(torch.tensor(
+            [out.loss_sum, float(out.count), *(out.sums.get(key, 0.0) for key in self.task.summed)],
+            device=self.acc.device), "sum")
         rows = (list(zip(indices, out.predictions, out.references, strict=False))
                 if out.predictions else [])
         if self.plan.world_size > 1:
@@ -252,8 +253,9 @@ class TrainLoop:
                 for index, prediction, reference in rows:
                     handle.write(Prediction(index=index, prediction=self._named(prediction),
                                             reference=self._named(reference)).to_line())
+        sums = dict(zip(self.task.summed, totals[2:].tolist(), strict=True))
         return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
-                                 [r[2] for r in rows]), rows
+                                 [r[2] for r in rows], sums), rows
 
     def efficiency(self) -> float | None:
         """Real tokens / tokens computed (padding lowers it; padding-free packing keeps 1.0)."""

@@ -48,7 +48,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
     started = time.time()
     torch.set_num_threads(plan.threads_per_proc)
     verify_launch(plan)
-    engine = make_engine(plan, folder.path, collective_timeout(recipe))
+    engine = make_engine(plan, folder, collective_timeout(recipe))
     accelerator = engine.accelerator
     main = accelerator.is_main_process
     report = verify_world(accelerator, plan)
@@ -91,7 +91,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
             events.message("--resume: no complete checkpoint yet, starting from step 0")
         else:
             state = loaded
-            events.message(f"resumed from checkpoints/step-{state.step}")
+            events.message(f"resumed from {folder.named(folder.checkpoint(state.step))}")
     watchdog.progress(Phase.STARTUP)
     tracker = start_trackers(recipe, plan, folder, main, events, state.step)
     events.write(Started(step=state.step, total_steps=total_steps,

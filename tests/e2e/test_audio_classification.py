@@ -1,6 +1,7 @@
 """Audio classification end to end on real recordings (spoken digits), 2 processes over gloo: a
 tiny random-init Whisper encoder through the real CLI, its 30 s window cut to `data.max_seconds`;
-eval on the same rows gives the in-run figures; bad recordings named or skipped."""
+eval on the same rows gives the in-run figures (top-5 accuracy included: seven digits); lr-find, a
+sweep and its leaderboard on the same recipe; bad recordings named or skipped."""
 
 from __future__ import annotations
 
@@ -14,19 +15,22 @@ import pytest
 import soundfile
 
 from launcher.contract.evaluation import EvalReport
+from launcher.contract.reports import LrFindResult
 from launcher.contract.run_folder import RunFolder
+from launcher.contract.sweep import Leaderboard, SweepFolder
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.helpers.run_folder import rank_reports, summary
 from tests.helpers.tiny_models import build_tiny_whisper
 
 pytestmark = pytest.mark.slow
 RECORDINGS = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
-WORDS = ("zero", "one", "two")
+WORDS = ("zero", "one", "two", "three", "four", "five", "six")  # more than 5: top-5 accuracy
+EVAL_ROWS = len(WORDS) * 3
 STEPS = 6
 
 
 def listing(out: Path, speakers: tuple[str, ...], takes: range) -> Path:
-    """`audio,label` rows of three digits spoken by `speakers`, paths relative to the file."""
+    """`audio,label` rows of the WORDS spoken by `speakers`, paths relative to the file."""
     with out.open("w", newline="") as handle:
         rows = csv.writer(handle)
         rows.writerow(["audio", "label"])
@@ -94,7 +98,11 @@ def test_two_processes_train_a_cut_window_and_save_it(run: Path) -> None:
     assert extractor["n_samples"] == 16_000 and extractor["nb_max_frames"] == 100
     done = summary(run)
     assert done.steps == STEPS and {"accuracy", "macro_f1"} <= set(done.eval)
-    assert sum(n for row in done.eval_tables["confusion"].values() for n in row.values()) == 9
+    assert done.eval["accuracy"] <= done.eval["top5_accuracy"] <= 1
+    hits = done.eval["top5_accuracy"] * EVAL_ROWS  # a count of rows, over both ranks' shares
+    assert hits == pytest.approx(round(hits), abs=1e-9)
+    confusion = done.eval_tables["confusion"]
+    assert sum(n for row in confusion.values() for n in row.values()) == EVAL_ROWS
 
 
 def test_eval_on_the_same_rows_gives_the_in_run_figures(run: Path, run_cli,
@@ -102,8 +110,9 @@ def test_eval_on_the_same_rows_gives_the_in_run_figures(run: Path, run_cli,
     result = run_cli("eval", run, "--data", setup["eval"], timeout=300)
     assert result.returncode == 0, result.stderr
     report = EvalReport.read(RunFolder(run).eval_report("eval"))
-    assert report.rows == 9
+    assert report.rows == EVAL_ROWS
     assert report.metrics["accuracy"] == summary(run).eval["accuracy"]
+    assert report.metrics["top5_accuracy"] == summary(run).eval["top5_accuracy"]
     assert report.metrics["loss"] == pytest.approx(summary(run).eval["loss"], abs=1e-5)
 
 
@@ -148,3 +157,25 @@ def test_preview_draws_each_recordings_log_mel_features(setup: dict[str, Path], 
     assert "s at 8000 Hz, 1 channel(s), label: zero" in result.stdout
     with Image.open(out) as picture:
         assert picture.size == (800, 660)  # 2.2 inches a recording at 100 dpi
+
+
+def test_lr_find_sweep_and_leaderboard_take_an_audio_recipe(setup: dict[str, Path], run_cli,
+                                                            tmp_path: Path) -> None:
+    found = run_cli("lr-find", setup["recipe"], "--backend", "local", "--run-dir",
+                    tmp_path / "lr", "--steps", "6", "--min", "1e-5", "--max", "1", "--quiet")
+    assert found.returncode == 0, found.stdout + found.stderr
+    result = LrFindResult.read(RunFolder(tmp_path / "lr").lr_find)
+    assert len(result.lrs) >= 3 and 1e-6 <= result.suggested_lr <= 1
+    sweep_dir = tmp_path / "sweep"
+    swept = run_cli("sweep", setup["recipe"], "--backend", "local", "--sweep-dir", sweep_dir,
+                    "--grid", "train.lr=1e-4,1e-3", "--set", "train.max_steps=2", "--quiet")
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    shown = run_cli("leaderboard", sweep_dir)
+    assert shown.returncode == 0, shown.stderr
+    folder = SweepFolder(sweep_dir)
+    board = Leaderboard.read(folder.leaderboard)
+    assert board.metric == "accuracy" and not board.lower_is_better
+    assert [entry.state for entry in board.entries] == ["COMPLETED"] * 2
+    for entry in board.entries:
+        assert entry.value == summary(folder.point(entry.point).path).eval["accuracy"]
+    assert folder.best.is_file()

@@ -141,12 +141,12 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(reference: Path,
                                                             tmp_path: Path) -> None:
     """Augmentation is a pure function of (seed, epoch, row): the resumed steps see the same
     pixels, so the weights are bitwise the reference's."""
-    run_dir = tmp_path / "run"
-    first = launch(setup["recipe"], run_dir)
+    run_dir, untracked = tmp_path / "run", ("--set", "tracking.mode=disabled")
+    first = launch(setup["recipe"], run_dir, *untracked)
     wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step == SAVE_EVERY,
                    first)
     kill_everything(run_dir, first)
-    second = launch(setup["recipe"], run_dir, "--resume")
+    second = launch(setup["recipe"], run_dir, "--resume", *untracked)
     out, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out
     assert {r.final_weights_sha256 for r in rank_reports(run_dir)} == {

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from launcher.contract.plan import Plan
+from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Strategy
 from launcher.worker.engines.accelerate_engine import AccelerateEngine
 from launcher.worker.engines.base import Engine
@@ -20,7 +20,7 @@ ENGINES: dict[Strategy | None, type[Engine]] = {
 }
 
 
-def make_engine(plan: Plan, run_dir: Path, timeout: timedelta) -> Engine:
+def make_engine(plan: Plan, folder: RunFolder, timeout: timedelta) -> Engine:
     """The engine for the strategy the plan runs, with its Accelerator (the process group,
     whose collectives give up after `timeout`)."""
-    return ENGINES[plan.active_strategy](plan, run_dir, timeout)
+    return ENGINES[plan.active_strategy](plan, folder, timeout)

@@ -19,6 +19,7 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType
 
 from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
+from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Device, GradientSync, Offload, Strategy
 from launcher.worker.engines import dcp_checkpoint, shared_memory, universal
 from launcher.worker.engines.base import (
@@ -35,12 +36,12 @@ ZERO_STRATEGY = {2: Strategy.ZERO2, 3: Strategy.ZERO3}
 class AccelerateEngine(Engine):
     """Single process, DDP, ZeRO-2 and ZeRO-3 through Accelerate (DeepSpeed for ZeRO)."""
 
-    def __init__(self, plan: Plan, run_dir: Path, timeout: timedelta) -> None:
-        super().__init__(plan, run_dir, timeout)
+    def __init__(self, plan: Plan, folder: RunFolder, timeout: timedelta) -> None:
+        super().__init__(plan, folder, timeout)
         self.zero_stage = plan.strategy.zero_stage
         deepspeed = None
         if self.zero_stage:
-            config = json.loads((run_dir / "deepspeed.json").read_text())
+            config = json.loads(folder.deepspeed.read_text())
             deepspeed = DeepSpeedPlugin(hf_ds_config=config, zero3_init_flag=self.zero_stage == 3)
         self.accelerator = Accelerator(
             cpu=plan.device is Device.CPU and not self.zero_stage,
@@ -48,7 +49,7 @@ class AccelerateEngine(Engine):
             gradient_accumulation_steps=plan.batch.grad_accum,
             deepspeed_plugin=deepspeed,
             kwargs_handlers=group_kwargs(plan, timeout),
-            project_dir=str(run_dir),
+            project_dir=str(folder.path),
         )
 
     def prepare(self, build_model, make_optimizer, make_scheduler):

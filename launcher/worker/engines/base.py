@@ -21,6 +21,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 
 from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
+from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import GradientSync, Offload, Strategy
 from launcher.worker.shards import local_shard
 
@@ -50,7 +51,7 @@ class Engine(ABC):
     optimizer: torch.optim.Optimizer
     gradient_sync: GradientSync | None = None  # set by `prepare` under DDP
 
-    def __init__(self, plan: Plan, run_dir: Path, timeout: timedelta) -> None:
+    def __init__(self, plan: Plan, folder: RunFolder, timeout: timedelta) -> None:
         self.plan = plan
 
     @abstractmethod

@@ -10,11 +10,14 @@ writes its shards); the final model is gathered to rank 0 only, tensor by tensor
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
 
+from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
+from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Device, Precision, Strategy
 from launcher.worker.engines import dcp_checkpoint
 from launcher.worker.engines.base import (
@@ -32,13 +35,13 @@ HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 class Fsdp2Engine(Engine):
     """torch FSDP2: parameters, gradients and optimizer state sharded across all ranks."""
 
-    def __init__(self, plan, run_dir, timeout) -> None:
-        super().__init__(plan, run_dir, timeout)
+    def __init__(self, plan: Plan, folder: RunFolder, timeout: timedelta) -> None:
+        super().__init__(plan, folder, timeout)
         self.accelerator = Accelerator(
             cpu=plan.device is Device.CPU,
             mixed_precision="no",  # FSDP2's own MixedPrecisionPolicy casts
             kwargs_handlers=group_kwargs(plan, timeout),
-            project_dir=str(run_dir),
+            project_dir=str(folder.path),
         )
 
     def prepare(self, build_model, make_optimizer, make_scheduler):
