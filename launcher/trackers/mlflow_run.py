@@ -31,6 +31,7 @@ from launcher.trackers.mlflow_sync import (
     experiment_id,
     fail_fast,
     local_client,
+    server_uri,
     sync,
     truncate,
 )
@@ -111,6 +112,7 @@ def start_mlflow(recipe: Recipe, plan: Plan, folder: RunFolder,
     local = local_client(folder)
     runs = MlflowRuns.read_if_exists(folder.mlflow_run)
     uri = recipe.tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = server_uri(uri) if uri else None
     if runs is None:
         made = local.create_run(experiment_id(local, plan.recipe_name),
                                 run_name=recipe.tracking.run_name or folder.path.name,

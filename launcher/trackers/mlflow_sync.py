@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.tracking import MlflowRuns
@@ -37,6 +37,17 @@ def bare_uri(uri: str) -> str:
         return uri
     host = parts.hostname or ""
     return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+
+
+def server_uri(uri: str) -> str:
+    """`uri` without user or password, which go to MLflow's environment variables instead: so
+    MLflow's own log lines (run links) never print them."""
+    parts = urlsplit(uri)
+    if parts.username:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
+    if parts.password:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    return bare_uri(uri)
 
 
 def local_client(folder: RunFolder) -> Any:
@@ -152,6 +163,7 @@ def sync_folder(folder: RunFolder, uri: str | None) -> tuple[MlflowRuns, int]:
     fail_fast(30)
     from mlflow import MlflowClient
 
+    target = server_uri(target)
     try:
         return sync(folder, runs, MlflowClient(tracking_uri=target), target)
     except Exception as err:
@@ -172,6 +184,7 @@ def sweep_parent(recipe: Any, experiment: str, sweep_name: str) -> str | None:
             or not uri:
         return None
     fail_fast(recipe.tracking.timeout_s)
+    uri = server_uri(uri)
     try:
         parent = create_parent(uri, experiment, sweep_name)
     except Exception as err:

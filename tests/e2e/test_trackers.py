@@ -82,8 +82,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 def test_every_tracker_gets_the_same_metrics_from_a_two_process_run(server: MlflowServer,
                                                                      tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    out = finish(launch(run_dir, server.uri, *settings(8, *ALL)))
+    run_dir = tmp_path / "run"  # credentials in the URI too (the test server ignores them)
+    with_user = server.uri.replace("//", f"//someone:{PASSWORD}@")
+    out = finish(launch(run_dir, with_user, *settings(8, *ALL)))
     found = events(run_dir)
     losses = {e.step: e.loss for e in of_kind(found, TrainLogged)}
     assert sorted(losses) == list(range(1, 9))

@@ -16,7 +16,7 @@ from launcher.plan.plan import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.trackers.base import Trackers, flat_params
 from launcher.trackers.mlflow_run import _reason
-from launcher.trackers.mlflow_sync import bare_uri
+from launcher.trackers.mlflow_sync import bare_uri, server_uri
 from launcher.trackers.tensorboard_run import start_tensorboard
 from tests.conftest import REPO, assert_one_error
 
@@ -58,6 +58,15 @@ def test_credentials_never_shown() -> None:
                                 "to https://site/api failed, token ***)")
     finally:
         del os.environ["MLFLOW_TRACKING_TOKEN"]
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        os.environ.pop(name, None)
+    try:
+        assert server_uri("https://bob:p%40ss@mlflow.site/x") == "https://mlflow.site/x"
+        assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+                ) == ("bob", "p@ss")
+    finally:
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(name, None)
     offline = TrackingOffline(reason="down", sync_command="sft-launch sync RUN", tracker="MLflow")
     assert offline.describe().startswith("MLflow: down; logging locally")
 
