@@ -3,6 +3,7 @@ plan as flat parameters."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +48,16 @@ class Trackers:
         trackers, self.trackers = self.trackers, []
         for tracker in trackers:
             tracker.finish(present, stopped)
+
+
+def error_line(err: Exception, secrets: Sequence[str | None]) -> str:
+    """`Type: first line` of a tracker's error (200 characters at most), each of `secrets` and
+    any URL's `user:password@` masked: what may be printed or written to the event log."""
+    text = re.sub(r"//[^/@\s]*@", "//", (str(err).strip().splitlines() or [""])[0][:200])
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return f"{type(err).__name__}: {text}"
 
 
 def flat_params(recipe: Recipe, plan: Plan) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,10 +23,11 @@ from launcher.contract.run_folder import RunFolder
 from launcher.contract.tracking import MlflowRuns
 from launcher.data.media import Picture, Sound
 from launcher.recipe.schema import Recipe
-from launcher.trackers.base import flat_params
+from launcher.trackers.base import error_line, flat_params
 from launcher.trackers.mlflow_sync import (
     PARAMS_BATCH,
     bare_uri,
+    credentials,
     experiment_id,
     fail_fast,
     local_client,
@@ -167,9 +167,4 @@ def _last_steps(local: Any, run_id: str) -> dict[str, int]:
 
 def _reason(err: Exception) -> str:
     """The first line of MLflow's error, without any credential in it."""
-    text = re.sub(r"//[^/@\s]*@", "//", (str(err).strip().splitlines() or [""])[0][:200])
-    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
-        secret = os.environ.get(name)
-        if secret:
-            text = text.replace(secret, "***")
-    return f"could not use the MLflow server ({type(err).__name__}: {text})"
+    return f"could not use the MLflow server ({error_line(err, credentials())})"

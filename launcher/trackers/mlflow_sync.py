@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.tracking import MlflowRuns
+from launcher.trackers.base import error_line
 
 BATCH = 1000  # metrics per log_batch request (MLflow's limit)
 PARAMS_BATCH = 100  # params per request (MLflow's limit)
@@ -48,6 +49,11 @@ def server_uri(uri: str) -> str:
     if parts.password:
         os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
     return bare_uri(uri)
+
+
+def credentials() -> list[str | None]:
+    """The MLflow secrets of this process's environment, to mask in messages."""
+    return [os.environ.get(name) for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD")]
 
 
 def local_client(folder: RunFolder) -> Any:
@@ -169,8 +175,8 @@ def sync_folder(folder: RunFolder, uri: str | None) -> tuple[MlflowRuns, int]:
     except Exception as err:
         if isinstance(err, LaunchError):
             raise
-        raise LaunchError(f"MLflow at {bare_uri(target)}: {type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:300] if str(err) else ''}") from None
+        raise LaunchError(f"MLflow at {bare_uri(target)}: "
+                          f"{error_line(err, credentials())}") from None
 
 
 def sweep_parent(recipe: Any, experiment: str, sweep_name: str) -> str | None:

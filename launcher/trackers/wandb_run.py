@@ -19,6 +19,7 @@ from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import TrackingMode
 from launcher.data.media import Picture, Sound
 from launcher.recipe.schema import Recipe
+from launcher.trackers.base import error_line
 
 # W&B debug logging writes the API key into its log files, in plain text.
 KEY_LEAKING_DEBUG = ("WANDB_DEBUG", "WANDB_CORE_DEBUG")
@@ -94,8 +95,4 @@ def start_wandb(recipe: Recipe, plan: Plan, folder: RunFolder, events: EventLog)
 
 def _reason(err: Exception) -> str:
     """The first line of W&B's error, never with the key in it."""
-    text = (str(err).strip().splitlines() or [""])[0][:200]
-    key = os.environ.get("WANDB_API_KEY")
-    if key:
-        text = text.replace(key, "***")
-    return f"could not use W&B online ({type(err).__name__}: {text})"
+    return f"could not use W&B online ({error_line(err, [os.environ.get('WANDB_API_KEY')])})"
