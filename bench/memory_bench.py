@@ -4,6 +4,9 @@ against the plan's `peak_bytes` for the same layout.
 Same recipe, data and steps for each strategy, in one script; DDP is the peer for the ratios
 (the point of sharding: fsdp and zero3 below 0.7x DDP's peak).
     .venv/bin/python bench/memory_bench.py [--hidden 1024 --layers 18 --steps 2]
+With `--task image|audio|speech`: the example recipe of that task with its real model (`make
+models`: EfficientNet-Lite0 at 224 pixels, Whisper tiny.en), whose plan measures the model on
+the fake device (launcher.worker.probe) instead of counting it from its config.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Strategy
 
 STRATEGIES = (Strategy.DDP, Strategy.FSDP, Strategy.ZERO3)
+TASK_RECIPES = {"image": "image-ants-bees.toml", "audio": "speech-digits.toml",
+                "speech": "asr-digits.toml"}
 
 
 @dataclass(frozen=True)
@@ -38,16 +43,22 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=18)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--task", choices=("llama", *TASK_RECIPES), default="llama",
+                        help="the Llama above, or an example recipe of that task")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = tiny_llama(Path(tmp) / "model", hidden=args.hidden, layers=args.layers)
+        if args.task == "llama":
+            model = tiny_llama(Path(tmp) / "model", hidden=args.hidden, layers=args.layers)
+            recipe = REPO / "recipes/alpaca-tiny-llama.toml"
+            settings = (f"model.path='{model}'", "train.global_batch_size=4",
+                        "data.max_length=128", "train.sample_prompts=0", "data.eval_fraction=0")
+        else:
+            recipe, settings = REPO / "recipes" / TASK_RECIPES[args.task], ()
         for strategy in STRATEGIES:
             folder = RunFolder(Path(tmp) / strategy.value)
-            launch(REPO / "recipes/alpaca-tiny-llama.toml", folder.path, f"model.path='{model}'",
-                   f"distributed.strategy={strategy.value}", f"train.max_steps={args.steps}",
-                   "train.global_batch_size=4", "data.max_length=128", "train.sample_prompts=0",
-                   "data.eval_fraction=0")
+            launch(recipe, folder.path, *settings, f"distributed.strategy={strategy.value}",
+                   f"train.max_steps={args.steps}")
             plan = Plan.read(folder.plan)
             memory = plan.memory
             estimate = memory.estimate_for(strategy, ()) if memory is not None else None
@@ -72,9 +83,15 @@ def main() -> None:
                      f"{' / '.join(map(str, r.loaded_rss_mib))} | "
                      f"{' / '.join(map(str, r.trained_rss_mib))} | "
                      f"{' / '.join(map(str, r.peak_rss_mib))} | {ratio} | {peak / ddp:.2f}x |")
-    table.append(f"\n{rows[0].parameters:,}-parameter Llama (hidden {args.hidden}, {args.layers} "
-                 f"layers), 2 CPU processes (gloo), fp32, {args.steps} steps of 4 x 128 tokens")
-    write_report("memory", {"runs": [asdict(r) for r in rows]}, table)
+    if args.task == "llama":
+        table.append(f"\n{rows[0].parameters:,}-parameter Llama (hidden {args.hidden}, "
+                     f"{args.layers} layers), 2 CPU processes (gloo), fp32, {args.steps} steps "
+                     "of 4 x 128 tokens")
+    else:
+        table.append(f"\nrecipes/{TASK_RECIPES[args.task]} ({rows[0].parameters:,} parameters), "
+                     f"2 CPU processes (gloo), {args.steps} steps")
+    name = "memory" if args.task == "llama" else f"memory-{args.task}"
+    write_report(name, {"runs": [asdict(r) for r in rows]}, table)
 
 
 if __name__ == "__main__":

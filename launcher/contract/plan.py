@@ -73,6 +73,21 @@ class MemoryPlan:
 
 
 @dataclass(frozen=True)
+class ModelProbe(JsonRecord):
+    """A model the plan cannot size from its config (images, audio), measured by a dry run of
+    one training micro-batch on the fake device (`python -m launcher.worker.probe`): parameters
+    with the task's head, the largest block FSDP shards alone, the largest tensor, the bytes
+    the forward pass keeps for backward (activations) at the plan's micro batch and precision."""
+
+    parameters: int
+    block_parameters: int
+    largest_parameter: int
+    activations_bytes: int
+    hidden_size: int | None = None  # the config's width (hidden_size, d_model or hidden_dim)
+    trainable: int | None = None  # under LoRA: the adapters and the head (None: every parameter)
+
+
+@dataclass(frozen=True)
 class WorldSpan:
     """The layout a run trained with from `from_step` on (a resume may change it)."""
 

@@ -28,6 +28,9 @@ h = hidden, a = heads, L = layers, V = vocab:
     checkpointing            L * s*b*h*e (each layer's input, e = 2 or 4 bytes) + one layer
     logits (fp32)            b*s*V*4 (causal LM), b*s*labels*4 (tokens), b*labels*4 (sequence)
 
+Image and audio models have no such formula: their activations (and parameters, largest block
+and tensor) are measured by a dry run on the fake device (launcher.plan.memory_probe).
+
 Under DDP with a token budget per micro-batch B (`micro_tokens`), a micro-batch computes at
 most max(B, s) tokens (padding counted; one row over the budget runs alone), so s*b above
 becomes min(s*b, max(B, s)) and the a*s term keeps s: a row is at most s tokens long.
@@ -109,6 +112,8 @@ def _activations(
     shape: ModelShape, micro_batch_size: int, seq_len: int, precision: Precision,
     checkpointing: bool, micro_tokens: int | None,
 ) -> int:
+    if shape.activations_bytes is not None:  # measured for this micro batch and precision
+        return shape.activations_bytes
     s, b, h, a = seq_len, micro_batch_size, shape.hidden_size, shape.num_heads
     tokens = s * b if micro_tokens is None else min(s * b, max(micro_tokens, s))
     if precision is Precision.FP32:
@@ -170,8 +175,7 @@ def estimate(
         params, grads, optim = (_ceil_div(x, world_size) for x in (params, grads, optim))
     elif offload:
         host = _ceil_div(params + grads + optim, world_size)
-        working = min(max(shape.block_parameters, shape.vocab_size * shape.hidden_size),
-                      total_params)
+        working = min(max(shape.block_parameters, shape.largest_tensor), total_params)
         params, grads, optim = p_bytes * working, g_bytes * min(working, trainable), 0
     activations = _activations(shape, micro_batch_size, seq_len, precision,
                                activation_checkpointing,
@@ -182,7 +186,7 @@ def estimate(
     buckets = deepspeed_buckets(shape.hidden_size, shape.block_parameters)
     bucket = g_bytes * buckets.get("reduce_bucket_size", 0) if strategy.uses_deepspeed else 0
     shared = (shared_slot_bytes(gradients=g_bytes * trainable, world_size=world_size,
-                                largest_gradient=g_bytes * shape.vocab_size * shape.hidden_size)
+                                largest_gradient=g_bytes * shape.largest_tensor)
               if strategy is Strategy.DDP and device is Device.CPU and nodes == 1 else 0)
     peak = peak_bytes(strategy=strategy, offload=offload, device=device, world_size=world_size,
                       weights=p_bytes * total_params, gradients=g_bytes * trainable,

@@ -7,14 +7,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from launcher.contract.plan import MemoryPlan
+from launcher.contract.plan import MemoryPlan, Plan
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
 from launcher.errors import RecipeError
 from launcher.plan.lora_size import lora_trainable
 from launcher.plan.memory import CANDIDATES, DoesNotFit, choose_strategy, estimate
+from launcher.plan.memory_probe import ProbeFailed, probed_shape
 from launcher.plan.model_shape import ModelShape, read_model_shape
 from launcher.plan.sizes import parse_bytes
 from launcher.recipe.schema import Recipe
+from launcher.tasks.registry import task_spec
 
 
 def device_memory_bytes(recipe: Recipe, device: Device, recipe_file: str) -> int | None:
@@ -51,9 +53,15 @@ def _host_memory() -> int | None:
     return None
 
 
-def model_shape(recipe: Recipe, model_path: str) -> ModelShape | None:
-    """The model's shape from its local config.json; None for a hub id not on this machine."""
-    config = Path(model_path) / "config.json"
+def model_shape(recipe: Recipe, plan: Plan) -> ModelShape | None:
+    """The model's shape: from its local config.json, or measured by the probe for the tasks
+    that ask for it (images, audio); None for a hub id not on this machine."""
+    config = Path(plan.model_path) / "config.json"
+    if task_spec(recipe.task.kind).probed and config.is_file():
+        try:
+            return probed_shape(recipe, plan)
+        except ProbeFailed:
+            return None  # plan without a memory estimate, as for a family not sized
     if not config.is_file():
         return None
     try:
@@ -66,6 +74,8 @@ def _with_adapters(shape: ModelShape, recipe: Recipe) -> tuple[ModelShape, int |
     """The shape to plan with and its trainable parameters (None: all of them). Under LoRA the
     adapters and peft's copy of the head are extra parameters, and the only trainable ones."""
     lora = recipe.model.lora
+    if lora is not None and shape.measured_trainable is not None:
+        return shape, shape.measured_trainable  # the probe counted the adapters in
     trainable = lora_trainable(shape, lora) if lora is not None else None
     if trainable is None:
         return shape, None

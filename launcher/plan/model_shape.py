@@ -48,6 +48,16 @@ class ModelShape:
     # Every nn.Linear peft's "all-linear" adapts: (name, in, out, how many); () when unknown.
     linears: tuple[tuple[str, int, int, int], ...] = ()
     head_parameters: int = 0  # the task head (classifier / score), which LoRA trains in full
+    largest_parameter: int = 0  # elements of the largest tensor (0: the token embedding's)
+    # Measured by the probe (launcher.plan.memory_probe) at the plan's micro batch and precision;
+    # None: computed from the shape (launcher.plan.memory).
+    activations_bytes: int | None = None
+    measured_trainable: int | None = None  # under LoRA, counted by the probe (with its adapters)
+
+    @property
+    def largest_tensor(self) -> int:
+        """Elements of the largest parameter: measured, else the token embedding (V x h)."""
+        return self.largest_parameter or self.vocab_size * self.hidden_size
 
 
 @dataclass(frozen=True)

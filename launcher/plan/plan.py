@@ -50,7 +50,28 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_he
     batch = batch_arithmetic(recipe, world, recipe_file)
     model_path = resolve_model_path(recipe.model.path, recipe_file, recipe.model.revision)
     tokenizer = recipe.model.tokenizer
-    shape = model_shape(recipe, model_path)
+    draft = Plan(  # the layout without a strategy: what the memory probe builds the model from
+        recipe_name=recipe_name(recipe, recipe_file),
+        recipe_file=str(Path(recipe_file).resolve()),
+        backend=backend,
+        nodes=dist.nodes,
+        procs_per_node=dist.procs_per_node,
+        world_size=world,
+        device=device,
+        precision=precision,
+        strategy=Strategy.DDP,
+        strategy_reason="",
+        batch=batch,
+        model_path=model_path,
+        tokenizer_path=(resolve_model_path(tokenizer, recipe_file, None, "model.tokenizer")
+                        if tokenizer else model_path),
+        tracking_mode=tracking_mode(recipe.tracking.mode),
+        trackers=() if recipe.tracking.mode == "disabled" else tuple(recipe.tracking.to),
+        threads_per_proc=max(1, _cpus_per_node(recipe, backend) // dist.procs_per_node),
+        world_history=(WorldSpan(from_step=0, nodes=dist.nodes,
+                                 procs_per_node=dist.procs_per_node),),
+    )
+    shape = model_shape(recipe, draft)
     device_memory = device_memory_bytes(recipe, device, recipe_file)
     sizes = {"recipe": recipe, "world_size": world, "procs_per_node": dist.procs_per_node,
              "micro": batch.micro, "precision": precision, "device_memory": device_memory,
@@ -63,29 +84,9 @@ def make_plan(recipe: Recipe, *, recipe_file: str, backend: BackendKind, gpus_he
                                               (Offload.PARAMS, dist.offload_params)) if on)
     batch = dataclasses.replace(batch, micro_tokens=micro_token_budget(
         recipe, device, Strategy(strategy), recipe_file))
-    return Plan(
-        recipe_name=recipe_name(recipe, recipe_file),
-        recipe_file=str(Path(recipe_file).resolve()),
-        backend=backend,
-        nodes=dist.nodes,
-        procs_per_node=dist.procs_per_node,
-        world_size=world,
-        device=device,
-        precision=precision,
-        strategy=strategy,
-        strategy_reason=reason,
-        batch=batch,
-        model_path=model_path,
-        tokenizer_path=(resolve_model_path(tokenizer, recipe_file, None, "model.tokenizer")
-                        if tokenizer else model_path),
-        tracking_mode=tracking_mode(recipe.tracking.mode),
-        trackers=() if recipe.tracking.mode == "disabled" else tuple(recipe.tracking.to),
-        threads_per_proc=max(1, _cpus_per_node(recipe, backend) // dist.procs_per_node),
-        offload=offload,
-        memory=memory_plan(shape, device=device, **sizes),
-        world_history=(WorldSpan(from_step=0, nodes=dist.nodes,
-                                 procs_per_node=dist.procs_per_node),),
-    )
+    return dataclasses.replace(draft, strategy=Strategy(strategy), strategy_reason=reason,
+                               batch=batch, offload=offload,
+                               memory=memory_plan(shape, device=device, **sizes))
 
 
 def recipe_name(recipe: Recipe, recipe_file: str | Path) -> str:

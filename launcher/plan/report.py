@@ -9,17 +9,21 @@ from rich.text import Text
 from launcher.contract.plan import Plan
 from launcher.plan.sizes import format_bytes
 from launcher.recipe.schema import Recipe
+from launcher.tasks.registry import task_spec
 
 
 def memory_report(plan: Plan, recipe: Recipe) -> RenderableType:
     """Bytes per device of every strategy, whether it fits, and the strategy chosen."""
     memory = plan.memory
     if memory is None:
-        return Text("no memory estimate: the model's config.json is not on this machine")
+        return Text("no memory estimate: the model's config.json is not on this machine, or "
+                    "its family is one the planner cannot size")
+    rows = (f"{plan.batch.micro} rows (activations measured)"
+            if task_spec(recipe.task.kind).probed
+            else f"{plan.batch.micro} x {recipe.data.max_length} tokens")
     table = Table(title=f"{plan.recipe_name}: {memory.model_parameters:,} parameters, "
                   f"{plan.world_size} processes ({plan.nodes} x {plan.procs_per_node}), "
-                  f"{plan.precision}, micro batch {plan.batch.micro} x "
-                  f"{recipe.data.max_length} tokens")
+                  f"{plan.precision}, micro batch {rows}")
     table.add_column("strategy", no_wrap=True, min_width=13)
     for column in ("params", "grads", "optimizer", "activ.", "per device", "fits"):
         table.add_column(column, justify="right", no_wrap=True)

@@ -104,7 +104,8 @@ class DataSettings(Section):
     columns: dict[str, str] = Field(
         default_factory=dict, description="Map canonical field -> column name in your files."
     )
-    max_length: int = Field(512, gt=8, description="Tokens per sequence (longer: truncation).")
+    max_length: int = Field(512, gt=8, description="Tokens per sequence (longer: truncation); "
+                            "speech recognition: the longest transcript (longer: refused).")
     truncation: Literal["truncate", "drop"] = "truncate"
     eval_fraction: float = Field(
         0.0, ge=0, lt=1, description="Held-out share of train when no eval file is given."

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
@@ -92,11 +93,23 @@ class AudioClassification(DecodedClassification):
         longest = int(self.recipe.data.max_seconds * rate)
         clips = [crop(load_audio(e["path"] or e["bytes"], origin(e["path"] or e["bytes"]), rate),
                       longest, e.get("augment_seed")) for e in examples]
-        batch = dict(self.tokenizer(clips, sampling_rate=rate, return_tensors="pt",
+        return self.featured(clips, [e["labels"] for e in examples]
+                             if "labels" in examples[0] else None)
+
+    def example_batch(self, rows: int) -> Batch:
+        """`rows` silent recordings of `data.max_seconds`, the longest a training crop is."""
+        samples = int(self.recipe.data.max_seconds * self.tokenizer.sampling_rate)
+        return self.featured([np.zeros(samples, dtype=np.float32)] * rows, [0] * rows)
+
+    def featured(self, clips: list[np.ndarray], labels: list[int] | None) -> Batch:
+        """The batch of these clips (at the extractor's rate): their features, and a mask where
+        the extractor pads to the longest."""
+        batch = dict(self.tokenizer(clips, sampling_rate=self.tokenizer.sampling_rate,
+                                    return_tensors="pt",
                                     **({} if self.window else {"padding": "longest",
                                                                "return_attention_mask": True})))
-        if "labels" in examples[0]:
-            batch["labels"] = torch.tensor([e["labels"] for e in examples])
+        if labels is not None:
+            batch["labels"] = torch.tensor(labels)
         return batch
 
     def computed_in(self, batch: Batch) -> int:

@@ -78,6 +78,13 @@ class Task(ABC):
         """The run's processor (`load_processor` of the plan's tokenizer path)."""
         return self.load_processor(self.plan.tokenizer_path, self.recipe.model.trust_remote_code)
 
+    def example_batch(self, rows: int) -> Batch | None:
+        """The largest batch of `rows` training rows the task makes (blank images at the
+        processor's size, silent recordings of the longest length), which the memory plan's
+        probe trains on the fake device (`launcher.worker.probe`; the task's `tokenizer` is
+        loaded); None where the plan sizes the model from its config (text)."""
+        return None
+
     @classmethod
     @abstractmethod
     def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:

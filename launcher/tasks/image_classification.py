@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from launcher.data.images import (
@@ -89,8 +90,17 @@ class ImageClassification(DecodedClassification):
             if augmentation is not None and "augment_seed" in example:  # a training row
                 image = augment(image, augmentation, example["augment_seed"])
             images.append(image)
+        return self.processed(images, [e["labels"] for e in examples]
+                              if "labels" in examples[0] else None)
+
+    def example_batch(self, rows: int) -> Batch:
+        """`rows` blank images: every image reaches the model at the processor's size."""
+        return self.processed([Image.new("RGB", (256, 256))] * rows, [0] * rows)
+
+    def processed(self, images: list[Image.Image], labels: list[int] | None) -> Batch:
+        """The batch of these images (resized, cropped and normalised by the processor)."""
         batch = {"pixel_values": self.tokenizer(images=images,
                                                 return_tensors="pt")["pixel_values"]}
-        if "labels" in examples[0]:
-            batch["labels"] = torch.tensor([e["labels"] for e in examples])
+        if labels is not None:
+            batch["labels"] = torch.tensor(labels)
         return batch

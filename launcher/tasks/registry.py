@@ -36,7 +36,7 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         formats=("image",), main_metric="accuracy", higher_is_better=True,
         head=Head.SEQUENCE, architectures=("ForImageClassification",),
         peft_task_type=None, lora_head=("classifier",), predicts="the label name",
-        labelled=True, groups_by_length=False),
+        labelled=True, groups_by_length=False, probed=True),
     TaskSpec(
         kind="audio_classification",
         summary="a recording -> one label: spoken commands, speakers, emotions (Whisper's "
@@ -45,15 +45,16 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         formats=("audio",), main_metric="accuracy", higher_is_better=True,
         head=Head.SEQUENCE, architectures=("ForAudioClassification",),
         peft_task_type=None, lora_head=("projector", "classifier"), predicts="the label name",
-        labelled=True, groups_by_length=True),
+        labelled=True, groups_by_length=True, probed=True),
     TaskSpec(
         kind="speech_recognition",
-        summary="a recording -> its transcript: sequence-to-sequence speech models (Whisper)",
+        summary="a recording -> its transcript: sequence-to-sequence speech models (Whisper) "
+        "or CTC ones (wav2vec2, HuBERT, WavLM)",
         implementation="launcher.tasks.speech_recognition:SpeechRecognition",
         formats=("transcript",), main_metric="wer", higher_is_better=False,
-        head=Head.LM, architectures=("ForSpeechSeq2Seq", "ForConditionalGeneration"),
+        head=Head.LM, architectures=("ForSpeechSeq2Seq", "ForConditionalGeneration", "ForCTC"),
         peft_task_type="SEQ_2_SEQ_LM", predicts="the transcript", labelled=False,
-        groups_by_length=True),
+        groups_by_length=True, probed=True),
     TaskSpec(
         kind="causal_lm",
         summary="instruction and chat SFT of a decoder: loss on the responses",

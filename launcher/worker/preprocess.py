@@ -24,6 +24,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
+from launcher.contract.cache import cache_base
 from launcher.contract.events import EventLog, Preprocessing
 from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
@@ -51,9 +52,8 @@ class CacheMeta(JsonRecord):
 
 
 def cache_root() -> Path:
-    """`$SFT_LAUNCH_CACHE`, else ~/.cache/sft-launch (must be shared by all nodes to share)."""
-    base = os.environ.get("SFT_LAUNCH_CACHE") or Path.home() / ".cache" / "sft-launch"
-    return Path(base) / "preprocessed"
+    """The preprocessed data's cache (`cache_base`: must be shared by all nodes to share)."""
+    return cache_base() / "preprocessed"
 
 
 def cache_key(recipe: Recipe, plan: Plan) -> str:

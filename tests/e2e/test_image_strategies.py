@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.plan import Plan
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import Strategy
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.helpers.image_folders import HYMENOPTERA, copy_images
 from tests.helpers.run_folder import rank_reports, summary
@@ -75,3 +78,17 @@ def test_sharded_strategies_hold_half_the_parameters(runs: dict[str, Path]) -> N
         for report in rank_reports(runs[strategy]):
             assert report.local_param_numel == pytest.approx(total / 2, rel=0.05), strategy
             assert report.strategy == strategy
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_ranks_peak_memory_is_within_20_percent_of_the_plan(runs: dict[str, Path],
+                                                                 strategy: str) -> None:
+    """plan.json's `peak_bytes` (the image model measured on the fake device by the probe) vs
+    the high-water mark of each rank's RSS; `bench/memory_bench.py --task image` measures
+    EfficientNet-Lite0 at 224 pixels, where activations are most of it."""
+    memory = Plan.read(RunFolder(runs[strategy]).plan).memory
+    assert memory is not None and not memory.approximate
+    planned = memory.estimate_for(Strategy(strategy), ()).peak_bytes
+    measured = [report.peak_rss_bytes for report in rank_reports(runs[strategy])]
+    assert planned and all(measured)
+    assert max(measured) == pytest.approx(planned, rel=0.2), (measured, planned)

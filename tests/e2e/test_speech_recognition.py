@@ -113,6 +113,22 @@ def test_every_strategy_ends_with_ddps_weights(runs: dict[str, Path], strategy: 
     assert worst < WEIGHT_TOLERANCE, f"{strategy}: max |w - w_ddp| = {worst}"
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero2", "zero3"])
+def test_each_ranks_peak_memory_is_within_20_percent_of_the_plan(runs: dict[str, Path],
+                                                                 strategy: str) -> None:
+    """Whisper tiny.en with its window cut to 1 s: the plan measured it on the fake device
+    (launcher.worker.probe); each rank's RSS high-water mark is within 20% of `peak_bytes`."""
+    from launcher.contract.plan import Plan
+    from launcher.contract.vocabulary import Strategy
+
+    memory = Plan.read(RunFolder(runs[strategy]).plan).memory
+    assert memory is not None and memory.model_parameters > 30_000_000
+    planned = memory.estimate_for(Strategy(strategy), ()).peak_bytes
+    measured = [report.peak_rss_bytes for report in rank_reports(runs[strategy])]
+    assert planned and all(measured)
+    assert max(measured) == pytest.approx(planned, rel=0.2), (measured, planned)
+
+
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(runs: dict[str, Path],
                                                             recipe: Path,
                                                             tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def build_tiny_vit(out: Path, image_size: int = 32, seed: int = 0) -> Path:
@@ -53,4 +54,49 @@ def build_tiny_whisper(out: Path, seed: int = 0) -> Path:
                            bos_token_id=1)
     WhisperForConditionalGeneration(config).save_pretrained(out)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(out)
+    return out
+
+
+# wav2vec2-base-960h's kind of vocabulary: the blank (padding) first, upper-case letters.
+CTC_VOCAB = ("<pad>", "<s>", "</s>", "<unk>", "|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
+
+
+def ctc_tokenizer(out: Path, vocab: tuple[str, ...] = CTC_VOCAB) -> Any:
+    """A Wav2Vec2CTCTokenizer over `vocab` (written to `out`/vocab.json): `<pad>` the blank,
+    `|` the word delimiter."""
+    import json
+
+    from transformers import Wav2Vec2CTCTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
+    return Wav2Vec2CTCTokenizer(str(out / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
+                                word_delimiter_token="|")
+
+
+def build_tiny_wav2vec2_ctc(out: Path, seed: int = 0, vocab: tuple[str, ...] = CTC_VOCAB
+                            ) -> Path:
+    """A 2-layer Wav2Vec2ForCTC (hidden 32, 3 convolutions: one frame per 80 samples, 5 ms)
+    and its Wav2Vec2Processor: a Wav2Vec2FeatureExtractor (16 kHz, normalised, attention mask)
+    and `ctc_tokenizer(vocab)`. Its loss is the checkpoint default's mean: the task sums."""
+    import torch
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
+
+    tokenizer = ctc_tokenizer(out, vocab)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                         do_normalize=True, return_attention_mask=True)
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32, 32),
+                            conv_stride=(5, 4, 4), conv_kernel=(10, 8, 4),
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                            feat_extract_norm="layer", do_stable_layer_norm=True,
+                            pad_token_id=tokenizer.pad_token_id, ctc_loss_reduction="mean")
+    Wav2Vec2ForCTC(config).save_pretrained(out)
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out)
     return out

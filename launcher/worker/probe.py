@@ -1,0 +1,117 @@
+"""`python -m launcher.worker.probe DIR`: measure a model for the memory plan by a dry run.
+
+The planner counts text models from their config.json (launcher.plan.model_shape); a vision or
+speech model has no such formula (convolution stages, a fixed audio window), so the plan asks
+this process instead. It builds the run's model with the task's head as the worker would, on
+PyTorch's fake device (tensors with shapes and dtypes, no storage: a 70B model costs nothing),
+and runs one training micro-batch of the task's `example_batch` through the task's loss under
+the plan's precision, summing the bytes of every tensor autograd saves for backward (each
+storage once). That is what a rank holds as activations; measured against a real forward it
+is the same to the byte. DIR holds the request
+(`recipe.json`, `plan.json`, written by `launcher.plan.memory_probe`); the answer is
+`DIR/probe.json`, a `ModelProbe`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+from launcher.contract.plan import ModelProbe, Plan
+from launcher.contract.reports import DataStats
+from launcher.contract.vocabulary import Precision
+from launcher.recipe.schema import Recipe
+from launcher.tasks.base import Prepared, Task, build_task
+from launcher.tasks.lora import apply_lora
+from launcher.worker.engines.fsdp2_engine import transformer_blocks
+
+HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+WIDTH_KEYS = ("hidden_size", "d_model", "hidden_dim")
+DATA_READ = ("labels", "attention_mask")  # what models read values of, left out if they must be
+
+
+def saved_bytes(task: Task, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                precision: Precision) -> int:
+    """Bytes of the storages autograd keeps from the task's loss on `batch` (each once; the
+    model's own weights, which autograd keeps too, are the plan's parameters). Where the model
+    reads values the fake device does not have (a CTC loss's label lengths, SpecAugment's masked
+    spans from the attention mask), the forward pass of the inputs alone is measured (the loss
+    and the masking add a few small tensors)."""
+    weights = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in weights:
+            storages[storage._cdata] = max(storages.get(storage._cdata, 0), storage.nbytes())
+        return tensor
+
+    half = HALF.get(precision)
+    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+          torch.autocast("cpu", dtype=half or torch.bfloat16, enabled=half is not None)):
+        try:
+            task.loss_sum(model, batch)
+        except DataDependentOutputException as err:
+            if not _counting(err):  # the model itself read a value: measure its inputs alone
+                storages.clear()
+                model(**{key: value for key, value in batch.items() if key not in DATA_READ})
+    return sum(storages.values())
+
+
+def _counting(err: Exception) -> bool:
+    """Whether the task's own code read a value (the loss's unit count, once the loss is
+    built: everything autograd keeps is counted by then), not the model's."""
+    frames = [f.filename for f in traceback.extract_tb(err.__traceback__)
+              if f"{os.sep}torch{os.sep}" not in f.filename]
+    return bool(frames) and f"launcher{os.sep}tasks{os.sep}" in frames[-1]
+
+
+def measure(recipe: Recipe, plan: Plan) -> ModelProbe:
+    """The run's model and one training micro-batch of its task, measured on the fake device."""
+    task = build_task(recipe, plan)
+    task.tokenizer = task.load_tokenizer()  # type: ignore[attr-defined]
+    batch = task.example_batch(plan.batch.micro)
+    if batch is None:
+        raise ValueError(f"task {recipe.task.kind} has no example batch to measure")
+    labels = recipe.task.num_labels or 2  # the data's label count is not read to plan
+    prepared = Prepared(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
+                        label_names=[f"label-{i}" for i in range(labels)])
+    model = apply_lora(task.load_model(prepared, meta=True), recipe, announce=False)
+    parameters = list(model.parameters())
+    blocks = [sum(p.numel() for p in block.parameters()) for block in transformer_blocks(model)]
+    config = model.get_base_model().config if recipe.model.lora else model.config
+    width = next((getattr(config, key) for key in WIDTH_KEYS
+                  if isinstance(getattr(config, key, None), int)), None)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        model.to_empty(device="cpu")
+        model.train()
+        activations = saved_bytes(task, model, {k: mode.from_tensor(v) for k, v in batch.items()},
+                                  plan.precision)
+    return ModelProbe(parameters=sum(p.numel() for p in parameters),
+                      block_parameters=max(blocks, default=0),
+                      largest_parameter=max((p.numel() for p in parameters), default=0),
+                      activations_bytes=activations, hidden_size=width,
+                      trainable=(sum(p.numel() for p in parameters if p.requires_grad)
+                                 if recipe.model.lora else None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.worker.probe",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("request", type=Path,
+                        help="a folder with recipe.json and plan.json; probe.json is written")
+    folder = parser.parse_args(argv).request
+    recipe = Recipe.model_validate_json((folder / "recipe.json").read_text())
+    plan = Plan.read(folder / "plan.json")
+    (folder / "probe.json").write_text(measure(recipe, plan).to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

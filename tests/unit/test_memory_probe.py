@@ -1,0 +1,107 @@
+"""The memory plan of an image or audio model: measured by the probe process on the fake device,
+equal to what a real forward pass keeps for backward, and cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from launcher.contract.reports import DataStats
+from launcher.contract.vocabulary import BackendKind, Precision
+from launcher.plan import memory_probe
+from launcher.plan.plan import make_plan
+from launcher.recipe.load import load_recipe
+from launcher.tasks.base import Prepared, build_task
+from launcher.worker.probe import saved_bytes
+from tests.conftest import REPO
+from tests.helpers.tiny_models import (
+    build_tiny_efficientnet,
+    build_tiny_wav2vec2_ctc,
+    build_tiny_whisper,
+)
+
+IMAGES = REPO / "recipes" / "image-ants-bees.toml"
+SPEECH = REPO / "recipes" / "speech-digits.toml"
+ASR = REPO / "recipes" / "asr-digits.toml"
+
+
+@pytest.fixture(autouse=True)
+def probe_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SFT_LAUNCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def planned(recipe_file: Path, model: Path, *sets: str):
+    recipe = load_recipe(recipe_file, [f"model.path='{model}'", *sets])
+    return recipe, make_plan(recipe, recipe_file=str(recipe_file), backend=BackendKind.LOCAL,
+                             gpus_here=0)
+
+
+def real_saved_bytes(recipe, plan) -> tuple[int, int]:
+    """(bytes a real forward of the task's example batch keeps, parameters) of the real model."""
+    task = build_task(recipe, plan)
+    task.tokenizer = task.load_tokenizer()
+    prepared = Prepared(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
+                        label_names=["a", "b"])
+    model = task.load_model(prepared).train()
+    torch.manual_seed(0)
+    batch = task.example_batch(plan.batch.micro)
+    return (saved_bytes(task, model, batch, plan.precision),
+            sum(p.numel() for p in model.parameters()))
+
+
+@pytest.mark.parametrize(("recipe_file", "build"), [(IMAGES, build_tiny_efficientnet),
+                                                    (SPEECH, build_tiny_whisper)])
+def test_the_probe_measures_what_a_real_forward_keeps(tmp_path: Path, recipe_file: Path,
+                                                      build) -> None:
+    model = build(tmp_path / "model")
+    recipe, plan = planned(recipe_file, model, "train.global_batch_size=6")
+    memory = plan.memory
+    assert memory is not None and not memory.approximate
+    activations, parameters = real_saved_bytes(recipe, plan)
+    assert activations > 0
+    assert {e.activations_bytes for e in memory.estimates} == {activations}
+    assert memory.model_parameters == parameters  # a 2-label head, not the checkpoint's 3
+
+
+def test_a_ctc_model_is_measured_without_the_values_its_loss_reads(tmp_path: Path) -> None:
+    """wav2vec2 reads its labels and attention mask (the CTC loss's lengths, SpecAugment's
+    spans), which the fake device has no values for: its inputs alone are measured, within a
+    few percent of a real forward with its loss."""
+    model = build_tiny_wav2vec2_ctc(tmp_path / "model")
+    recipe, plan = planned(ASR, model, "train.global_batch_size=6")
+    assert plan.memory is not None
+    activations, parameters = real_saved_bytes(recipe, plan)
+    assert plan.memory.model_parameters == parameters
+    assert plan.memory.estimates[0].activations_bytes == pytest.approx(activations, rel=0.1)
+
+
+def test_activations_follow_the_micro_batch_and_precision(tmp_path: Path) -> None:
+    model = build_tiny_efficientnet(tmp_path / "model")
+    _, three = planned(IMAGES, model, "train.global_batch_size=6")
+    _, six = planned(IMAGES, model, "train.global_batch_size=12")
+    assert three.batch.micro * 2 == six.batch.micro
+    assert six.memory.estimates[0].activations_bytes == pytest.approx(
+        2 * three.memory.estimates[0].activations_bytes, rel=0.01)
+    _, half = planned(IMAGES, model, "train.global_batch_size=6", "train.precision='bf16'")
+    assert half.precision is Precision.BF16
+    assert half.memory.estimates[0].activations_bytes < 0.75 * three.memory.estimates[
+        0].activations_bytes
+
+
+def test_a_second_plan_reads_the_cache(tmp_path: Path, probe_cache: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_tiny_efficientnet(tmp_path / "model")
+    _, first = planned(IMAGES, model)
+    assert len(list((probe_cache / "model-probes").glob("*.json"))) == 1
+
+    def no_probe(*_: object) -> None:
+        raise memory_probe.ProbeFailed("the probe ran again")
+
+    monkeypatch.setattr(memory_probe, "_run", no_probe)
+    _, again = planned(IMAGES, model, "train.lr=1e-5")  # a setting the probe does not read
+    assert again.memory == first.memory
+    _, other = planned(IMAGES, model, "train.global_batch_size=4")  # another micro batch
+    assert other.memory is None  # the probe failed: a plan without an estimate, no error
