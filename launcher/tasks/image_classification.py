@@ -22,7 +22,7 @@ from launcher.data.images import (
 from launcher.data.media import THUMBNAIL, Picture
 from launcher.data.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, Row
+from launcher.tasks.base import Batch, Prepared, Row
 from launcher.tasks.decoded_classification import DecodedClassification, origin
 
 
@@ -31,6 +31,7 @@ class ImageClassification(DecodedClassification):
 
     field, auto_model, invalid = "image", AutoModelForImageClassification, ImageError
     model_input = "pixel_values"
+    channels_last = False  # set by `load_model`: a convolutional model's pixels go channels-last
 
     @property
     def augments(self) -> bool:  # type: ignore[override]
@@ -97,10 +98,21 @@ class ImageClassification(DecodedClassification):
         """`rows` blank images: every image reaches the model at the processor's size."""
         return self.processed([Image.new("RGB", (256, 256))] * rows, [0] * rows)
 
+    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+        """The checkpoint with its new head; whether it is convolutional (`channels_last`)."""
+        model = super().load_model(prepared, meta)
+        self.channels_last = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) > 1
+        return model
+
     def processed(self, images: list[Image.Image], labels: list[int] | None) -> Batch:
-        """The batch of these images (resized, cropped and normalised by the processor)."""
-        batch = {"pixel_values": self.tokenizer(images=images,
-                                                return_tensors="pt")["pixel_values"]}
+        """The batch of these images (resized, cropped and normalised by the processor); for a
+        convolutional model in channels-last order, which its convolutions run faster on
+        (oneDNN, cuDNN: EfficientNet-Lite0's step took 0.45 s instead of 0.64 on this CPU; a
+        vision transformer's one patch convolution is left as it is)."""
+        pixels = self.tokenizer(images=images, return_tensors="pt")["pixel_values"]
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        batch = {"pixel_values": pixels}
         if labels is not None:
             batch["labels"] = torch.tensor(labels)
         return batch

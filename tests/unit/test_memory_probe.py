@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from launcher.contract.reports import DataStats
-from launcher.contract.vocabulary import BackendKind, Precision
+from launcher.contract.vocabulary import Precision
 from launcher.plan import memory_probe
-from launcher.plan.plan import make_plan
-from launcher.recipe.load import load_recipe
 from launcher.tasks.base import Prepared, build_task
 from launcher.worker.probe import saved_bytes
 from tests.conftest import REPO
+from tests.helpers.plans import planned
 from tests.helpers.tiny_models import (
     build_tiny_efficientnet,
     build_tiny_wav2vec2_ctc,
@@ -31,12 +30,6 @@ ASR = REPO / "recipes" / "asr-digits.toml"
 def probe_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SFT_LAUNCH_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def planned(recipe_file: Path, model: Path, *sets: str):
-    recipe = load_recipe(recipe_file, [f"model.path='{model}'", *sets])
-    return recipe, make_plan(recipe, recipe_file=str(recipe_file), backend=BackendKind.LOCAL,
-                             gpus_here=0)
 
 
 def real_saved_bytes(recipe, plan) -> tuple[int, int]:
