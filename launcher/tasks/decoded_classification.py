@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.splits import load_splits
@@ -123,6 +122,12 @@ class DecodedClassification(Task):
                 references: list[Any], sums: dict[str, float] | None = None) -> dict[str, Any]:
         """Accuracy, macro-F1, top-5 accuracy (more than 5 labels) and the confusion matrix
         (true name -> predicted name -> count)."""
+        from sklearn.metrics import (  # imported here: seconds that planning does not need
+            accuracy_score,
+            confusion_matrix,
+            f1_score,
+        )
+
         scores: dict[str, Any] = {"loss": loss_sum / max(count, 1)}
         if not references:
             return scores

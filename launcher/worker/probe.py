@@ -29,7 +29,7 @@ from launcher.contract.vocabulary import Precision
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Prepared, Task, build_task
 from launcher.tasks.lora import apply_lora
-from launcher.worker.engines.fsdp2_engine import transformer_blocks
+from launcher.worker.blocks import transformer_blocks
 
 HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 WIDTH_KEYS = ("hidden_size", "d_model", "hidden_dim")

@@ -19,6 +19,7 @@ from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Device, Precision, Strategy
+from launcher.worker.blocks import transformer_blocks
 from launcher.worker.engines import dcp_checkpoint
 from launcher.worker.engines.base import (
     Engine,
@@ -128,13 +129,3 @@ def load_sharded(model: torch.nn.Module, build_model: ModelFactory | None) -> No
     del full
     if hasattr(model, "tie_weights"):  # a load by assignment unties shared embeddings
         model.tie_weights()
-
-
-def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks to shard one by one, found from the model (not a fixed class)."""
-    names = set(getattr(model, "_no_split_modules", None) or [])
-    blocks = [m for m in model.modules() if type(m).__name__ in names]
-    if not blocks:
-        lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 1]
-        blocks = list(max(lists, key=len)) if lists else []
-    return blocks
