@@ -82,7 +82,10 @@ def measure(recipe: Recipe, plan: Plan) -> ModelProbe:
     labels = recipe.task.num_labels or 2  # the data's label count is not read to plan
     prepared = Prepared(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
                         label_names=[f"label-{i}" for i in range(labels)])
-    model = apply_lora(task.load_model(prepared, meta=True), recipe, announce=False)
+    model = task.load_model(prepared, meta=True)
+    if hasattr(model, "tie_weights"):  # built empty, a tied head is its own tensor until tied
+        model.tie_weights()
+    model = apply_lora(model, recipe, announce=False)
     parameters = list(model.parameters())
     blocks = [sum(p.numel() for p in block.parameters()) for block in transformer_blocks(model)]
     config = model.get_base_model().config if recipe.model.lora else model.config
