@@ -76,7 +76,8 @@ class MemoryPlan:
 class ModelProbe(JsonRecord):
     """A model the plan cannot size from its config (images, audio), measured by a dry run of
     one training micro-batch on the fake device (`python -m launcher.worker.probe`): parameters
-    with the task's head, the largest block FSDP shards alone, the largest tensor, the bytes
+    with the task's head, the largest unit FSDP gathers at once (a block, or what is left
+    outside the blocks: embeddings, stems, heads), the largest tensor, the bytes
     the forward pass keeps for backward (activations) at the plan's micro batch and precision."""
 
     parameters: int

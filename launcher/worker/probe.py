@@ -88,6 +88,7 @@ def measure(recipe: Recipe, plan: Plan) -> ModelProbe:
     model = apply_lora(model, recipe, announce=False)
     parameters = list(model.parameters())
     blocks = [sum(p.numel() for p in block.parameters()) for block in transformer_blocks(model)]
+    outside = sum(p.numel() for p in parameters) - sum(blocks)  # FSDP's root unit (embeddings)
     config = model.get_base_model().config if recipe.model.lora else model.config
     width = next((getattr(config, key) for key in WIDTH_KEYS
                   if isinstance(getattr(config, key, None), int)), None)
@@ -97,7 +98,7 @@ def measure(recipe: Recipe, plan: Plan) -> ModelProbe:
         activations = saved_bytes(task, model, {k: mode.from_tensor(v) for k, v in batch.items()},
                                   plan.precision)
     return ModelProbe(parameters=sum(p.numel() for p in parameters),
-                      block_parameters=max(blocks, default=0),
+                      block_parameters=max(*blocks, outside) if blocks else 0,
                       largest_parameter=max((p.numel() for p in parameters), default=0),
                       activations_bytes=activations, hidden_size=width,
                       trainable=(sum(p.numel() for p in parameters if p.requires_grad)
