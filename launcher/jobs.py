@@ -16,11 +16,13 @@ from launcher.contract.events import Evaluated, Hung, Started, Stopped, TrainLog
 from launcher.contract.plan import Plan
 from launcher.contract.reports import Summary
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind, ExitCode
+from launcher.contract.vocabulary import ExitCode, JobState
 from launcher.errors import UsageError
-from launcher.progress import console, metrics_text, report_end, stopped_text
+from launcher.progress import console, metrics_text, report_end
+from launcher.waiting import Every, follow_job, stopping_job, wait_until_ended
 
 NODE_LABEL = re.compile(r"^\s*(\d+): ")  # srun --label: "<task id>: ", one task per node
+CANCEL_WAIT_S = 120.0  # how long `cancel` waits for the job to end
 
 
 def find_run(run_dir: Path | None, runs: Path = Path("runs")) -> RunFolder:
@@ -42,15 +44,16 @@ def backend_of(folder: RunFolder) -> Backend:
 
 def launch(folder: RunFolder, backend: Backend, *, resume: bool, wait: bool,
            quiet: bool) -> None:
-    """Submit the run folder; follow it to its end (always for local runs) and report.
+    """Submit the run folder; follow it to its end (always when the job belongs to this process,
+    as a local run does) and report.
 
-    A local run stopped by a signal (Ctrl-C, SIGTERM, `sft-launch cancel`) checkpoints and
-    exits 130 with the command that continues it."""
+    Such a run stopped by a signal (Ctrl-C, SIGTERM, `sft-launch cancel`) checkpoints and exits
+    130 with the command that continues it."""
     before = len(list(read_events(folder.events)))
     job = backend.submit(folder, resume=resume)
     where = escape(str(folder.path))
     log = backend.logs(folder).path
-    detached = backend.kind is not BackendKind.LOCAL
+    detached = not backend.attached
     if detached:
         console.print(f"submitted {job}; output in {escape(str(log))}")
         console.print(f"follow it: sft-launch status {where}   |   "
@@ -59,7 +62,8 @@ def launch(folder: RunFolder, backend: Backend, *, resume: bool, wait: bool,
         if not wait:
             return
     try:
-        code = backend.wait(folder, quiet=quiet)
+        with stopping_job(folder, backend):
+            final = follow_job(folder, backend, quiet=quiet)
     except KeyboardInterrupt:
         console.print(f"stopped following; {job} keeps running: sft-launch status {where}")
         raise SystemExit(ExitCode.INTERRUPTED) from None
@@ -67,14 +71,14 @@ def launch(folder: RunFolder, backend: Backend, *, resume: bool, wait: bool,
     stopped = [e for e in new if isinstance(e, Stopped)]
     if stopped and not folder.summary.exists() and not detached:
         plan = Plan.read(folder.plan)
-        console.print(f"{stopped_text(stopped[-1])}; continue with:\n  sft-launch "
+        console.print(f"{stopped[-1].describe()}; continue with:\n  sft-launch "
                       f"{escape(plan.recipe_file)} --run-dir {where} --resume  "
                       "(and the same --set options)")
         raise SystemExit(ExitCode.INTERRUPTED)
     failure = None
-    if code != 0 or not folder.summary.exists():
+    if final.state is not JobState.COMPLETED or not folder.summary.exists():
         hung = [e for e in new if isinstance(e, Hung)]
-        failure = hung[-1].describe() if hung else backend.status(folder).ended() + (
+        failure = hung[-1].describe() if hung else final.ended() + (
             "" if folder.summary.exists() else ", no summary.json")
     report_end(folder, log, failure)
 
@@ -85,7 +89,7 @@ def status(folder: RunFolder) -> list[tuple[str, str]]:
     job = backend_for(plan.backend).status(folder)
     summary = Summary.read_if_exists(folder.summary)
     rows = [("run", str(folder.path)), ("backend", f"{plan.backend}, {job.job}"),
-            ("state", job.state + (f" ({job.detail})" if job.detail else ""))]
+            ("state", job.shown())]
     if job.elapsed:
         rows.append(("elapsed", job.elapsed))
     rows.append(("nodes", job.nodes or f"{plan.nodes} node(s) x {plan.procs_per_node} "
@@ -128,7 +132,7 @@ def logs(folder: RunFolder, *, follow: bool, node: int | None) -> None:
     if not follow and not source.path.exists():
         console.print(f"no output yet ({source.path} does not exist)", markup=False)
         return
-    poller = _Every(2.0, lambda: backend.status(folder).active)
+    poller = Every(2.0, lambda: backend.status(folder).active)
     try:
         for line in _tail(source.path, poller if follow else lambda: False):
             if (shown := select(line)) is not None:
@@ -139,20 +143,10 @@ def logs(folder: RunFolder, *, follow: bool, node: int | None) -> None:
 
 
 def cancel(folder: RunFolder) -> JobStatus:
-    return backend_of(folder).cancel(folder)
-
-
-class _Every:
-    """`check()` at most every `every_s` seconds; the last answer in between."""
-
-    def __init__(self, every_s: float, check: Callable[[], bool]) -> None:
-        self.every_s, self.check = every_s, check
-        self.asked, self.last = float("-inf"), True
-
-    def __call__(self) -> bool:
-        if time.monotonic() - self.asked >= self.every_s:
-            self.last, self.asked = self.check(), time.monotonic()
-        return self.last
+    """Ask the run's job to end (its workers checkpoint first); its status once it ended."""
+    backend = backend_of(folder)
+    backend.cancel(folder)
+    return wait_until_ended(folder, backend, CANCEL_WAIT_S)
 
 
 def _node_filter(node: int | None) -> Callable[[str], str | None]:

@@ -10,6 +10,7 @@ from rich.table import Table
 from launcher.backends import backend_for
 from launcher.contract.reports import Summary
 from launcher.contract.sweep import Entry, Leaderboard, SweepFolder, SweepRecord
+from launcher.contract.vocabulary import JobState
 from launcher.errors import UsageError
 from launcher.pictures import draw_sweep
 from launcher.recipe.load import load_recipe
@@ -29,10 +30,11 @@ def rank(folder: SweepFolder, metric: str | None) -> Leaderboard:
     lower = (not spec.higher_is_better if name == spec.main_metric
              else name in LOWER_IS_BETTER)
     entries = []
+    backend = backend_for(record.backend)
     for point in record.points:
         run = folder.point(point)
         summary = Summary.read_if_exists(run.summary)
-        state = backend_for(record.backend).status(run).state if run.plan.is_file() else "-"
+        state = backend.status(run).state if run.plan.is_file() else JobState.NOT_SUBMITTED
         value = summary.eval.get(name) if summary else None
         if summary and value is None and name not in summary.eval:
             raise UsageError(f"--metric {metric}: {point.run} measured "

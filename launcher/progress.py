@@ -80,14 +80,7 @@ def _apply(bar: Progress, task: Any, event: Event) -> None:
         case TrackingOffline() | Hung():
             bar.console.print(event.describe())
         case Stopped():
-            bar.console.print(stopped_text(event))
-
-
-def stopped_text(event: Stopped) -> str:
-    if event.checkpoint is None:
-        return f"stopped on {event.signal} before the first step of this launch (nothing to save)"
-    return (f"stopped on {event.signal} after step {event.step}, with a complete checkpoint: "
-            f"{event.checkpoint}")
+            bar.console.print(event.describe())
 
 
 def summary_table(summary: Summary, memory: str | None = None) -> Table:

@@ -1,33 +1,28 @@
 """Sweeps: a grid (or a random sample of it) of `--set` values over one recipe, with one run
-folder per point under a sweep folder; on Slurm one job array, here one run after another."""
+folder per point under a sweep folder, submitted as one array job of the backend (on Slurm a
+job array, here one run after another, followed to the end)."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import os
 import random
 import shutil
-import signal
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
 from launcher.backends import backend_for
-from launcher.backends.slurm import Refused, sbatch
-from launcher.backends.slurm_commands import scancel
-from launcher.contract.job import JobRecord, LocalProcess, utc_now
+from launcher.backends.base import Backend
 from launcher.contract.plan import Plan
 from launcher.contract.reports import Summary
 from launcher.contract.sweep import SweepFolder, SweepPoint, SweepRecord
-from launcher.contract.vocabulary import BackendKind
+from launcher.contract.vocabulary import BackendKind, JobState
 from launcher.errors import LaunchError, UsageError
 from launcher.plan.plan import recipe_name, safe_name
 from launcher.progress import console, metrics_text
 from launcher.recipe.load import load_recipe
-from launcher.render.sbatch import render_sweep_script
 from launcher.run_setup import write_new_run
 from launcher.trackers.mlflow_sync import sweep_parent
+from launcher.waiting import follow_array, stopping
 
 Grid = dict[str, tuple[str, ...]]
 
@@ -63,8 +58,8 @@ def points_of(grid: Grid, sample: int | None, seed: int) -> list[dict[str, str]]
 def write_sweep(recipe_file: Path, base: list[str], grid: Grid, points: list[dict[str, str]],
                 backend: BackendKind, sweep_dir: Path | None,
                 max_parallel: int) -> tuple[SweepFolder, SweepRecord, list[Plan]]:
-    """Every point's run folder, checked and planned; on Slurm the job array's script. A bad
-    point leaves nothing written."""
+    """Every point's run folder, checked and planned, and what the backend needs to submit them
+    as one array job (Slurm: its script). A bad point leaves nothing written."""
     name = safe_name(recipe_file.stem) + "-sweep"
     folder = SweepFolder(sweep_dir or Path("sweeps") / f"{name}-{_stamp()}")
     if folder.record.exists():
@@ -86,11 +81,8 @@ def write_sweep(recipe_file: Path, base: list[str], grid: Grid, points: list[dic
             record_points.append(SweepPoint(index=index, settings=settings, run=run))
             plans.append(plan)
             recipes.append(recipe)
-        if backend is BackendKind.SLURM:
-            _same_resources(recipes, plans)
-            folder.job_script.write_text(render_sweep_script(
-                recipes[0], plans[0], folder.path.resolve(), len(points), max_parallel,
-                folder.path.name))
+        backend_for(backend).prepare_array(folder, list(zip(recipes, plans, strict=True)),
+                                           max_parallel)
     except LaunchError:
         shutil.rmtree(folder.path, ignore_errors=True)
         raise
@@ -101,49 +93,30 @@ def write_sweep(recipe_file: Path, base: list[str], grid: Grid, points: list[dic
     return folder, record, plans
 
 
-def _same_resources(recipes: list, plans: list[Plan]) -> None:
-    """One job array gives every task the same resources."""
-    first = (plans[0].nodes, plans[0].procs_per_node, recipes[0].slurm)
-    for recipe, plan in zip(recipes, plans, strict=True):
-        if (plan.nodes, plan.procs_per_node, recipe.slurm) != first:
-            raise UsageError("the points of a Slurm sweep run as one job array, so they must "
-                             "share nodes, processes per node and [slurm] settings; sweep those "
-                             "with separate launches")
+def submit_sweep(folder: SweepFolder, record: SweepRecord, *, quiet: bool) -> None:
+    """Submit the points as one array job of the backend (every point's job.json names its
+    job); one that belongs to this process (local) is followed to its end, point by point."""
+    backend = backend_for(record.backend)
+    submitted = backend.submit_array(folder, folder.runs(record.points), record.max_parallel)
+    console.print(f"submitted {submitted}", markup=False)
+    if backend.attached:
+        with stopping(lambda now: backend.cancel_array(folder, now=now)):
+            _follow_points(folder, record, backend, quiet=quiet)
 
 
-def submit_sweep(folder: SweepFolder, record: SweepRecord, *, quiet: bool) -> SweepRecord:
-    """Slurm: submit the job array (every point's job.json names its task). Here: run the points
-    one after another, each to its end."""
-    if record.backend is BackendKind.SLURM:
-        try:
-            array = sbatch(folder.path, folder.job_script.name, [])
-        except Refused as err:
-            raise UsageError(f"{err.message}\n  the sweep folder is kept, not submitted: "
-                             f"{folder.path}") from None
-        for point in record.points:
-            JobRecord(backend=BackendKind.SLURM, submitted=True, time=utc_now(),
-                      job_id=f"{array}_{point.index}").write(folder.point(point).job)
-        record = dataclasses.replace(record, job_id=array)
-        record.write(folder.record)
-        console.print(f"submitted job array {array}: {len(record.points)} task(s), at most "
-                      f"{record.max_parallel} at a time")
-        return record
-    record = dataclasses.replace(record, runner=LocalProcess(host=socket.gethostname(),
-                                                             pid=os.getpid()))
-    record.write(folder.record)
-    for point in record.points:
-        run = folder.point(point)
-        backend = backend_for(BackendKind.LOCAL)
-        backend.submit(run, resume=False)
-        code = backend.wait(run, quiet=quiet)
+def _follow_points(folder: SweepFolder, record: SweepRecord, backend: Backend, *,
+                   quiet: bool) -> None:
+    """Each point's progress, then its metrics (or how it ended)."""
+    points = {folder.point(point).path: point for point in record.points}
+    for run, status in follow_array(folder, folder.runs(record.points), backend, quiet=quiet):
+        point = points[run.path]
         summary = Summary.read_if_exists(run.summary)
-        shown = metrics_text(summary.eval) if summary else f"failed (exit code {code})"
+        shown = metrics_text(summary.eval) if summary else status.shown()
         console.print(f"{point.run} ({_settings_text(point)}): {shown}", markup=False)
-        if backend.status(run).state == "STOPPED":  # Ctrl-C or `sft-launch cancel`
+        if status.state is JobState.STOPPED:  # Ctrl-C or `sft-launch cancel`
             console.print(f"sweep stopped at {point.run}; the points after it did not run",
                           markup=False)
-            break
-    return record
+            return
 
 
 def sweep_status(path: Path) -> list[tuple[str, str]] | None:
@@ -152,9 +125,10 @@ def sweep_status(path: Path) -> list[tuple[str, str]] | None:
     if not folder.record.is_file():
         return None
     record = SweepRecord.read(folder.record)
-    rows = [("sweep", f"{folder.path}, {record.backend}" + (
-        f", job array {record.job_id}" if record.job_id else ""))]
     backend = backend_for(record.backend)
+    array = backend.array_status(folder)
+    rows = [("sweep", f"{folder.path}, {record.backend}" + (
+        f", {array.job}" if array.state is not JobState.NOT_SUBMITTED else ""))]
     for point in record.points:
         run = folder.point(point)
         summary = Summary.read_if_exists(run.summary)
@@ -164,25 +138,14 @@ def sweep_status(path: Path) -> list[tuple[str, str]] | None:
 
 
 def cancel_sweep(path: Path) -> str | None:
-    """Stop every point of a sweep folder (None for any other folder): Slurm cancels the job
-    array; here the running point checkpoints and the points after it do not start."""
+    """Stop every point of a sweep folder (None for any other folder): the running points
+    checkpoint (where the backend can ask them to) and the others never start."""
     folder = SweepFolder(path)
     if not folder.record.is_file():
         return None
     record = SweepRecord.read(folder.record)
-    if record.backend is BackendKind.SLURM and record.job_id:
-        scancel(record.job_id)
-        return f"cancelled job array {record.job_id}; sweep folder kept: {folder.path}"
-    runner = record.runner
-    if runner is None:
-        raise UsageError(f"{folder.path}: the sweep was never started")
-    if runner.host != socket.gethostname():
-        raise UsageError(f"{folder.path}: the sweep runs on {runner.host}: cancel it there")
-    try:
-        os.kill(runner.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        raise UsageError(f"{folder.path}: its sweep is not running") from None
-    return f"stopping the sweep (pid {runner.pid}); sweep folder kept: {folder.path}"
+    asked = backend_for(record.backend).cancel_array(folder)
+    return f"{asked}; sweep folder kept: {folder.path}"
 
 
 def _settings_text(point: SweepPoint) -> str:

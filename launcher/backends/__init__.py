@@ -1,4 +1,5 @@
-"""Backends, by kind: where a run folder executes (`backend_for`)."""
+"""Backends, by kind: where a run folder executes (`backend_for`, the only way the rest of the
+project reaches one; it then speaks the `Backend` protocol of `base`)."""
 
 from __future__ import annotations
 

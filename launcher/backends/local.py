@@ -1,4 +1,5 @@
-"""The local backend: the run folder's `launch.sh` on this machine, in its own process group.
+"""The local backend: the run folder's `launch.sh` on this machine, in its own process group; a
+sweep's points one after another, run by `local_array` in a process of its own.
 
 job.json records the launcher's pid (the group id), so `status` tells running from dead and
 `cancel` stops the group from any shell of this machine.
@@ -12,19 +13,27 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from launcher.backends.base import JobStatus, LogSource
-from launcher.contract.events import Stopped, read_events
+from launcher.backends.base import JobStatus, LogSource, folder_state, last_event
+from launcher.contract.events import Stopped
 from launcher.contract.job import JobRecord, LocalProcess, utc_now
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind
+from launcher.contract.sweep import SweepFolder
+from launcher.contract.vocabulary import BackendKind, ExitCode, JobState
 from launcher.errors import UsageError
-from launcher.progress import console, follow, stopped_text
 
+if TYPE_CHECKING:
+    from launcher.contract.plan import Plan
+    from launcher.recipe.schema import Recipe
+
+# After its launcher exited, how long a run's other processes may linger before `status` stops
+# calling it running (in the process that started it).
 STOP_WAIT_S = 120.0
 
 
@@ -32,99 +41,143 @@ class LocalBackend:
     """Runs on this machine; the workers' output goes to logs/launch.log."""
 
     kind: ClassVar[BackendKind] = BackendKind.LOCAL
+    attached: ClassVar[bool] = True
+    poll_s: ClassVar[float] = 0.5
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen | None = None
+        self.procs: dict[Path, subprocess.Popen] = {}  # what this process started, by folder
+        self.exited: dict[Path, float] = {}  # when those launchers exited (monotonic)
 
     def unavailable(self) -> str | None:
         return None
 
     def submit(self, folder: RunFolder, *, resume: bool) -> str:
         args = ["bash", str(folder.launch_script), *(["--resume"] if resume else [])]
-        with folder.launch_log.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = _start(args, folder.launch_log)
+        self.procs[folder.path.resolve()] = proc
         JobRecord(backend=self.kind, submitted=True, time=utc_now(),
-                  process=LocalProcess(host=socket.gethostname(), pid=self.proc.pid)
+                  process=LocalProcess(host=socket.gethostname(), pid=proc.pid)
                   ).write(folder.job)
-        return f"process group {self.proc.pid}"
+        return f"process group {proc.pid}"
 
-    def wait(self, folder: RunFolder, *, quiet: bool) -> int:
-        """Follow the run to its end. Ctrl-C or SIGTERM asks the workers to checkpoint and stop
-        (they get SIGTERM through the launcher); a second Ctrl-C kills them at once."""
-        proc = self.proc
-        if proc is None:
-            raise UsageError(f"{folder.path}: not started by this process")
-        asked: list[int] = []
-
-        def stop(signum: int, _frame: object) -> None:
-            if asked and signum == signal.SIGINT:
-                _signal_group(proc.pid, signal.SIGKILL)
-                console.print("second Ctrl-C: killed the workers without a checkpoint")
-            elif not asked:
-                console.print(f"{signal.Signals(signum).name}: the workers checkpoint and stop "
-                              "(Ctrl-C again to kill them at once)")
-                _signal_group(proc.pid, signal.SIGTERM)
-            asked.append(signum)
-
-        previous = {signum: signal.signal(signum, stop)
-                    for signum in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            follow(folder, is_running=lambda: proc.poll() is None, quiet=quiet)
-            code = proc.wait()
-            _wait_until_gone(proc.pid, STOP_WAIT_S)  # a launcher's children may outlive it
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        self._ended(folder, code)
-        return code
-
-    def _ended(self, folder: RunFolder, code: int) -> None:
-        record = JobRecord.read(folder.job)
-        dataclasses.replace(record, exit_code=code, ended=utc_now()).write(folder.job)
+    def process(self, folder: RunFolder) -> subprocess.Popen | None:
+        """The launcher this backend started for `folder`."""
+        return self.procs.get(folder.path.resolve())
 
     def status(self, folder: RunFolder) -> JobStatus:
         record = JobRecord.read_if_exists(folder.job)
         if record is None or record.process is None:
-            return JobStatus("NOT STARTED", active=False, job="not started",
+            return JobStatus(JobState.NOT_SUBMITTED, job="not started",
                              detail=f"run it: bash {folder.launch_script}")
         process = record.process
         where = f"process group {process.pid} on {process.host}"
-        elapsed = _elapsed(record)
-        if folder.summary.exists():
-            return JobStatus("COMPLETED", active=False, job=where, elapsed=elapsed)
         if process.host != socket.gethostname():
-            return JobStatus("UNKNOWN", active=False, job=where, elapsed=elapsed,
-                             detail=f"started on {process.host}: check there")
-        if _group_alive(process.pid):
-            return JobStatus("RUNNING", active=True, job=where, elapsed=elapsed)
-        stopped = _last_stop(folder)
-        if stopped is not None:
-            return JobStatus("STOPPED", active=False, job=where, elapsed=elapsed,
-                             detail=f"{stopped_text(stopped)}; --resume continues it")
-        if record.exit_code is not None:
-            return JobStatus("FAILED", active=False, job=where, elapsed=elapsed,
-                             detail=f"exit code {record.exit_code}")
-        return JobStatus("DIED", active=False, job=where, elapsed=elapsed,
+            state, detail = folder_state(folder) or (
+                JobState.UNKNOWN, f"started on {process.host}: check there")
+            return JobStatus(state, job=where, elapsed=_elapsed(record), detail=detail)
+        alive = _group_alive(process.pid)  # before the exit code: a launcher that is not alive
+        record = self._reaped(folder, record)  # has exited, so it is reaped here
+        elapsed = _elapsed(record)
+        if alive and not self._lingering(folder):
+            return JobStatus(JobState.RUNNING, job=where, elapsed=elapsed)
+        code = record.exit_code
+        if folder.summary.exists() and code in (None, 0):
+            return JobStatus(JobState.COMPLETED, job=where, elapsed=elapsed)
+        stopped = last_event(folder)
+        if isinstance(stopped, Stopped):
+            return JobStatus(JobState.STOPPED, job=where, elapsed=elapsed,
+                             detail=f"{stopped.describe()}; --resume continues it")
+        if code == 0:  # an lr range test: no summary
+            return JobStatus(JobState.COMPLETED, job=where, elapsed=elapsed)
+        if code is not None:
+            return JobStatus(JobState.FAILED, job=where, elapsed=elapsed,
+                             detail=f"exit code {code}")
+        return JobStatus(JobState.DIED, job=where, elapsed=elapsed,
                          detail="the processes are gone and left no summary.json; see "
                          f"{folder.launch_log}")
+
+    def _reaped(self, folder: RunFolder, record: JobRecord) -> JobRecord:
+        """The record, with the exit code of a launcher this process started once it exited."""
+        proc = self.process(folder)
+        if (proc is None or record.exit_code is not None or record.process is None
+                or record.process.pid != proc.pid or proc.poll() is None):
+            return record
+        self.exited[folder.path.resolve()] = time.monotonic()
+        record = dataclasses.replace(record, exit_code=proc.returncode, ended=utc_now())
+        record.write(folder.job)
+        return record
+
+    def _lingering(self, folder: RunFolder) -> bool:
+        exited = self.exited.get(folder.path.resolve())
+        return exited is not None and time.monotonic() - exited > STOP_WAIT_S
 
     def logs(self, folder: RunFolder) -> LogSource:
         return LogSource(folder.launch_log, labelled=False)
 
-    def cancel(self, folder: RunFolder) -> JobStatus:
+    def cancel(self, folder: RunFolder, *, now: bool = False) -> None:
         current = self.status(folder)
         if not current.active:
             raise UsageError(f"{folder.path}: the run is not running ({current.state}): "
                              "nothing to cancel")
         record = JobRecord.read(folder.job)
         assert record.process is not None
-        _signal_group(record.process.pid, signal.SIGTERM)
-        _wait_until_gone(record.process.pid, STOP_WAIT_S)
-        return self.status(folder)
+        signal_group(record.process.pid, signal.SIGKILL if now else signal.SIGTERM)
+
+    def prepare_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
+                      max_parallel: int) -> None:
+        """The points run one after another, each as written: nothing to prepare."""
+
+    def submit_array(self, sweep: SweepFolder, runs: Sequence[RunFolder],
+                     max_parallel: int) -> str:
+        """Start `local_array`, which runs the folders one after another (`max_parallel` is for
+        schedulers: this machine runs one at a time)."""
+        args = [sys.executable, "-m", "launcher.backends.local_array", str(sweep.path.resolve()),
+                *(str(run.path.resolve()) for run in runs)]
+        proc = _start(args, sweep.log)
+        self.procs[sweep.path.resolve()] = proc
+        JobRecord(backend=self.kind, submitted=True, time=utc_now(),
+                  process=LocalProcess(host=socket.gethostname(), pid=proc.pid)
+                  ).write(sweep.job)
+        return f"{len(runs)} run(s), one after another (process {proc.pid}, output in {sweep.log})"
+
+    def array_status(self, sweep: SweepFolder) -> JobStatus:
+        record = JobRecord.read_if_exists(sweep.job)
+        if record is None or record.process is None:
+            return JobStatus(JobState.NOT_SUBMITTED, job="not started")
+        runner = record.process
+        where = f"process {runner.pid} on {runner.host}"
+        if runner.host != socket.gethostname():
+            return JobStatus(JobState.UNKNOWN, job=where, detail=f"runs on {runner.host}")
+        if _group_alive(runner.pid):
+            return JobStatus(JobState.RUNNING, job=where, elapsed=_elapsed(record))
+        record = JobRecord.read(sweep.job)  # its last words, written just before it ended
+        state = {None: JobState.DIED, ExitCode.OK: JobState.COMPLETED,
+                 ExitCode.STOPPED: JobState.STOPPED}.get(record.exit_code, JobState.FAILED)
+        return JobStatus(state, job=where, elapsed=_elapsed(record))
+
+    def cancel_array(self, sweep: SweepFolder, *, now: bool = False) -> str:
+        """SIGTERM to `local_array`: the running point checkpoints and stops, no later point
+        starts (`now`: SIGINT, the running point is killed at once)."""
+        record = JobRecord.read_if_exists(sweep.job)
+        if record is None or record.process is None:
+            raise UsageError(f"{sweep.path}: the sweep was never started")
+        runner = record.process
+        if runner.host != socket.gethostname():
+            raise UsageError(f"{sweep.path}: the sweep runs on {runner.host}: cancel it there")
+        if not _group_alive(runner.pid):
+            raise UsageError(f"{sweep.path}: its sweep is not running")
+        signal_group(runner.pid, signal.SIGINT if now else signal.SIGTERM)
+        return f"stopping the sweep (pid {runner.pid})"
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def _start(args: list[str], log_path: Path) -> subprocess.Popen:
+    """`args` in a session (and process group) of their own, output appended to `log_path`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signum)
 
@@ -152,18 +205,10 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _wait_until_gone(pgid: int, timeout_s: float) -> None:
+def wait_until_gone(pgid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-
-
-def _last_stop(folder: RunFolder) -> Stopped | None:
-    """The run's last event, when it says the workers stopped on a signal."""
-    last = None
-    for event in read_events(folder.events):
-        last = event
-    return last if isinstance(last, Stopped) else None
 
 
 def _elapsed(record: JobRecord) -> str:

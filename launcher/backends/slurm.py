@@ -1,6 +1,9 @@
-"""The Slurm backend: `sbatch` a run folder's `job.sbatch`, follow, inspect and cancel the job.
+"""The Slurm backend: `sbatch` a run folder's `job.sbatch` (a sweep's points: one job array,
+`sweep.sbatch`), inspect and cancel the job.
 
-job.json (`JobRecord`) holds the job id, or why Slurm refused the job.
+job.json (`JobRecord`) holds the job id, or why Slurm refused the job. Once Slurm forgot a job
+(it keeps finished jobs for MinJobAge, 300 s by default, unless accounting is set up), the run
+folder says how it ended.
 """
 
 from __future__ import annotations
@@ -10,18 +13,22 @@ import re
 import shlex
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, NoReturn
+from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 import launcher.backends.slurm_commands as slurm
-from launcher.backends.base import JobStatus, LogSource
+from launcher.backends.base import JobStatus, LogSource, folder_state
 from launcher.contract.checkpoints import newest_step
 from launcher.contract.job import JobRecord, utc_now
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind
+from launcher.contract.sweep import SweepFolder, SweepRecord
+from launcher.contract.vocabulary import BackendKind, JobState
 from launcher.errors import LaunchError, UsageError
-from launcher.progress import follow
+
+if TYPE_CHECKING:
+    from launcher.recipe.schema import Recipe
 
 # Pending reasons that mean "never, as submitted" (partition limits are not enforced at submit
 # time unless the cluster sets EnforcePartLimits).
@@ -36,7 +43,6 @@ NEVER_STARTS = {
     "QOSNotAllowed": "the QOS may not use the partition",
 }
 REASON_SETTLE_S = 2.5
-CANCEL_WAIT_S = 30.0
 
 
 class SubmitError(LaunchError):
@@ -76,6 +82,8 @@ class SlurmBackend:
     """Submits with sbatch; a job's output is logs/slurm-<job id>.out, lines labelled by node."""
 
     kind: ClassVar[BackendKind] = BackendKind.SLURM
+    attached: ClassVar[bool] = False
+    poll_s: ClassVar[float] = 2.0
 
     def unavailable(self) -> str | None:
         if shutil.which("sbatch") is None:
@@ -94,33 +102,34 @@ class SlurmBackend:
                   start_step=newest_step(folder.checkpoints)).write(folder.job)
         return f"Slurm job {job_id}"
 
-    def wait(self, folder: RunFolder, *, quiet: bool) -> int:
-        """Follow the job's progress until it ends; returns its exit code (0: COMPLETED)."""
-        poller = slurm.Poller(_submitted_job(folder))
-        follow(folder, is_running=poller.active, quiet=quiet, poll_s=1.0)
-        return poller.last.returncode
-
     def status(self, folder: RunFolder) -> JobStatus:
         job_id = job_of(folder)
         if job_id is None:
             record = JobRecord.read_if_exists(folder.job)
             error = "; ".join((record.error or "").splitlines()) if record else ""
             hint = f"cd {shlex.quote(str(folder.path))} && sbatch job.sbatch"
-            return JobStatus("NOT SUBMITTED", active=False, job="not submitted",
+            return JobStatus(JobState.NOT_SUBMITTED, job="not submitted",
                              detail=error or f"dry run: {hint}")
         info = slurm.state(job_id)
         record = JobRecord.read_if_exists(folder.job)
-        detail = info.reason if info.state == "PENDING" and info.reason else ""
-        if info.exit_code and not info.active:
+        state = info.job_state
+        detail = info.reason if state is JobState.PENDING and info.reason else ""
+        if info.exit_code and not state.active:
             detail = f"exit code {info.exit_code}"
-        if record and record.final_state and not info.active:
+        if info.state not in (state, "UNKNOWN"):  # Slurm's own word says more
+            detail = ", ".join(filter(None, [info.state, detail]))
+        if record and record.final_state and not state.active:
             detail = f"{record.final_state}: {record.final_reason}"
+        if not info.known:  # forgotten: the run folder is the truth
+            state, detail = folder_state(folder) or (
+                JobState.UNKNOWN, f"Slurm does not know job {job_id} (any more), and the run "
+                "folder does not say how it ended")
         if record and record.requeues:
             detail = "; ".join(filter(None, [detail, f"requeued {len(record.requeues)} time(s)"]))
         plan = Plan.read(folder.plan)
-        return JobStatus(info.state, active=info.active, job=f"job {job_id}",
-                         elapsed=info.elapsed, nodes=f"{info.nodes or '-'} ({plan.nodes} node(s)"
-                         f" x {plan.procs_per_node} process(es))", detail=detail)
+        return JobStatus(state, job=f"job {job_id}", elapsed=info.elapsed,
+                         nodes=f"{info.nodes or '-'} ({plan.nodes} node(s) x "
+                         f"{plan.procs_per_node} process(es))", detail=detail)
 
     def logs(self, folder: RunFolder) -> LogSource:
         job_id = job_of(folder)
@@ -131,20 +140,71 @@ class SlurmBackend:
             return LogSource(found[-1] if found else folder.slurm_log(job_id), labelled=True)
         return LogSource(folder.slurm_log(job_id), labelled=True)
 
-    def cancel(self, folder: RunFolder) -> JobStatus:
-        """scancel the job and wait until Slurm reports it ended."""
+    def cancel(self, folder: RunFolder, *, now: bool = False) -> None:
+        """scancel the job (Slurm signals its workers, which checkpoint if they have time)."""
         job_id = job_of(folder)
         if job_id is None:
             raise UsageError(f"{folder.path} was never submitted: nothing to cancel")
         info = slurm.state(job_id)
-        if not info.active:
+        if not info.job_state.active:
             raise UsageError(f"job {job_id} already ended ({info.state}): nothing to cancel")
         slurm.scancel(job_id)
-        deadline = time.monotonic() + CANCEL_WAIT_S
-        while info.active and time.monotonic() < deadline:
-            time.sleep(0.5)
-            info = slurm.state(job_id)
-        return self.status(folder)
+
+    def prepare_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
+                      max_parallel: int) -> None:
+        """sweep.sbatch: one job array whose task N runs point N's job.sbatch."""
+        from launcher.render.sbatch import render_sweep_script
+
+        recipes, plans = [recipe for recipe, _ in points], [plan for _, plan in points]
+        first = (plans[0].nodes, plans[0].procs_per_node, recipes[0].slurm)
+        if any((plan.nodes, plan.procs_per_node, recipe.slurm) != first for recipe, plan in points):
+            raise UsageError("the points of a Slurm sweep run as one job array, so they must "
+                             "share nodes, processes per node and [slurm] settings; sweep those "
+                             "with separate launches")
+        sweep.job_script.write_text(render_sweep_script(
+            recipes[0], plans[0], sweep.path.resolve(), len(points), max_parallel,
+            sweep.path.name))
+
+    def submit_array(self, sweep: SweepFolder, runs: Sequence[RunFolder],
+                     max_parallel: int) -> str:
+        """`sbatch sweep.sbatch`; every run's job.json names its task, `<array>_<N>`."""
+        try:
+            array = sbatch(sweep.path, sweep.job_script.name, [])
+        except Refused as err:
+            JobRecord(backend=self.kind, submitted=False, time=utc_now(), error=err.message,
+                      cancelled_job_id=err.job_id).write(sweep.job)
+            raise UsageError(f"{err.message}\n  the sweep folder is kept, not submitted: "
+                             f"{sweep.path}") from None
+        for index, run in enumerate(runs):
+            JobRecord(backend=self.kind, submitted=True, time=utc_now(),
+                      job_id=f"{array}_{index}").write(run.job)
+        JobRecord(backend=self.kind, submitted=True, time=utc_now(), job_id=array).write(sweep.job)
+        return f"job array {array}: {len(runs)} task(s), at most {max_parallel} at a time"
+
+    def array_status(self, sweep: SweepFolder) -> JobStatus:
+        """Active while Slurm has a task of it to run; once it forgot them, the runs' own."""
+        record = JobRecord.read_if_exists(sweep.job)
+        if record is None or record.job_id is None:
+            return JobStatus(JobState.NOT_SUBMITTED, job="not submitted",
+                             detail=(record.error or "") if record else "")
+        where = f"job array {record.job_id}"
+        tasks = [info.job_state for info in slurm.array_states(record.job_id)]
+        if not tasks:
+            points = SweepRecord.read(sweep.record).points
+            tasks = [self.status(sweep.point(point)).state for point in points]
+        for state in (JobState.RUNNING, JobState.PENDING):
+            if state in tasks:
+                return JobStatus(state, job=where)
+        ended = set(tasks) - {JobState.COMPLETED}
+        return JobStatus(ended.pop() if len(ended) == 1 else JobState.FAILED if ended
+                         else JobState.COMPLETED, job=where)
+
+    def cancel_array(self, sweep: SweepFolder, *, now: bool = False) -> str:
+        record = JobRecord.read_if_exists(sweep.job)
+        if record is None or record.job_id is None:
+            raise UsageError(f"{sweep.path}: the sweep was never submitted")
+        slurm.scancel(record.job_id)
+        return f"cancelled job array {record.job_id}"
 
 
 def job_of(folder: RunFolder) -> str | None:
@@ -157,13 +217,6 @@ def job_of(folder: RunFolder) -> str | None:
     if recorded and (not by_hand or "_" in recorded or int(recorded) >= max(by_hand)):
         return recorded
     return str(max(by_hand)) if by_hand else None
-
-
-def _submitted_job(folder: RunFolder) -> str:
-    job_id = job_of(folder)
-    if job_id is None:
-        raise UsageError(f"{folder.path} was never submitted")
-    return job_id
 
 
 def _refused(folder: RunFolder, message: str, job_id: str | None = None) -> NoReturn:

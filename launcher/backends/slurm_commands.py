@@ -1,18 +1,29 @@
-"""Slurm's own commands (`scontrol`, `sacct`, `scancel`), each failure one clear error."""
+"""Slurm's own commands (`scontrol`, `sacct`, `scancel`), each failure one clear error, and its
+job states in the project's words (`STATES`)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.contract.vocabulary import JobState
 from launcher.errors import LaunchError
 
-# States after which a job never runs again (anything else may still run or is running).
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                "BOOT_FAIL", "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"}
+# Slurm's job states in the project's words; a state not listed here may still run.
+STATES = {
+    **dict.fromkeys(("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+                     "SUSPENDED"), JobState.PENDING),
+    **dict.fromkeys(("RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT",
+                     "RESIZING", "STOPPED"), JobState.RUNNING),
+    "COMPLETED": JobState.COMPLETED,
+    "CANCELLED": JobState.CANCELLED,
+    **dict.fromkeys(("TIMEOUT", "DEADLINE"), JobState.TIMEOUT),
+    **dict.fromkeys(("FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "PREEMPTED",
+                     "SPECIAL_EXIT", "REVOKED"), JobState.FAILED),
+    "UNKNOWN": JobState.UNKNOWN,  # Slurm does not know the job (any more)
+}
 COMMAND_TIMEOUT_S = 60
 
 
@@ -36,17 +47,14 @@ class JobInfo:
     reason: str = ""
 
     @property
-    def active(self) -> bool:
-        return self.state not in FINAL_STATES and self.state != "UNKNOWN"
+    def job_state(self) -> JobState:
+        """The state in the project's words (Slurm's own word: `state`)."""
+        return STATES.get(self.state, JobState.RUNNING)
 
     @property
-    def returncode(self) -> int:
-        """0 only for COMPLETED with exit 0:0; else the exit code, 128 + signal, or 1."""
-        rc, _, sig = self.exit_code.partition(":")
-        code = int(rc) if rc.isdigit() else 0
-        if not code and sig.isdigit() and int(sig):
-            code = 128 + int(sig)
-        return code if self.state == "COMPLETED" or code else 1
+    def known(self) -> bool:
+        """Slurm (its controller or its accounting) knows the job."""
+        return self.state != "UNKNOWN"
 
 
 def state(job_id: str) -> JobInfo:
@@ -61,18 +69,13 @@ def scancel(job_id: str, *flags: str) -> None:
     run(["scancel", *flags, job_id])
 
 
-class Poller:
-    """Asks Slurm at most every `every_s` seconds; a job is active until a final state."""
-
-    def __init__(self, job_id: str, every_s: float = 2.0) -> None:
-        self.job_id, self.every_s = job_id, every_s
-        self.last = JobInfo(job_id, "PENDING")
-        self.asked = 0.0
-
-    def active(self) -> bool:
-        if time.monotonic() - self.asked >= self.every_s:
-            self.last, self.asked = state(self.job_id), time.monotonic()
-        return self.last.active
+def array_states(array_id: str) -> list[JobInfo]:
+    """Every task of a job array that the controller still knows (none once it forgot them)."""
+    try:
+        out = run(["scontrol", "show", "job", "-o", array_id]).stdout
+    except SlurmCommandError:
+        return []
+    return [info for line in out.splitlines() if (info := _info(array_id, line)) is not None]
 
 
 def _from_scontrol(job_id: str) -> JobInfo | None:
@@ -80,7 +83,11 @@ def _from_scontrol(job_id: str) -> JobInfo | None:
         out = run(["scontrol", "show", "job", "-o", job_id]).stdout
     except SlurmCommandError:
         return None  # "Invalid job id specified": finished longer ago than MinJobAge
-    fields = _fields(out)
+    return _info(job_id, out)
+
+
+def _info(job_id: str, line: str) -> JobInfo | None:
+    fields = _fields(line)
     if "JobState" not in fields:
         return None
     return JobInfo(job_id, fields["JobState"], fields.get("ExitCode", ""),

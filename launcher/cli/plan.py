@@ -95,9 +95,11 @@ def lr_find(
     """The LR range test (see LR_FIND_HELP)."""
     from launcher.backends import backend_for
     from launcher.contract.plan import LrRange
+    from launcher.contract.vocabulary import JobState
     from launcher.lr_find import conclude
     from launcher.progress import report_end
     from launcher.run_setup import write_new_run
+    from launcher.waiting import follow_job, stopping_job
 
     if not 0 < min_lr < max_lr or steps < 3:
         raise UsageError("lr-find: needs 0 < --min < --max and --steps >= 3")
@@ -107,10 +109,10 @@ def lr_find(
                                  check_tracking=False, lr_find=LrRange(min_lr, max_lr, steps))
     runner = backend_for(plan.backend)
     runner.submit(folder, resume=False)
-    code = runner.wait(folder, quiet=quiet)
-    if code != 0 or not folder.lr_curve.is_file():
-        report_end(folder, runner.logs(folder).path,
-                   runner.status(folder).ended() + ", no lr curve")
+    with stopping_job(folder, runner):
+        final = follow_job(folder, runner, quiet=quiet)
+    if final.state is not JobState.COMPLETED or not folder.lr_curve.is_file():
+        report_end(folder, runner.logs(folder).path, final.ended() + ", no lr curve")
     result = conclude(folder, f"{plan.recipe_name}: lr range test")
     console.print(f"suggested train.lr = {result.suggested_lr:.3g} ({result.method} of the "
                   f"loss, {len(result.lrs)} steps); curve in {folder.lr_find}"

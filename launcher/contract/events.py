@@ -136,6 +136,13 @@ class Stopped(Event):
     signal: str
     checkpoint: str | None
 
+    def describe(self) -> str:
+        if self.checkpoint is None:
+            return (f"stopped on {self.signal} before the first step of this launch "
+                    "(nothing to save)")
+        return (f"stopped on {self.signal} after step {self.step}, with a complete checkpoint: "
+                f"{self.checkpoint}")
+
 
 @dataclass(frozen=True)
 class StalledRank:

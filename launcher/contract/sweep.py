@@ -1,15 +1,15 @@
 """A sweep folder: `sweep.json` (`SweepRecord`), one run folder per point, the job array's
-script, and the leaderboard (`leaderboard.json`, `best.toml`, `sweep.png`)."""
+script and record (`job.json`, written by its backend), and the leaderboard
+(`leaderboard.json`, `best.toml`, `sweep.png`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.contract.job import LocalProcess
 from launcher.contract.records import JsonRecord
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind
+from launcher.contract.vocabulary import BackendKind, JobState
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class SweepRecord(JsonRecord):
-    """What was swept, over which points, and where they run."""
+    """What was swept, over which points, and where they run (the job array itself:
+    `SweepFolder.job`)."""
 
     name: str
     recipe_file: str
@@ -32,8 +33,6 @@ class SweepRecord(JsonRecord):
     points: tuple[SweepPoint, ...]
     backend: BackendKind
     max_parallel: int
-    job_id: str | None = None  # Slurm: the job array
-    runner: LocalProcess | None = None  # local: the sft-launch process that runs the points
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Entry:
     """One point on the leaderboard."""
 
     point: SweepPoint
-    state: str
+    state: JobState
     value: float | None
     steps: int | None
     wall_time_s: float | None
@@ -69,6 +68,20 @@ class SweepFolder:
     @property
     def job_script(self) -> Path:
         return self.path / "sweep.sbatch"
+
+    @property
+    def job(self) -> Path:
+        """job.json: the backend's record of the job array (`JobRecord`)."""
+        return self.path / "job.json"
+
+    @property
+    def log(self) -> Path:
+        """Output of the process that runs a local sweep's points one after another."""
+        return self.path / "sweep.log"
+
+    def runs(self, points: tuple[SweepPoint, ...]) -> list[RunFolder]:
+        """The points' run folders, in their order (task N of the array job is point N)."""
+        return [self.point(point) for point in points]
 
     def point(self, point: SweepPoint) -> RunFolder:
         return RunFolder(self.path / point.run)

@@ -1,4 +1,5 @@
-"""The one vocabulary of the project: strategies, offload, precisions, devices, backends, modes.
+"""The one vocabulary of the project: strategies, offload, precisions, devices, backends, job
+states, modes.
 
 Every mapping from these words to another tool's words (a ZeRO stage, Accelerate's
 mixed-precision name, a process-group backend) is written here, once.
@@ -91,6 +92,27 @@ class BackendKind(StrEnum):
 
     LOCAL = "local"
     SLURM = "slurm"
+
+
+class JobState(StrEnum):
+    """A job's state, in the same words for every backend (`sft-launch status` shows them);
+    each backend translates its scheduler's own words into these."""
+
+    NOT_SUBMITTED = "NOT SUBMITTED"  # a dry run, a refused submission, or not started yet
+    PENDING = "PENDING"  # queued: it may still start
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"  # ended by its time limit
+    STOPPED = "STOPPED"  # the workers stopped on a signal after a checkpoint: --resume continues
+    DIED = "DIED"  # its processes are gone, leaving no summary and no exit code
+    UNKNOWN = "UNKNOWN"  # neither the scheduler nor the run folder says
+
+    @property
+    def active(self) -> bool:
+        """The job may still run (queued or running)."""
+        return self in (JobState.PENDING, JobState.RUNNING)
 
 
 class TrackerKind(StrEnum):

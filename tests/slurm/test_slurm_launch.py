@@ -189,3 +189,28 @@ def test_hostile_values_never_run_as_shell_deepspeed_across_nodes(env, tmp_path)
     assert_completed_run(run_dir, world=2)  # no .deepspeed_env: no pdsh/ssh launcher
     assert "--deepspeed_multinode_launcher standard" in (run_dir / "job.sbatch").read_text()
     assert {r.strategy for r in rank_reports(run_dir)} == {"zero2"}
+
+
+def test_image_classification_on_two_nodes(env, tmp_path) -> None:
+    """The decoded-file pipeline on Slurm: images decoded and augmented by DataLoader workers on
+    each node, the tiny EfficientNet's ranks in one process group across the nodes, the plan's
+    memory measured by the probe before submission."""
+    from launcher.contract.plan import Plan
+    from launcher.contract.run_folder import RunFolder
+    from tests.helpers.image_folders import HYMENOPTERA, copy_images
+    from tests.helpers.tiny_models import build_tiny_efficientnet
+
+    model = build_tiny_efficientnet(tmp_path / "model")
+    images = copy_images(HYMENOPTERA, tmp_path / "images", 0, 12)
+    run_dir = tmp_path / "run"
+    assert_ok(sft(env, REPO / "recipes" / "image-ants-bees.toml", *TWO_NODES, "--run-dir",
+                  run_dir, "--wait", "--set", f"model.path='{model}'",
+                  "--set", f"data.train=['{images}']", "--set", "data.eval_fraction=0.25",
+                  "--set", "train.max_steps=3", "--set", "train.global_batch_size=8",
+                  "--set", "data.loader_workers=1", "--set", "tracking.mode=offline",
+                  "--set", 'slurm.time="00:10:00"', "--set", "slurm.cpus_per_task=1",
+                  "--quiet"))
+    assert_completed_run(run_dir, world=2)
+    assert summary(run_dir).steps == 3 and "accuracy" in summary(run_dir).eval
+    memory = Plan.read(RunFolder(run_dir).plan).memory
+    assert memory is not None and memory.estimates[0].activations_bytes > 0

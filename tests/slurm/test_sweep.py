@@ -1,16 +1,19 @@
 """A sweep on the real test cluster: 2 learning rates x 2 seeds as one job array of 4 tasks, the
-leaderboard of its completed runs, and best.toml reproducing the winner."""
+leaderboard of its completed runs (still COMPLETED once Slurm forgot their jobs), and best.toml
+reproducing the winner."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 
 import pytest
 
+from launcher.contract.job import JobRecord
 from launcher.contract.sweep import Leaderboard, SweepFolder, SweepRecord
 from tests.helpers.run_folder import job, summary
-from tests.slurm.jobs import QUICKSTART, SHORT, assert_ok, sft, wait_for
+from tests.slurm.jobs import QUICKSTART, SHORT, assert_ok, sft, status, wait_for
 
 pytestmark = pytest.mark.slurm
 ONE_NODE = ["--nodes", "1", "--procs-per-node", "1"]
@@ -25,15 +28,16 @@ def test_a_sweep_is_one_job_array_and_its_winner_reproduces(env, slurm_cluster,
     assert_ok(result)
     folder = SweepFolder(sweep_dir)
     record = SweepRecord.read(folder.record)
-    assert len(record.points) == 4 and record.job_id is not None
-    assert f"submitted job array {record.job_id}: 4 task(s)" in result.stderr
+    array = JobRecord.read(folder.job).job_id
+    assert len(record.points) == 4 and array is not None
+    assert f"submitted job array {array}: 4 task(s), at most 2 at a time" in result.stderr
     script = folder.job_script.read_text()
     assert "#SBATCH --array=0-3%2" in script and "#SBATCH --nodes=1" in script
-    tasks = subprocess.run(["scontrol", "show", "job", "-o", record.job_id], env=slurm_cluster,
+    tasks = subprocess.run(["scontrol", "show", "job", "-o", array], env=slurm_cluster,
                            capture_output=True, text=True, check=True).stdout
-    assert len(re.findall(rf"ArrayJobId={record.job_id} ", tasks)) >= 1
+    assert len(re.findall(rf"ArrayJobId={array} ", tasks)) >= 1
     runs = [folder.point(point) for point in record.points]
-    assert [job(run.path).job_id for run in runs] == [f"{record.job_id}_{i}" for i in range(4)]
+    assert [job(run.path).job_id for run in runs] == [f"{array}_{i}" for i in range(4)]
 
     def all_completed() -> bool:
         states = sft(env, "status", sweep_dir).stdout
@@ -59,3 +63,12 @@ def test_a_sweep_is_one_job_array_and_its_winner_reproduces(env, slurm_cluster,
     again = tmp_path / "again"
     assert_ok(sft(env, folder.best, *ONE_NODE, "--run-dir", again, "--wait", "--quiet"))
     assert summary(again).eval == winner.eval
+    # Slurm forgets finished jobs (MinJobAge) where no accounting keeps them: the run folders
+    # are the truth. Job ids Slurm never knew stand for forgotten ones.
+    for index, run in enumerate(runs):
+        dataclasses.replace(job(run.path), job_id=f"999999_{index}").write(run.job)
+    dataclasses.replace(JobRecord.read(folder.job), job_id="999999").write(folder.job)
+    assert status(env, runs[0].path).state.startswith("COMPLETED")
+    assert sft(env, "status", sweep_dir).stdout.count(": COMPLETED") == 4
+    assert_ok(sft(env, "leaderboard", sweep_dir, "--metric", "eval_loss"))
+    assert [e.state for e in Leaderboard.read(folder.leaderboard).entries] == ["COMPLETED"] * 4

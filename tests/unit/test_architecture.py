@@ -21,7 +21,8 @@ MAX_LINES = 300
 HEAVY = {"torch", "transformers", "accelerate", "deepspeed", "datasets", "peft", "wandb",
          "mlflow", "tensorboard"}
 # Modules that run where only the control plane is installed or must start instantly.
-CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher.errors",
+CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher.waiting",
+                 "launcher.errors",
                  "launcher.contract", "launcher.recipe", "launcher.plan", "launcher.render",
                  "launcher.tasks.registry", "launcher.tasks.spec",
                  "launcher.backends", "launcher.data.files", "launcher.data.formats",
@@ -110,6 +111,32 @@ def test_the_contract_stands_on_its_own() -> None:
             outside = {m for m in project if not m.startswith(("launcher.contract",
                                                                "launcher.errors"))}
             assert not outside, f"{name} imports {outside}"
+
+
+# What the rest of the project may know of the backends: `backend_for` and the protocol.
+BACKENDS_FACE = {"launcher.backends", "launcher.backends.base"}
+# What draws or talks to the user: a backend reports states, never shows them.
+UI = ("launcher.progress", "launcher.waiting", "launcher.cli", "rich", "typer")
+
+
+def test_only_the_backends_know_a_backend() -> None:
+    """A new backend is one module in launcher/backends/: outside it, sweeps, jobs, the CLI and
+    the rest reach a backend through `backend_for` and the `Backend` protocol only."""
+    found = [f"{name} imports {module}" for name, path in modules().items()
+             if not name.startswith("launcher.backends")
+             for module in sorted(imports(path))
+             if module.startswith("launcher.backends") and module not in BACKENDS_FACE]
+    assert not found, "use launcher.backends.backend_for and the Backend protocol:\n" + \
+        "\n".join(found)
+
+
+def test_the_backends_draw_nothing() -> None:
+    """Waiting for a job and drawing its progress live outside the backends (`waiting`)."""
+    found = [f"{name} imports {module}" for name, path in modules().items()
+             if name.startswith("launcher.backends")
+             for module in sorted(imports(path))
+             if any(module == ui or module.startswith(f"{ui}.") for ui in UI)]
+    assert not found, "\n".join(found)
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
