@@ -53,12 +53,17 @@ class LocalBackend:
 
     def submit(self, folder: RunFolder, *, resume: bool) -> str:
         args = ["bash", str(folder.launch_script), *(["--resume"] if resume else [])]
-        proc = _start(args, folder.launch_log)
-        self.procs[folder.path.resolve()] = proc
-        JobRecord(backend=self.kind, submitted=True, time=utc_now(),
-                  process=LocalProcess(host=socket.gethostname(), pid=proc.pid)
-                  ).write(folder.job)
+        proc = self._start_recorded(args, folder.path, folder.launch_log, folder.job)
         return f"process group {proc.pid}"
+
+    def _start_recorded(self, args: list[str], key: Path, log: Path,
+                        job: Path) -> subprocess.Popen:
+        """Start `args` (output to `log`), keep it under `key` and record it in `job`."""
+        proc = _start(args, log)
+        self.procs[key.resolve()] = proc
+        JobRecord(backend=self.kind, submitted=True, time=utc_now(),
+                  process=LocalProcess(host=socket.gethostname(), pid=proc.pid)).write(job)
+        return proc
 
     def process(self, folder: RunFolder) -> subprocess.Popen | None:
         """The launcher this backend started for `folder`."""
@@ -133,11 +138,7 @@ class LocalBackend:
         schedulers: this machine runs one at a time)."""
         args = [sys.executable, "-m", "launcher.backends.local_array", str(sweep.path.resolve()),
                 *(str(run.path.resolve()) for run in runs)]
-        proc = _start(args, sweep.log)
-        self.procs[sweep.path.resolve()] = proc
-        JobRecord(backend=self.kind, submitted=True, time=utc_now(),
-                  process=LocalProcess(host=socket.gethostname(), pid=proc.pid)
-                  ).write(sweep.job)
+        proc = self._start_recorded(args, sweep.path, sweep.log, sweep.job)
         return f"{len(runs)} run(s), one after another (process {proc.pid}, output in {sweep.log})"
 
     def array_status(self, sweep: SweepFolder) -> JobStatus:
