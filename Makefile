@@ -51,7 +51,8 @@ cluster-down:
 test: setup mlflow-server
 	$(VENV)/bin/ruff check launcher tests bench
 	bash slurm/testcluster.sh up --nodes 4
-	. $${SFT_CLUSTER_DIR:-/tmp/sft-launch-cluster}/env.sh && $(VENV)/bin/pytest -q --durations=25 tests; \
+	. $${SFT_CLUSTER_DIR:-/tmp/sft-launch-cluster}/env.sh && \
+	  $(VENV)/bin/pytest -q -n 2 tests/unit && $(VENV)/bin/pytest -q --durations=40 tests/e2e tests/slurm; \
 	  status=$$?; bash slurm/testcluster.sh down; exit $$status
 
 bench: setup

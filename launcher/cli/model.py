@@ -94,8 +94,11 @@ MaxNewTokensOpt = Annotated[int, typer.Option(
     "The file is read as training reads its data (the recipe's format and columns unless "
     "--format / --columns say otherwise), its labels mapped through the run's "
     "label_names.json: a label the run never saw is an error. Metrics: loss, accuracy and "
-    "macro-F1 (classification); entity precision, recall and F1, per type too, and accuracy "
-    "(NER); loss and perplexity on the loss-bearing tokens (causal LM).\n\n"
+    "macro-F1 (text, image and audio classification; top-5 accuracy with more than 5 "
+    "classes); entity precision, recall and F1, per type too, and accuracy (NER); WER and CER "
+    "of the generated transcripts (speech recognition); loss and perplexity on the "
+    "loss-bearing tokens (causal LM). A LoRA run is scored with its adapter on the base "
+    "model.\n\n"
     "Writes RUN_DIR/eval-NAME.json (the metrics) and RUN_DIR/predictions-NAME.jsonl (index, "
     "prediction, reference per row), NAME being the file's stem.\n\n"
     "Example: sft-launch eval runs/quickstart-20250101-120000 --data sst2-test.tsv"))
@@ -117,9 +120,10 @@ def eval_command(run_dir: RunDirArg, data: DataOpt, format_: FormatOpt = None,
     "Classification reads the text (and text_pair) of each row; NER the words (--format "
     "tokens rows, or a CoNLL file, its tags ignored); a causal LM the prompt of each row (the "
     "conversation before its answer, if it has one), rendered with the run's chat template "
-    "and generation prompt, then answered greedily.\n\n"
+    "and generation prompt, then answered greedily; image and audio tasks a folder of files "
+    "or a csv/jsonl/parquet file with the recipe's image or audio column.\n\n"
     "Writes RUN_DIR/predictions-NAME.jsonl: index and prediction (a label name, a tag per "
-    "word, the generated text) per row, NAME being the file's stem.\n\n"
+    "word, the generated text or transcript) per row, NAME being the file's stem.\n\n"
     "Example: sft-launch predict runs/alpaca-tiny-llama-20250101-120000 --data questions.jsonl "
     "--format prompt_completion --max-new-tokens 64"))
 def predict(run_dir: RunDirArg, data: DataOpt, format_: FormatOpt = None,

@@ -110,6 +110,9 @@ def load_rows(
     records: list[Record] = []
     for path in paths:
         folder = FOLDER_READERS.get(fmt) if Path(path).is_dir() else None
+        if Path(path).is_dir() and folder is None:
+            raise ValueError(f"{path} is a folder: the {fmt} format reads a data file (folders "
+                             "hold images or recordings)")
         result = read_records(path, "conll" if fmt == "conll" else reader or folder, on_bad_row,
                               role)
         loaded.skipped.extend(result.skipped)

@@ -53,7 +53,9 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         implementation="launcher.tasks.speech_recognition:SpeechRecognition",
         formats=("transcript",), main_metric="wer", higher_is_better=False,
         head=Head.LM, architectures=("ForSpeechSeq2Seq", "ForConditionalGeneration", "ForCTC"),
-        peft_task_type="SEQ_2_SEQ_LM", predicts="the transcript", labelled=False,
+        # No peft task type: peft's SEQ_2_SEQ_LM wrapper passes Whisper's decoder input_ids
+        # twice; the plain PeftModel forwards input_features untouched.
+        peft_task_type=None, predicts="the transcript", labelled=False,
         groups_by_length=True, probed=True),
     TaskSpec(
         kind="causal_lm",

@@ -5,6 +5,7 @@ bitwise equal to the uninterrupted run."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,14 +13,16 @@ import jiwer
 import pytest
 import soundfile
 
-from launcher.contract.evaluation import Prediction
+from launcher.contract.evaluation import EvalReport, Prediction
 from launcher.contract.events import Checkpointed
+from launcher.contract.plan import WorldSpan
 from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import Strategy
 from launcher.recipe.load import load_recipe
 from launcher.tasks.speech_recognition import normalised
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.helpers.processes import kill_everything, wait_for_event
-from tests.helpers.run_folder import rank_reports, summary
+from tests.helpers.run_folder import plan, rank_reports, summary
 from tests.helpers.wandb_file import logged_table
 
 pytestmark = pytest.mark.slow
@@ -141,8 +144,59 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(runs: dict[str, Path
     wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step == SAVE_EVERY,
                    first)
     kill_everything(run_dir, first)
+    elastic = tmp_path / "elastic"
+    shutil.copytree(run_dir, elastic)
     second = launch(recipe, run_dir, "--resume")
     out, _ = second.communicate(timeout=900)
     assert second.returncode == 0, out
     assert {r.final_weights_sha256 for r in rank_reports(run_dir)} == {
         r.final_weights_sha256 for r in rank_reports(runs["ddp"])}
+    # Elastic: the same checkpoint on 1 process, the global batch kept by accumulation.
+    third = launch(recipe, elastic, "--resume", "--procs-per-node", "1")
+    out, _ = third.communicate(timeout=900)
+    assert third.returncode == 0, out
+    assert plan(elastic).world_history == (WorldSpan(0, 1, 2), WorldSpan(SAVE_EVERY, 1, 1))
+    assert summary(elastic).steps == STEPS
+    assert worst_difference(runs["ddp"] / "final", elastic / "final") < WEIGHT_TOLERANCE
+
+
+def worst_difference(first: Path, second: Path) -> float:
+    """The largest absolute difference between two saved models' weights."""
+    from transformers import AutoModelForSpeechSeq2Seq
+
+    ours, theirs = (AutoModelForSpeechSeq2Seq.from_pretrained(f).state_dict()
+                    for f in (first, second))
+    assert ours.keys() == theirs.keys()
+    return max((ours[k] - theirs[k]).abs().max().item() for k in ours)
+
+
+def test_lora_trains_an_adapter_that_eval_reloads(recipe: Path, run_cli,
+                                                  tmp_path: Path) -> None:
+    """LoRA on Whisper (peft's plain PeftModel: its seq2seq wrapper passes the decoder's
+    input_ids twice): only adapters saved, the plan's memory measured with them, and
+    `sft-launch eval` on the adapter generates the in-run transcripts."""
+    from safetensors import safe_open
+
+    run_dir = tmp_path / "lora"
+    proc = launch(recipe, run_dir, "--set", "model.lora.r=8", "--set", "train.lr=1e-3")
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    names = {p.name for p in (run_dir / "final").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= names
+    assert "model.safetensors" not in names
+    with safe_open(run_dir / "final" / "adapter_model.safetensors", "pt") as adapter:
+        keys = list(adapter.keys())
+    assert keys and all("lora_" in key for key in keys)
+    memory = plan(run_dir).memory
+    assert memory is not None
+    estimate = memory.estimate_for(Strategy.DDP, ())
+    assert estimate.optimizer_bytes < 0.05 * 2 * estimate.params_bytes  # Adam for the adapters
+    planned = estimate.peak_bytes
+    measured = [report.peak_rss_bytes for report in rank_reports(run_dir)]
+    assert max(measured) == pytest.approx(planned, rel=0.2), (measured, planned)
+    in_run = Prediction.read_lines(RunFolder(run_dir).predictions)
+    result = run_cli("eval", run_dir, "--data", recipe.parent / "eval.csv", timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = EvalReport.read(RunFolder(run_dir).eval_report("eval"))
+    assert report.metrics["wer"] == summary(run_dir).eval["wer"]
+    assert Prediction.read_lines(RunFolder(run_dir).predictions_on("eval")) == in_run

@@ -222,3 +222,12 @@ def test_mix_weights_are_sampling_proportions() -> None:
     assert mix([(small, 3.0), (large, 1.0)], seed=0, total=40) == mixed
     assert mix([(small, 3.0), (large, 1.0)], seed=1, total=40) != mixed
     assert len(mix([(small, 1.0), (large, 1.0)], seed=0)) == 110
+
+
+@pytest.mark.parametrize("fmt", ["conll", "alpaca", "classification"])
+def test_a_folder_given_to_a_text_format_is_named(tmp_path: Path, fmt: str) -> None:
+    """Only image and audio formats read folders; a text format gets a clean error, not an
+    IsADirectoryError from deep in a reader (found by the recipe fuzz test: data.train = "")."""
+    (tmp_path / "rows.jsonl").write_text("{}\n")
+    with pytest.raises(ValueError, match=f"{tmp_path} is a folder: the {fmt} format reads"):
+        load_rows([tmp_path], fmt)
