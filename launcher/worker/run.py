@@ -16,11 +16,12 @@ from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
 from launcher.contract.reports import LabelNames, RankReport, Summary
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import ExitCode, Strategy
+from launcher.contract.vocabulary import Device, ExitCode, Strategy
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import build_task
 from launcher.tasks.lora import apply_lora
 from launcher.trackers.start import start_trackers
+from launcher.worker.allocator import keep_freed_blocks
 from launcher.worker.checkpoint import TrainerState, load_latest
 from launcher.worker.engines import make_engine
 from launcher.worker.final import save_final, weights_fingerprint
@@ -97,6 +98,9 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
     events.write(Started(step=state.step, total_steps=total_steps,
                          steps_per_epoch=steps_per_epoch, world_size=plan.world_size))
 
+    if plan.device is Device.CPU and not (plan.active_strategy
+                                          and plan.active_strategy.shards_parameters):
+        keep_freed_blocks()  # the model is loaded: each step reuses the last one's memory
     loop = TrainLoop(engine, task, prepared, plan, recipe, scheduler, events, tracker, watchdog,
                      folder)
     if plan.lr_find is not None:
