@@ -119,9 +119,13 @@ def step_inputs(order: StepOrder, start: int, stop: int, workers: int) -> Iterat
     if not workers:
         inputs = StepInputs(order)
         return (inputs[step] for step in range(start, stop))
+    # Its own generator: a DataLoader draws its workers' base seed from the global RNG when it
+    # starts, and a resumed run starts it after restoring that RNG, so every dropout mask after
+    # a resume would differ from the uninterrupted run's (the workers draw nothing: augmentation
+    # is seeded by the step).
     loader = DataLoader(StepInputs(order), batch_size=None, sampler=range(start, stop),
                         num_workers=workers, collate_fn=_as_is, prefetch_factor=2,
-                        multiprocessing_context="fork")
+                        multiprocessing_context="fork", generator=torch.Generator())
     return iter(loader)
 
 

@@ -52,6 +52,18 @@ def wait_for(check: Any, timeout: float, what: str, poll_s: float = 1.0) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def ended(env: dict[str, str], run_dir: Path, timeout: float = 600) -> str:
+    """The job's final state as `status` shows it, once it has one."""
+    return wait_for(lambda: (s := status(env, run_dir).state).split()[0] in (
+        "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") and s, timeout, "the job to end", 2)
+
+
+def signal_batch(slurm_cluster: dict[str, str], run_dir: Path, name: str) -> None:
+    """What Slurm does `signal_grace_s` before the time limit (`--signal=B:USR1@...`)."""
+    subprocess.run(["scancel", f"--signal={name}", "--batch", str(job(run_dir).job_id)],
+                   env=slurm_cluster, check=True, timeout=30)
+
+
 def job_log(run_dir: Path) -> str:
     job_id = job(run_dir).job_id
     assert job_id is not None, f"{run_dir}: job.json holds no Slurm job id"
@@ -62,8 +74,9 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def assert_completed_run(run_dir: Path, world: int) -> None:
-    """One rank per node, one process group, identical final weights, one W&B run."""
+def assert_completed_run(run_dir: Path, world: int, launches: int = 1) -> None:
+    """One rank per node, one process group, identical final weights, one W&B run (an offline
+    run folder per launch of the job)."""
     reports = rank_reports(run_dir)
     assert [r.rank for r in reports] == list(range(world))
     assert [r.node_rank for r in reports] == list(range(world))
@@ -76,6 +89,6 @@ def assert_completed_run(run_dir: Path, world: int) -> None:
     assert len({r.final_weights_sha256 for r in reports}) == 1, "ranks ended different"
     done = summary(run_dir)
     assert done.status == "completed" and done.world_size == world
-    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == launches
     assert job(run_dir).submitted is True
     assert not (REPO / ".deepspeed_env").exists() and not (run_dir / ".deepspeed_env").exists()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,9 +24,10 @@ from tests.slurm.jobs import (
     SHORT,
     TWO_NODES,
     assert_ok,
+    ended,
     job_log,
     sft,
-    status,
+    signal_batch,
     wait_for,
 )
 
@@ -43,17 +43,6 @@ LONG = ["--set", "data.max_train_samples=4000", "--set", "data.max_eval_samples=
 # up to ~75 seen): one requeue, and a second allocation that ends by itself.
 TIME_LIMITED = ["--set", "data.max_train_samples=6400", "--set", "train.max_steps=80",
                 "--set", 'slurm.time="00:02:00"', "--set", "slurm.signal_grace_s=30"]
-
-
-def signal_batch(slurm_cluster: dict[str, str], run_dir: Path, name: str) -> None:
-    """What Slurm does `signal_grace_s` before the time limit (`--signal=B:USR1@...`)."""
-    subprocess.run(["scancel", f"--signal={name}", "--batch", str(job(run_dir).job_id)],
-                   env=slurm_cluster, check=True, timeout=30)
-
-
-def ended(env: dict[str, str], run_dir: Path, timeout: float = 600) -> str:
-    return wait_for(lambda: (s := status(env, run_dir).state).split()[0] in (
-        "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") and s, timeout, "the job to end", 2)
 
 
 def test_a_time_limited_job_finishes_by_itself_with_one_offline_wandb_run(env, tmp_path) -> None:

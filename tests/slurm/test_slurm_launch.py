@@ -24,9 +24,11 @@ from tests.slurm.jobs import (
     TWO_NODES,
     assert_completed_run,
     assert_ok,
+    ended,
     job_log,
     sft,
     sft_popen,
+    signal_batch,
     status,
     wait_for,
 )
@@ -191,26 +193,50 @@ def test_hostile_values_never_run_as_shell_deepspeed_across_nodes(env, tmp_path)
     assert {r.strategy for r in rank_reports(run_dir)} == {"zero2"}
 
 
-def test_image_classification_on_two_nodes(env, tmp_path) -> None:
+def test_image_classification_on_two_nodes_requeued_midway(env, slurm_cluster,
+                                                          tmp_path) -> None:
     """The decoded-file pipeline on Slurm: images decoded and augmented by DataLoader workers on
     each node, the tiny EfficientNet's ranks in one process group across the nodes, the plan's
-    memory measured by the probe before submission."""
+    memory measured by the probe before submission; Slurm's time-limit warning midway: the job
+    checkpoints, requeues itself, resumes and trains as a local run that was never interrupted
+    (augmentation is a pure function of the step, dropout's RNG restored): the same loss at
+    every step, weights equal but for denormal noise in batch-norm statistics (<1e-15)."""
+    from safetensors.torch import load_file
+
+    from launcher.contract.events import Started, Stopped
     from launcher.contract.plan import Plan
     from launcher.contract.run_folder import RunFolder
     from tests.helpers.image_folders import HYMENOPTERA, copy_images
+    from tests.helpers.processes import wait_for_event
+    from tests.helpers.run_folder import events, of_kind
     from tests.helpers.tiny_models import build_tiny_efficientnet
 
     model = build_tiny_efficientnet(tmp_path / "model")
     images = copy_images(HYMENOPTERA, tmp_path / "images", 0, 12)
-    run_dir = tmp_path / "run"
-    assert_ok(sft(env, REPO / "recipes" / "image-ants-bees.toml", *TWO_NODES, "--run-dir",
-                  run_dir, "--wait", "--set", f"model.path='{model}'",
-                  "--set", f"data.train=['{images}']", "--set", "data.eval_fraction=0.25",
-                  "--set", "train.max_steps=3", "--set", "train.global_batch_size=8",
-                  "--set", "data.loader_workers=1", "--set", "tracking.mode=offline",
-                  "--set", 'slurm.time="00:10:00"', "--set", "slurm.cpus_per_task=1",
-                  "--quiet"))
-    assert_completed_run(run_dir, world=2)
-    assert summary(run_dir).steps == 3 and "accuracy" in summary(run_dir).eval
+    settings = ["--set", f"model.path='{model}'", "--set", f"data.train=['{images}']",
+                "--set", "data.eval_fraction=0.25", "--set", "train.max_steps=40",
+                "--set", "train.global_batch_size=8", "--set", "train.log_every=1",
+                "--set", "data.loader_workers=1", "--quiet"]
+    recipe = REPO / "recipes" / "image-ants-bees.toml"
+    run_dir, reference = tmp_path / "run", tmp_path / "reference"
+    assert_ok(sft(env, recipe, *TWO_NODES, "--run-dir", run_dir, *settings,
+                  "--set", "tracking.mode=offline", "--set", 'slurm.time="00:10:00"',
+                  "--set", "slurm.cpus_per_task=1"))
+    wait_for_event(run_dir, lambda e: isinstance(e, TrainLogged) and e.step >= 2, timeout=300)
+    signal_batch(slurm_cluster, run_dir, "USR1")
+    assert ended(env, run_dir).startswith("COMPLETED")
+    assert_ok(sft(env, recipe, "--backend", "local", "--procs-per-node", "2", "--run-dir",
+                  reference, *settings, "--set", "tracking.mode=disabled"))
+    assert_completed_run(run_dir, world=2, launches=2)
+    stop = of_kind(events(run_dir), Stopped)[0]
+    assert len(job(run_dir).requeues) == 1 and stop.step < 40
+    assert [s.step for s in of_kind(events(run_dir), Started)] == [0, stop.step]
+    assert summary(run_dir).steps == 40 and "accuracy" in summary(run_dir).eval
+    losses = [[(e.step, e.loss) for e in of_kind(events(folder), TrainLogged)]
+              for folder in (run_dir, reference)]
+    assert losses[0] == losses[1] and len(losses[0]) == 40
+    ours, theirs = (load_file(folder / "final" / "model.safetensors")
+                    for folder in (run_dir, reference))
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in theirs) < 1e-12
     memory = Plan.read(RunFolder(run_dir).plan).memory
     assert memory is not None and memory.estimates[0].activations_bytes > 0
