@@ -25,7 +25,6 @@ def merge_lora(run_dir: Path, out: Path) -> Path:
         raise UsageError(f"{folder.final}: no adapter_config.json; has the run finished?")
 
     from peft import PeftModel
-    from transformers import AutoTokenizer
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # the base load's "classifier newly initialized" is expected:
@@ -41,8 +40,6 @@ def merge_lora(run_dir: Path, out: Path) -> Path:
                                     label_names=list(labels.names) if labels else None))
     merged = PeftModel.from_pretrained(base, folder.final).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)
-    tokenizer = AutoTokenizer.from_pretrained(
-        folder.final, trust_remote_code=recipe.model.trust_remote_code
-    )
-    tokenizer.save_pretrained(out)
+    # The tokenizer, image processor or feature extractor the run saved beside its adapter.
+    task.load_processor(folder.final, recipe.model.trust_remote_code).save_pretrained(out)
     return out

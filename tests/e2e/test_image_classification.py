@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from launcher.contract.evaluation import EvalReport, Prediction
 from launcher.contract.events import Checkpointed, TrainLogged
@@ -206,6 +207,23 @@ def test_lora_trains_an_adapter_and_the_head_that_eval_reloads(setup: dict[str, 
     report = EvalReport.read(RunFolder(run_dir).eval_report("eval"))
     assert report.metrics["accuracy"] == summary(run_dir).eval["accuracy"]
     assert report.metrics["loss"] == pytest.approx(summary(run_dir).eval["loss"], abs=1e-5)
+    # `export --merge`: a plain image classifier with the run's labels and processor, whose
+    # logits are the adapter's on the base model.
+    assert run_cli("export", run_dir, "--merge", timeout=300).returncode == 0
+    import torch
+    from peft import PeftModel
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    merged = AutoModelForImageClassification.from_pretrained(run_dir / "merged").eval()
+    assert merged.config.id2label == {0: "ants", 1: "bees"}
+    pixels = AutoImageProcessor.from_pretrained(run_dir / "merged")(
+        images=[Image.open(next((setup["eval"] / "bees").iterdir())).convert("RGB")],
+        return_tensors="pt")["pixel_values"]
+    base = AutoModelForImageClassification.from_pretrained(
+        setup["model"], num_labels=2, ignore_mismatched_sizes=True)
+    adapted = PeftModel.from_pretrained(base, run_dir / "final").eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(pixels).logits, adapted(pixels).logits, atol=1e-5)
 
 
 def test_a_truncated_jpeg_is_named_or_skipped(setup: dict[str, Path], tmp_path: Path) -> None:
