@@ -121,7 +121,7 @@ def evaluate_file(run_dir: Path, source: Source, max_new_tokens: int) -> tuple[E
 def score(run: Run, source: Source, fmt: str, rows: list[Row],
           max_new_tokens: int) -> tuple[EvalReport, Path]:
     """`evaluate_file` once its inputs are checked: the model's part (imports torch)."""
-    from launcher.worker.loop import scalars, tables
+    from launcher.worker.metrics import scalars, tables
 
     task = make_task(run)
     examples = encoded(task.encode, rows, run)

@@ -1,5 +1,7 @@
 """The optimizer-step loop over one state: steps, logging, evaluation and checkpoints.
 
+One optimizer step reads top to bottom in `TrainLoop.step`: fetch, forward and loss, backward
+per micro-batch (accumulate), clip and optimizer step, schedule, the sums over all ranks, log.
 What each step trains on comes from `launcher.worker.feed` (a pure function of the seed and the
 step, collated ahead in worker processes for tasks that decode files); the time the loop waits
 for it is measured (`train/data_wait_share`).
@@ -20,97 +22,149 @@ from accelerate.utils import gather_object
 from launcher.contract.evaluation import Prediction
 from launcher.contract.events import Checkpointed, Evaluated, EventLog, Stopped, TrainLogged
 from launcher.contract.heartbeat import Phase
-from launcher.contract.plan import Plan
 from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
-from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Prepared, Task, evaluate_examples
+from launcher.tasks.base import evaluate_examples
 from launcher.trackers.base import Trackers
 from launcher.worker.checkpoint import TrainerState, save_checkpoint
 from launcher.worker.engines.base import Engine
 from launcher.worker.feed import StepInput, StepOrder, step_inputs
+from launcher.worker.metrics import Metrics, flatten, scalars
 from launcher.worker.samples import Sampler
 from launcher.worker.stopping import REQUEST, StopTraining
+from launcher.worker.trainable import Trainable, TrainingSpec
 from launcher.worker.watchdog import Watchdog
 
 EvalRow = tuple[int, Any, Any]  # an eval example's index, prediction and reference
 EXAMPLES = 16  # eval rows shown to the trackers with their pictures or sounds
-Metrics = dict[str, Any]  # a task's metrics: floats, and tables (dicts) such as per-entity scores
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """One optimizer step, summed over all ranks; `stop`: some rank was asked to stop."""
+    """One optimizer step, summed over all ranks: the mean loss, the lr it trained with, the
+    pre-clip gradient norm; `stop`: some rank was asked to stop."""
 
     loss: float
+    lr: float
     tokens: int
     samples: int
     grad_norm: float
     stop: bool
 
 
+@dataclass(frozen=True)
+class RunServices:
+    """What a rank reports through: its run folder, event log, trackers and hang watchdog; and
+    when this launch started."""
+
+    folder: RunFolder
+    events: EventLog
+    tracker: Trackers
+    watchdog: Watchdog
+    started: float
+
+
 class TrainLoop:
     """Steps, logs, evaluates and checkpoints one rank's share of the run."""
 
-    def __init__(self, engine: Engine, task: Task, prepared: Prepared, plan: Plan,
-                 recipe: Recipe, scheduler: Any, events: EventLog, tracker: Trackers,
-                 watchdog: Watchdog, folder: RunFolder) -> None:
-        self.engine, self.acc, self.task, self.data = engine, engine.accelerator, task, prepared
-        self.plan, self.recipe, self.scheduler = plan, recipe, scheduler
-        self.events, self.tracker, self.watchdog, self.folder = events, tracker, watchdog, folder
-        self.model = engine.model
+    def __init__(self, engine: Engine, trainable: Trainable, spec: TrainingSpec,
+                 services: RunServices) -> None:
+        self.engine, self.acc, self.plan = engine, engine.accelerator, engine.plan
+        self.model, self.scheduler = trainable.model, trainable.scheduler
+        self.spec, self.task, self.data, self.recipe = spec, spec.task, spec.data, spec.recipe
+        self.folder, self.events = services.folder, services.events
+        self.tracker, self.watchdog, self.started = (services.tracker, services.watchdog,
+                                                     services.started)
+        self.log_every = 1 if self.plan.lr_find else self.recipe.train.log_every
         self.held_bytes = None
         self.window: list[float] = []
-        self.order = StepOrder(task, prepared.train, plan, recipe.train.seed,
-                               bool(recipe.data.group_by_length), engine.accelerator.process_index)
-        self.loader_workers = task.loader_workers(recipe)
+        self.order = StepOrder(self.task, self.data.train, self.plan, self.recipe.train.seed,
+                               bool(self.recipe.data.group_by_length), self.acc.process_index)
+        self.loader_workers = self.task.loader_workers(self.recipe)
         self.data_wait_s = self.window_s = 0.0  # waiting for data / stepping, since the last log
-        self.state = TrainerState()
-        self.sampler = Sampler(task, prepared.eval, recipe, plan, engine)
+        self.state, self.wall_before = TrainerState(), 0.0
+        self.sampler = Sampler(self.task, self.data.eval, self.recipe, self.plan, engine)
 
     def inputs(self, start: int, stop: int) -> Iterator[StepInput]:
         """The inputs of steps `start` .. `stop - 1`, collated ahead where the task decodes."""
         return step_inputs(self.order, start, stop, self.loader_workers)
 
-    def train(self, state: TrainerState, total_steps: int, steps_per_epoch: int,
-              started: float) -> Metrics:
-        """Run steps until `total_steps`; returns the final eval metrics ({} without eval).
+    def train(self, state: TrainerState) -> Metrics:
+        """Run steps from `state` to the last; returns the final eval metrics ({} without eval).
 
         A stop request (a signal) ends the loop after the step it arrived in, with a complete
         checkpoint of that step (StopTraining); one before the first step ends it at once."""
-        train = self.recipe.train
-        self.state, self.started, self.wall_before = state, started, state.wall_s
+        train, total = self.recipe.train, self.spec.total_steps
+        self.state, self.wall_before = state, state.wall_s
         self.model.train()
-        if state.step < total_steps and self._agree(REQUEST.requested):
+        if state.step < total and self._agree(REQUEST.requested):
             self._stop(state, checkpoint=False)
-        inputs = self.inputs(state.step, total_steps)
-        while state.step < total_steps:
-            t0 = time.time()
-            step_input = next(inputs)
-            self.data_wait_s += time.time() - t0
-            result = self.step(step_input)
-            state.step += 1
-            state.samples += result.samples
-            state.tokens += result.tokens
-            self.watchdog.progress(Phase.TRAIN, state.step)
-            state.train_s += time.time() - t0
-            self.window_s += time.time() - t0
-            state.steps_timed += 1
-            if state.first_step_s is None:
-                state.first_step_s = round(time.time() - started, 2)
-            if train.log_sample_ids:
-                with self.folder.sample_ids(self.acc.process_index).open("a") as handle:
-                    handle.write(SampleIds(step=state.step, ids=tuple(step_input.ids)).to_line())
-            self.window.append(result.loss)
-            if state.step % train.log_every == 0 or state.step == total_steps:
-                self.log_train(state, steps_per_epoch, result, time.time() - t0)
+        inputs = self.inputs(state.step, total)
+        while state.step < total:
+            result = self.step(inputs)
             if result.stop:
                 self._stop(state, checkpoint=True)
-            if train.eval_every and state.step % train.eval_every == 0 and state.step < total_steps:
+            if train.eval_every and state.step % train.eval_every == 0 and state.step < total:
                 self.log_eval(state.step)
             if train.save_every and state.step % train.save_every == 0:
                 self.checkpoint(state)
         return self.log_eval(state.step, self.folder.predictions)
+
+    def step(self, inputs: Iterator[StepInput]) -> StepResult:
+        """One optimizer step, top to bottom: fetch this rank's micro-batches; forward, loss
+        and backward on each (gradients accumulate; ranks synchronise on the last); clip and
+        step the optimizer; step the schedule; sum over all ranks; count, and log when due.
+        The loss is the global mean over the step's loss units (samples or tokens)."""
+        acc, device, state, t0 = self.acc, self.acc.device, self.state, time.time()
+        step_input = next(inputs)  # fetch (collated ahead where the task decodes files)
+        self.data_wait_s += time.time() - t0
+        units = acc.reduce(torch.tensor([float(step_input.units)], device=device), "sum")
+        scale = self.plan.world_size / max(float(units.item()), 1.0)  # sum -> global mean
+        loss_sum = torch.zeros((), device=device)
+        micro = step_input.micro
+        for i, part in enumerate(micro):
+            batch = {k: v.to(device) for k, v in part.batch.items()}
+            state.computed_tokens += part.computed
+            with self.engine.micro_step(last=i == len(micro) - 1), acc.autocast():
+                summed, _ = self.task.loss_sum(self.model, batch)  # forward: the summed loss
+                self.engine.backward(summed * scale)  # gradients add up over micro-batches
+            loss_sum += summed.detach()  # read once, with the step's other sums (no sync)
+        lr = self.scheduler.get_last_lr()[0]  # the lr this step trains with
+        # clip to max_grad_norm, step the optimizer, zero the gradients
+        grad_norm = self.engine.step(self.recipe.train.max_grad_norm or float("inf"))
+        if self.held_bytes is None:  # after the first step, when the optimizer state exists
+            self.held_bytes = self.engine.held_bytes()
+        self.scheduler.step()
+        state.real_tokens += step_input.tokens
+        # the sums over all ranks, in one reduce: loss, tokens, samples, stop requests
+        counted = torch.tensor([float(step_input.tokens), float(step_input.samples),
+                                float(REQUEST.requested)], device=device)
+        stats = acc.reduce(torch.cat([loss_sum.float().reshape(1), counted]), "sum")
+        result = StepResult(loss=float(stats[0]) / max(float(units.item()), 1.0), lr=lr,
+                            tokens=int(stats[1]), samples=int(stats[2]), grad_norm=grad_norm,
+                            stop=float(stats[3]) > 0)
+        self.count(step_input, result, t0)
+        if state.step % self.log_every == 0 or state.step == self.spec.total_steps:
+            self.log_train(result, time.time() - t0)
+        return result
+
+    def count(self, step_input: StepInput, result: StepResult, t0: float) -> None:
+        """A finished step into the state: step, samples, tokens, time; the watchdog told;
+        its example ids written where the recipe asks; its loss into the logging window."""
+        state = self.state
+        state.step += 1
+        state.samples += result.samples
+        state.tokens += result.tokens
+        self.watchdog.progress(Phase.TRAIN, state.step)
+        state.train_s += time.time() - t0
+        self.window_s += time.time() - t0
+        state.steps_timed += 1
+        if state.first_step_s is None:
+            state.first_step_s = round(time.time() - self.started, 2)
+        if self.recipe.train.log_sample_ids:
+            with self.folder.sample_ids(self.acc.process_index).open("a") as handle:
+                handle.write(SampleIds(step=state.step, ids=tuple(step_input.ids)).to_line())
+        self.window.append(result.loss)
 
     def checkpoint(self, state: TrainerState) -> None:
         self.watchdog.progress(Phase.CHECKPOINT)
@@ -137,44 +191,14 @@ class TrainLoop:
         vote = self.acc.reduce(torch.tensor([float(flag)], device=self.acc.device), "sum")
         return float(vote.item()) > 0
 
-    def step(self, step_input: StepInput) -> StepResult:
-        """One optimizer step over this rank's micro-batches (micro rows each, or fewer under a
-        token budget); the loss is the global mean. The sums all ranks exchange at the end
-        carry each rank's stop request too."""
-        micro = step_input.micro
-        total = self.acc.reduce(torch.tensor([float(step_input.units)], device=self.acc.device),
-                                "sum")
-        scale = self.plan.world_size / max(float(total.item()), 1.0)
-        loss_sum = torch.zeros((), device=self.acc.device)
-        tokens = step_input.tokens
-        for i, part in enumerate(micro):
-            batch = {k: v.to(self.acc.device) for k, v in part.batch.items()}
-            self.state.computed_tokens += part.computed
-            with self.engine.micro_step(last=i == len(micro) - 1), self.acc.autocast():
-                summed, _ = self.task.loss_sum(self.model, batch)
-                self.engine.backward(summed * scale)
-            loss_sum += summed.detach()  # read once, with the step's other sums (no sync)
-        grad_norm = self.engine.step(self.recipe.train.max_grad_norm or float("inf"))
-        if self.held_bytes is None:  # after the first step, when the optimizer state exists
-            self.held_bytes = self.engine.held_bytes()
-        self.scheduler.step()
-        self.state.real_tokens += tokens
-        counted = torch.tensor([float(tokens), float(step_input.samples),
-                                float(REQUEST.requested)],
-                               device=self.acc.device)
-        stats = torch.cat([loss_sum.float().reshape(1), counted])
-        stats = self.acc.reduce(stats, "sum")
-        return StepResult(loss=float(stats[0]) / max(float(total.item()), 1.0),
-                          tokens=int(stats[1]), samples=int(stats[2]), grad_norm=grad_norm,
-                          stop=float(stats[3]) > 0)
-
-    def log_train(self, state: TrainerState, steps_per_epoch: int, result: StepResult,
-                  step_s: float) -> None:
+    def log_train(self, result: StepResult, step_s: float) -> None:
+        """The window's mean loss, the lr, grad norm and speeds: to the trackers and events."""
+        state = self.state
         loss = sum(self.window) / len(self.window)
         self.window = []
-        self.state.last_loss = loss
+        state.last_loss = loss
         lr = self.scheduler.get_last_lr()[0]
-        epoch = state.step / steps_per_epoch
+        epoch = state.step / self.spec.steps_per_epoch
         tokens_per_s = result.tokens / max(step_s, 1e-9)
         self.tracker.log({
             "train/loss": loss,
@@ -197,7 +221,7 @@ class TrainLoop:
         if not self.data.eval:
             return {}
         metrics, rows = self.evaluate(predictions_file)
-        self.tracker.log(_flatten(metrics, "eval/"), step=step)
+        self.tracker.log(flatten(metrics, "eval/"), step=step)
         if self.acc.is_main_process:
             self.log_examples(rows, step)
         self.events.write(Evaluated(step=step, metrics=scalars(metrics)))
@@ -266,23 +290,3 @@ class TrainLoop:
     def wall_s(self) -> float:
         """Wall time of the run so far, over all its launches."""
         return self.wall_before + time.time() - self.started
-
-
-def scalars(metrics: Metrics) -> dict[str, float]:
-    """The metrics that are numbers (tables such as per-entity scores left out)."""
-    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-
-
-def tables(metrics: Metrics) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, dict)}
-
-
-def _flatten(metrics: Metrics, prefix: str) -> dict[str, float]:
-    """Scalars for W&B: a nested table (per-entity scores) becomes `eval/per_entity/person/f1`."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -19,18 +19,19 @@ from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Device, ExitCode, Strategy
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import build_task
-from launcher.tasks.lora import apply_lora
 from launcher.trackers.start import start_trackers
 from launcher.worker.allocator import keep_freed_blocks
 from launcher.worker.checkpoint import TrainerState, load_latest
 from launcher.worker.engines import make_engine
+from launcher.worker.engines.base import Engine
 from launcher.worker.final import save_final, weights_fingerprint
-from launcher.worker.loop import TrainLoop, scalars, tables
+from launcher.worker.loop import RunServices, TrainLoop
 from launcher.worker.lr_find import run_lr_range
-from launcher.worker.optim import make_optimizer, make_scheduler
+from launcher.worker.metrics import Metrics, scalars, tables
 from launcher.worker.preprocess import prepare_cached
 from launcher.worker.startup import verify_launch, verify_strategy, verify_world
 from launcher.worker.stopping import StopTraining
+from launcher.worker.trainable import TrainingSpec
 from launcher.worker.watchdog import Watchdog, allowance
 
 # Strategies whose ranks all hold the whole model: their fingerprints must be equal.
@@ -45,7 +46,8 @@ def collective_timeout(recipe: Recipe) -> timedelta:
 
 
 def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitCode:
-    """Train, evaluate, checkpoint and save the final model as the plan says."""
+    """Train, evaluate, checkpoint and save the final model as the plan says (or run the lr
+    range test it carries); OK, or STOPPED by a signal with a checkpoint to resume from."""
     started = time.time()
     torch.set_num_threads(plan.threads_per_proc)
     verify_launch(plan)
@@ -59,11 +61,45 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
     set_seed(recipe.train.seed)
     torch.use_deterministic_algorithms(plan.device == "cpu", warn_only=True)
 
+    spec = _training_spec(recipe, plan, engine, folder, events, watchdog)
+    trainable = engine.prepare(spec)
+    report = _loaded(engine, report, folder)
+    state = _resumed(engine, folder, events, watchdog) if resume else TrainerState()
+    if plan.device is Device.CPU and not (plan.active_strategy or Strategy.DDP).shards_parameters:
+        keep_freed_blocks()  # the model is loaded: each step reuses the last one's memory
+    watchdog.progress(Phase.STARTUP)
+    tracker = start_trackers(recipe, plan, folder, main, events, state.step)
+    events.write(Started(step=state.step, total_steps=spec.total_steps,
+                         steps_per_epoch=spec.steps_per_epoch, world_size=plan.world_size))
+    loop = TrainLoop(engine, trainable, spec, RunServices(folder, events, tracker, watchdog,
+                                                          started))
+    try:
+        if plan.lr_find is not None:
+            run_lr_range(loop, plan.lr_find, folder)
+        else:
+            _train_and_save(loop, state, report)
+        code = ExitCode.OK
+    except StopTraining:
+        code = ExitCode.STOPPED
+    # The end of a run, written once. An error skips it, as ever: the trackers see a crash, and
+    # the heartbeat never says that this rank is done (the other ranks' watchdogs name it).
+    tracker.finish((folder.summary, folder.report) if code is ExitCode.OK else (),
+                   stopped=code is ExitCode.STOPPED)
+    accelerator.end_training()
+    watchdog.stop()
+    return code
+
+
+def _training_spec(recipe: Recipe, plan: Plan, engine: Engine, folder: RunFolder,
+                   events: EventLog, watchdog: Watchdog) -> TrainingSpec:
+    """The task with its tokenizer and its data tokenized (once, cached), the label names
+    written (rank 0), and the run's length in optimizer steps."""
     task = build_task(recipe, plan)
     task.tokenizer = tokenizer = task.load_tokenizer()
-    prepared = prepare_cached(task, tokenizer, recipe, plan, accelerator, events, watchdog)
+    prepared = prepare_cached(task, tokenizer, recipe, plan, engine.accelerator, events,
+                              watchdog)
     watchdog.progress(Phase.STARTUP)
-    if main and prepared.label_names:
+    if engine.accelerator.is_main_process and prepared.label_names:
         LabelNames(names=tuple(prepared.label_names)).write(folder.label_names)
     steps_per_epoch = len(prepared.train) // plan.batch.global_size
     if steps_per_epoch == 0:
@@ -71,11 +107,13 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
                          f"batch ({plan.batch.global_size})")
     total_steps = (plan.lr_find.steps if plan.lr_find else
                    recipe.train.max_steps or math.ceil(recipe.train.epochs * steps_per_epoch))
-    scheduler = engine.prepare(lambda meta: apply_lora(task.load_model(prepared, meta), recipe,
-                                                       announce=not meta),
-                               lambda m: make_optimizer(m, recipe),
-                               lambda optimizer: make_scheduler(optimizer, recipe, total_steps,
-                                                                plan.lr_find))
+    return TrainingSpec(task, prepared, recipe, total_steps, steps_per_epoch)
+
+
+def _loaded(engine: Engine, report: RankReport, folder: RunFolder) -> RankReport:
+    """This rank's report once its model is loaded and the strategy verified: written, and
+    said in one line."""
+    plan = engine.plan
     report = dataclasses.replace(verify_strategy(engine, plan, report),
                                  loaded_rss_bytes=peak_rss_bytes())
     report.write(folder.rank_report(report.rank))
@@ -83,71 +121,60 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
           f"{report.strategy or 'one process'}, {report.local_param_numel:,} parameters held"
           + (f", gradient all-reduce: {report.gradient_sync}" if report.gradient_sync
              else ""), flush=True)
+    return report
 
-    state = TrainerState()
-    if resume:
-        watchdog.progress(Phase.CHECKPOINT)
-        loaded = load_latest(engine, folder.checkpoints, events)
-        if loaded is None:
-            events.message("--resume: no complete checkpoint yet, starting from step 0")
-        else:
-            state = loaded
-            events.message(f"resumed from {folder.named(folder.checkpoint(state.step))}")
-    watchdog.progress(Phase.STARTUP)
-    tracker = start_trackers(recipe, plan, folder, main, events, state.step)
-    events.write(Started(step=state.step, total_steps=total_steps,
-                         steps_per_epoch=steps_per_epoch, world_size=plan.world_size))
 
-    if plan.device is Device.CPU and not (plan.active_strategy
-                                          and plan.active_strategy.shards_parameters):
-        keep_freed_blocks()  # the model is loaded: each step reuses the last one's memory
-    loop = TrainLoop(engine, task, prepared, plan, recipe, scheduler, events, tracker, watchdog,
-                     folder)
-    if plan.lr_find is not None:
-        run_lr_range(loop, plan.lr_find, steps_per_epoch, folder, events)
-        tracker.finish()
-        accelerator.end_training()
-        watchdog.stop()
-        return ExitCode.OK
-    try:
-        eval_metrics = loop.train(state, total_steps, steps_per_epoch, started)
-    except StopTraining:
-        tracker.finish(stopped=True)
-        accelerator.end_training()
-        watchdog.stop()
-        return ExitCode.STOPPED
-    watchdog.progress(Phase.SAVE)
+def _resumed(engine: Engine, folder: RunFolder, events: EventLog,
+             watchdog: Watchdog) -> TrainerState:
+    """The newest complete checkpoint restored, and its state; step 0's where there is none."""
+    watchdog.progress(Phase.CHECKPOINT)
+    loaded = load_latest(engine, folder.checkpoints, events)
+    if loaded is None:
+        events.message("--resume: no complete checkpoint yet, starting from step 0")
+        return TrainerState()
+    events.message(f"resumed from {folder.named(folder.checkpoint(loaded.step))}")
+    return loaded
+
+
+def _train_and_save(loop: TrainLoop, state: TrainerState, report: RankReport) -> None:
+    """Train to the last step and save the final model; this rank's report, and on rank 0 the
+    summary, report.png and the Ended event."""
+    eval_metrics = loop.train(state)
+    loop.watchdog.progress(Phase.SAVE)
     trained_rss = peak_rss_bytes()
+    engine, folder = loop.engine, loop.folder
     engine.drop_optimizer_state()
-    save_final(engine, tokenizer, folder, recipe.model.max_shard_size)
+    save_final(engine, loop.task.tokenizer, folder, loop.recipe.model.max_shard_size)
     report = dataclasses.replace(_finished(report, engine, loop), trained_rss_bytes=trained_rss)
     report.write(folder.rank_report(report.rank))
-    if main:
-        efficiency = loop.efficiency()
-        summary = Summary(
-            steps=state.step,
-            epochs=round(state.step / steps_per_epoch, 4),
-            samples=state.samples,
-            tokens=state.tokens,
-            train_loss=state.last_loss,
-            wall_time_s=round(loop.wall_s(), 2),
-            time_to_first_step_s=state.first_step_s,
-            train_samples_per_s=(round(state.steps_timed * plan.batch.global_size
-                                       / state.train_s, 2) if state.steps_timed else None),
-            token_efficiency=round(efficiency, 4) if efficiency is not None else None,
-            world_size=plan.world_size,
-            strategy=report.strategy,
-            data=prepared.stats,
-            eval=scalars(eval_metrics),
-            eval_tables=tables(eval_metrics),
-        )
+    if loop.acc.is_main_process:
+        summary = _summary(loop, state, report, eval_metrics)
         summary.write(folder.summary)
-        _draw_report(folder, plan, events)
-        events.write(Ended(summary=summary))
-    tracker.finish((folder.summary, folder.report))
-    accelerator.end_training()
-    watchdog.stop()
-    return ExitCode.OK
+        _draw_report(folder, loop.plan, loop.events)
+        loop.events.write(Ended(summary=summary))
+
+
+def _summary(loop: TrainLoop, state: TrainerState, report: RankReport,
+             eval_metrics: Metrics) -> Summary:
+    """summary.json of a completed run: its counters over every launch, speeds, final eval."""
+    plan, steps_per_epoch, efficiency = loop.plan, loop.spec.steps_per_epoch, loop.efficiency()
+    return Summary(
+        steps=state.step,
+        epochs=round(state.step / steps_per_epoch, 4),
+        samples=state.samples,
+        tokens=state.tokens,
+        train_loss=state.last_loss,
+        wall_time_s=round(loop.wall_s(), 2),
+        time_to_first_step_s=state.first_step_s,
+        train_samples_per_s=(round(state.steps_timed * plan.batch.global_size
+                                   / state.train_s, 2) if state.steps_timed else None),
+        token_efficiency=round(efficiency, 4) if efficiency is not None else None,
+        world_size=plan.world_size,
+        strategy=report.strategy,
+        data=loop.data.stats,
+        eval=scalars(eval_metrics),
+        eval_tables=tables(eval_metrics),
+    )
 
 
 def _draw_report(folder: RunFolder, plan: Plan, events: EventLog) -> None:
@@ -165,7 +192,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _finished(report: RankReport, engine: object, loop: TrainLoop) -> RankReport:
+def _finished(report: RankReport, engine: Engine, loop: TrainLoop) -> RankReport:
     """The rank's report once trained: bytes held, peak memory, the weights' fingerprint."""
     return dataclasses.replace(
         report, held_bytes=loop.held_bytes,

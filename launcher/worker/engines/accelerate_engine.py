@@ -28,7 +28,9 @@ from launcher.worker.engines.base import (
     numel_bytes,
     optimizer_state_tensors,
 )
+from launcher.worker.optim import make_optimizer, make_scheduler
 from launcher.worker.shards import local_shard
+from launcher.worker.trainable import Trainable, build_model
 
 ZERO_STRATEGY = {2: Strategy.ZERO2, 3: Strategy.ZERO3}
 
@@ -52,20 +54,22 @@ class AccelerateEngine(Engine):
             project_dir=str(folder.path),
         )
 
-    def prepare(self, build_model, make_optimizer, make_scheduler):
+    def prepare(self, spec):
         # Under ZeRO-3 the plugin's zero3_init_flag makes from_pretrained build the model in
         # deepspeed.zero.Init: each rank allocates only its partition of every parameter.
-        model = build_model(False)
-        self.model, self.optimizer = self.accelerator.prepare(model, make_optimizer(model))
+        model = build_model(spec, meta=False)
+        self.model, self.optimizer = self.accelerator.prepare(
+            model, make_optimizer(model, spec.recipe))
         if self.active_strategy() is Strategy.DDP:
             self.gradient_sync = (shared_memory.install(self.model)
                                   if self.plan.device is Device.CPU
                                   else GradientSync.PROCESS_GROUP)
         # After prepare: ZeRO-3 regroups the parameters of the optimizer it wraps.
-        self.scheduler = make_scheduler(self.optimizer)
+        self.scheduler = make_scheduler(self.optimizer, spec.recipe, spec.total_steps,
+                                        self.plan.lr_find)
         if self.zero_stage:
             self.accelerator.register_for_checkpointing(self.scheduler)
-        return self.scheduler
+        return Trainable(self.model, self.optimizer, self.scheduler)
 
     def micro_step(self, last: bool):
         if self.zero_stage:  # DeepSpeed counts the micro-batches itself: grad_accum per step

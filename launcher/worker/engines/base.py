@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,7 @@ from launcher.contract.reports import HeldBytes
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import GradientSync, Offload, Strategy
 from launcher.worker.shards import local_shard
-
-ModelFactory = Callable[[bool], torch.nn.Module]  # meta=True: no weights, for a sharded load
-OptimizerFactory = Callable[[torch.nn.Module], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+from launcher.worker.trainable import Trainable, TrainingSpec
 
 
 def group_kwargs(plan: Plan, timeout: timedelta) -> list[Any]:
@@ -49,16 +46,17 @@ class Engine(ABC):
     accelerator: Accelerator
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    scheduler: Any
     gradient_sync: GradientSync | None = None  # set by `prepare` under DDP
 
     def __init__(self, plan: Plan, folder: RunFolder, timeout: timedelta) -> None:
         self.plan = plan
 
     @abstractmethod
-    def prepare(self, build_model: ModelFactory, make_optimizer: OptimizerFactory,
-                make_scheduler: SchedulerFactory) -> Any:
-        """Build the model as the strategy loads it (whole, or each rank its shard), wrap or
-        shard it, build the optimizer on the result; returns the scheduler."""
+    def prepare(self, spec: TrainingSpec) -> Trainable:
+        """Build the spec's model as the strategy loads it (whole, or each rank its shard),
+        wrap or shard it, then build the optimizer on the result and the schedule on that;
+        returns the three (the engine keeps them too, to step and checkpoint)."""
 
     @abstractmethod
     def micro_step(self, last: bool) -> contextlib.AbstractContextManager:

@@ -23,12 +23,13 @@ from launcher.worker.blocks import transformer_blocks
 from launcher.worker.engines import dcp_checkpoint
 from launcher.worker.engines.base import (
     Engine,
-    ModelFactory,
     group_kwargs,
     numel_bytes,
     optimizer_state_tensors,
 )
+from launcher.worker.optim import make_optimizer, make_scheduler
 from launcher.worker.shards import local_shard
+from launcher.worker.trainable import Trainable, TrainingSpec, build_model
 
 HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
@@ -45,7 +46,7 @@ class Fsdp2Engine(Engine):
             project_dir=str(folder.path),
         )
 
-    def prepare(self, build_model, make_optimizer, make_scheduler):
+    def prepare(self, spec):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -55,15 +56,16 @@ class Fsdp2Engine(Engine):
             policy = MixedPrecisionPolicy(param_dtype=HALF[self.plan.precision],
                                           reduce_dtype=torch.float32)
         with torch.random.fork_rng(devices=[]):  # no weights, no random numbers drawn
-            model = build_model(True)  # every rank: the architecture on the meta device
+            model = build_model(spec, meta=True)  # every rank: the architecture, no weights
         for block in transformer_blocks(model):
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
-        load_sharded(model, build_model if self.accelerator.is_main_process else None)
+        load_sharded(model, spec if self.accelerator.is_main_process else None)
         self.model = model
-        self.optimizer = make_optimizer(model)
-        self.scheduler = make_scheduler(self.optimizer)
-        return self.scheduler
+        self.optimizer = make_optimizer(model, spec.recipe)
+        self.scheduler = make_scheduler(self.optimizer, spec.recipe, spec.total_steps,
+                                        self.plan.lr_find)
+        return Trainable(model, self.optimizer, self.scheduler)
 
     def micro_step(self, last: bool):
         self.model.set_requires_gradient_sync(last)
@@ -111,14 +113,14 @@ class Fsdp2Engine(Engine):
                          master_params=0)
 
 
-def load_sharded(model: torch.nn.Module, build_model: ModelFactory | None) -> None:
+def load_sharded(model: torch.nn.Module, spec: TrainingSpec | None) -> None:
     """Fill a sharded meta-device `model` with the pretrained weights: rank 0 (the one given
-    `build_model`) loads the whole model on the host and broadcasts it tensor by tensor; every
+    the `spec`) builds the whole model on the host and broadcasts it tensor by tensor; every
     rank keeps only its shard of each. No rank but 0 ever holds a full copy, and rank 0 holds
     one on the host only, never on the device."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    full = build_model(False).state_dict() if build_model is not None else {}
+    full = build_model(spec, meta=False).state_dict() if spec is not None else {}
     # Every rank continues with the random state rank 0 has after building (fresh heads drew
     # from it), as under DDP, where every rank builds: the same dropout masks, the same run.
     state = [torch.get_rng_state()]
