@@ -65,7 +65,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
     trainable = engine.prepare(spec)
     report = _loaded(engine, report, folder)
     state = _resumed(engine, folder, events, watchdog) if resume else TrainerState()
-    if plan.device is Device.CPU and not (plan.active_strategy or Strategy.DDP).shards_parameters:
+    if plan.device is Device.CPU and plan.active_strategy in (None, Strategy.DDP):
         keep_freed_blocks()  # the model is loaded: each step reuses the last one's memory
     watchdog.progress(Phase.STARTUP)
     tracker = start_trackers(recipe, plan, folder, main, events, state.step)
