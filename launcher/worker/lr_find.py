@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from launcher.contract.plan import LrRange
 from launcher.contract.reports import LrCurve
-from launcher.contract.run_folder import RunFolder
 from launcher.plan.lr_range import diverged_at, smoothed
 from launcher.worker.loop import TrainLoop
 
 
-def run_lr_range(loop: TrainLoop, lr_range: LrRange, folder: RunFolder) -> LrCurve:
+def run_lr_range(loop: TrainLoop, lr_range: LrRange) -> LrCurve:
     """Every rank steps; the loss is all-reduced, so every rank stops at the same step."""
     lrs, losses = [], []
     diverged = False
@@ -25,5 +24,5 @@ def run_lr_range(loop: TrainLoop, lr_range: LrRange, folder: RunFolder) -> LrCur
         diverged = diverged_at(smoothed(losses)) is not None
     curve = LrCurve(lrs=tuple(lrs), losses=tuple(losses), diverged=diverged)
     if loop.acc.is_main_process:
-        curve.write(folder.lr_curve)
+        curve.write(loop.folder.lr_curve)
     return curve

@@ -75,7 +75,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
                                                           started))
     try:
         if plan.lr_find is not None:
-            run_lr_range(loop, plan.lr_find, folder)
+            run_lr_range(loop, plan.lr_find)
         else:
             _train_and_save(loop, state, report)
         code = ExitCode.OK
