@@ -1,43 +1,56 @@
-"""glibc's malloc as the worker sets it: freed blocks kept for the next step (DDP, one process on
-a CPU), counted in the page faults a process takes when it allocates the same tensor again."""
+"""glibc's malloc as the worker sets it for DDP and one process on a CPU: blocks of up to
+KEPT_BLOCK served from the heap and kept there when freed, bigger ones mapped alone; read back
+from glibc's own accounting (mallinfo2) in a fresh process, against glibc's default."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 from tests.conftest import REPO
 
-# A step's activation-sized blocks (EfficientNet-Lite0's at 16 images: up to 77 MB): allocated,
-# written and freed, once to warm up, then five times over; page faults per page written.
+# One 20 MiB block, then one of 48 MiB, each allocated, written and freed; glibc's counts after
+# each: the bytes in mapped blocks while it is held, and how much the heap grew and kept once it
+# was freed.
 SCRIPT = """
-import resource, sys, torch
+import ctypes, json, sys, torch
 from launcher.worker.allocator import keep_freed_blocks
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena ordblks smblks hblks hblkhd usmblks "
+                                                     "fsmblks uordblks fordblks keepcost").split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
 if sys.argv[1] == "keep":
     assert keep_freed_blocks()
-SIZES = [48 << 20, 64 << 20, 128 << 20]
-def step():
-    for size in SIZES:
-        block = torch.empty(size, dtype=torch.uint8)
-        block.fill_(1)
-        del block
-step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (5 * sum(SIZES) / 4096))
+seen = {}
+for mib in (20, 48):
+    before = libc.mallinfo2()
+    block = torch.empty(mib << 20, dtype=torch.uint8)
+    block.fill_(1)
+    held = libc.mallinfo2()
+    del block
+    freed = libc.mallinfo2()
+    seen[mib] = {"mapped_held": held.hblkhd >> 20, "heap_kept": (freed.arena - before.arena) >> 20}
+print(json.dumps(seen))
 """
 
 
-def page_faults(mode: str) -> float:
+def malloc_counts(mode: str) -> dict[str, dict[str, int]]:
     done = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=REPO, capture_output=True,
                           text=True, timeout=120, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_kept_blocks_are_reused_without_faulting_their_pages_again() -> None:
-    default, kept = page_faults("default"), page_faults("keep")
-    assert default > 0.9, default  # mapped afresh each time: every page faulted in again
-    # Mostly the heap's pages, already there: 0.0-0.32 measured (a block glibc serves from a
-    # thread arena's heap is unmapped once that heap is empty, whatever the settings).
-    assert kept < 0.6, kept
+def test_blocks_up_to_the_kept_size_stay_in_the_heap_when_freed() -> None:
+    default, kept = malloc_counts("default"), malloc_counts("keep")
+    assert default["20"]["mapped_held"] >= 20  # the default: mapped, unmapped, zeroed anew
+    assert kept["20"]["mapped_held"] < 20  # kept: from the heap ...
+    assert kept["20"]["heap_kept"] >= 20  # ... and still there once freed, for the next step
+    assert default["20"]["heap_kept"] < 20
+
+
+def test_blocks_bigger_than_the_kept_size_are_still_mapped_alone() -> None:
+    kept = malloc_counts("keep")
+    assert kept["48"]["mapped_held"] >= 48  # no hole of its size left between the kept blocks
+    assert kept["48"]["heap_kept"] < 48
