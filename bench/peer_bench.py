@@ -66,7 +66,7 @@ def build_model(root: Path, shape: dict[str, int], max_length: int) -> tuple[Pat
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from launcher.data.tiny_model import build_tokenizer
+    from launcher.tasks.tiny_model import build_tokenizer
 
     pairs = conversations(json.loads(ALPACA.read_text()))
     corpus = root / "corpus.txt"

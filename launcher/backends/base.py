@@ -3,7 +3,7 @@
 A backend submits one run folder's job, or the points of a sweep as one array job, and records
 each in its folder's job.json; `status`, `logs` and `cancel` work from the folders alone, from
 any later shell. It never waits for a job nor draws anything: following a job to its end is the
-caller's (`launcher.waiting`), through `status`.
+caller's (`launcher.ui.waiting`), through `status`.
 """
 
 from __future__ import annotations

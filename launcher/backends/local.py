@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from launcher.backends.base import JobStatus, LogSource, folder_state, last_event
+from launcher.contract.errors import UsageError
 from launcher.contract.events import Stopped
 from launcher.contract.job import JobRecord, LocalProcess, utc_now
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder
 from launcher.contract.vocabulary import BackendKind, ExitCode, JobState
-from launcher.errors import UsageError
 
 if TYPE_CHECKING:
     from launcher.contract.plan import Plan

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, ClassVar, NoReturn
 import launcher.backends.slurm_commands as slurm
 from launcher.backends.base import JobStatus, LogSource, folder_state
 from launcher.contract.checkpoints import newest_step
+from launcher.contract.errors import LaunchError, UsageError
 from launcher.contract.job import JobRecord, utc_now
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder, SweepRecord
 from launcher.contract.vocabulary import BackendKind, JobState
-from launcher.errors import LaunchError, UsageError
 
 if TYPE_CHECKING:
     from launcher.recipe.schema import Recipe

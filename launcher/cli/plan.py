@@ -18,10 +18,10 @@ from launcher.cli.app import (
     choose_backend,
     recipe_with_cli,
 )
+from launcher.contract.errors import UsageError
 from launcher.contract.vocabulary import BackendKind
-from launcher.errors import UsageError
-from launcher.progress import console
 from launcher.recipe.schema import Recipe
+from launcher.ui.progress import console
 
 PANEL = "Before a run"
 
@@ -96,10 +96,10 @@ def lr_find(
     from launcher.backends import backend_for
     from launcher.contract.plan import LrRange
     from launcher.contract.vocabulary import JobState
-    from launcher.lr_find import conclude
-    from launcher.progress import report_end
-    from launcher.run_setup import write_new_run
-    from launcher.waiting import follow_job, stopping_job
+    from launcher.ops.lr_find import conclude
+    from launcher.ops.run_setup import write_new_run
+    from launcher.ui.progress import report_end
+    from launcher.ui.waiting import follow_job, stopping_job
 
     if not 0 < min_lr < max_lr or steps < 3:
         raise UsageError("lr-find: needs 0 < --min < --max and --steps >= 3")

@@ -8,7 +8,7 @@ local folder; the job itself never contacts the Hub (its environment sets HF_HUB
 
 from __future__ import annotations
 
-from launcher.errors import RecipeError
+from launcher.contract.errors import RecipeError
 
 # What a training run reads from a model repository: configs, tokenizer, safetensors weights.
 FILES = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken")

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from launcher.contract.errors import RecipeError
 from launcher.contract.plan import MemoryPlan, Plan
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
-from launcher.errors import RecipeError
 from launcher.plan.lora_size import lora_trainable
 from launcher.plan.memory import CANDIDATES, DoesNotFit, choose_strategy, estimate
 from launcher.plan.memory_probe import ProbeFailed, probed_shape

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from launcher.contract.checkpoints import newest_step
+from launcher.contract.errors import RecipeError, UsageError
 from launcher.contract.plan import Batch, Plan, WorldSpan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import (
@@ -22,7 +23,6 @@ from launcher.contract.vocabulary import (
     TrackingMode,
 )
 from launcher.data.hub_data import HubData, HubDataError, is_hub_data
-from launcher.errors import RecipeError, UsageError
 from launcher.plan.hub import hub_snapshot, is_hub_id
 from launcher.plan.memory_plan import (
     auto_strategy,

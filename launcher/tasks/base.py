@@ -17,8 +17,8 @@ from launcher.recipe.schema import Recipe
 from launcher.tasks.registry import task_class
 
 if TYPE_CHECKING:
-    from launcher.data.media import Media
-from launcher.data.preview import Preview
+    from launcher.data.encode.media import Media
+from launcher.data.encode.preview import Preview
 
 Batch = dict[str, torch.Tensor]
 Row = dict[str, Any]  # a canonical row (launcher.data.formats)

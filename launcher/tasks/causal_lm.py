@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_utils import slice_logits_to_keep
 
-from launcher.data.chat import (
+from launcher.data.encode.chat import (
     IGNORE_INDEX,
     ChatTemplateError,
     EncodeStats,
@@ -21,8 +21,8 @@ from launcher.data.chat import (
     render,
     resolve_template,
 )
-from launcher.data.packing import pack_indices, packed_collator
-from launcher.data.preview import Preview, loss_segments
+from launcher.data.encode.packing import pack_indices, packed_collator
+from launcher.data.encode.preview import Preview, loss_segments
 from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from launcher.contract.errors import UsageError
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.splits import load_splits
-from launcher.errors import UsageError
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
 from launcher.tasks.pretrained import pretrained
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from launcher.data.images import (
+from launcher.data.encode.images import (
     Augmentation,
     ImageError,
     augment,
@@ -19,8 +19,8 @@ from launcher.data.images import (
     contact_sheet,
     open_rgb,
 )
-from launcher.data.media import THUMBNAIL, Picture
-from launcher.data.preview import Preview, Segment, label_name
+from launcher.data.encode.media import THUMBNAIL, Picture
+from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, Prepared, Row
 from launcher.tasks.decoded_classification import DecodedClassification, origin

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification
 
-from launcher.data.preview import Preview, Segment, label_name
+from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task

@@ -19,7 +19,8 @@ from transformers.models.whisper.english_normalizer import (
     EnglishTextNormalizer,
 )
 
-from launcher.data.audio import (
+from launcher.contract.errors import UsageError
+from launcher.data.encode.audio import (
     AudioError,
     fit_window,
     frames,
@@ -28,11 +29,10 @@ from launcher.data.audio import (
     log_mel_sheet,
     probe,
 )
+from launcher.data.encode.media import SOUND_SECONDS, Sound
+from launcher.data.encode.preview import Preview, Segment
 from launcher.data.errors import DataError
-from launcher.data.media import SOUND_SECONDS, Sound
-from launcher.data.preview import Preview, Segment
 from launcher.data.splits import load_splits
-from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
 from launcher.tasks import ctc
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from seqeval.metrics import accuracy_score, classification_report
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from launcher.data.preview import Preview, Segment, label_name
+from launcher.contract.errors import UsageError
+from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
-from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
 from launcher.tasks.pretrained import pretrained

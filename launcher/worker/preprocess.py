@@ -37,7 +37,7 @@ from launcher.worker.arrow_rows import ArrowRows
 from launcher.worker.watchdog import Watchdog
 
 CODE = Path(__file__).resolve().parents[1]
-CODE_FILES = sorted([*(CODE / "data").glob("*.py"), *(CODE / "tasks").glob("*.py"),
+CODE_FILES = sorted([*(CODE / "data").rglob("*.py"), *(CODE / "tasks").glob("*.py"),
                      CODE / "contract" / "reports.py"])
 PREPROCESS_WAIT = timedelta(hours=24)  # others wait for rank 0's tokenization this long at most
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf")

@@ -179,7 +179,7 @@ def _summary(loop: TrainLoop, state: TrainerState, report: RankReport,
 
 def _draw_report(folder: RunFolder, plan: Plan, events: EventLog) -> None:
     """report.png: a picture that fails to draw is a message, never a failed run."""
-    from launcher.pictures import write_report
+    from launcher.ui.pictures import write_report
 
     try:
         write_report(folder, f"{plan.recipe_name}: {folder.path.name}")

@@ -15,10 +15,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
+from launcher.contract.errors import LaunchError
 from launcher.contract.plan import Plan
 from launcher.contract.reports import RankReport
 from launcher.contract.vocabulary import BackendKind
-from launcher.errors import LaunchError
 from launcher.worker.engines.base import Engine
 from launcher.worker.shards import local_shard
 

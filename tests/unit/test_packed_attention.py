@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
-from launcher.data.chat import IGNORE_INDEX
+from launcher.data.encode.chat import IGNORE_INDEX
 from launcher.tasks.causal_lm import keeps_logits_by_mask, loss_positions, token_loss_sum
 from launcher.tasks.packed_attention import DOC_SDPA, document_lengths, prepare_for_packing
 

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import torch
 
-from launcher.data.chat import IGNORE_INDEX, encode_rows
-from launcher.data.formats import load_rows
-from launcher.data.packing import (
+from launcher.data.encode.chat import IGNORE_INDEX, encode_rows
+from launcher.data.encode.packing import (
     length_grouped_batches,
     micro_batches,
     pack_indices,
     packed_collator,
 )
+from launcher.data.formats import load_rows
 from launcher.tasks.causal_lm import pad_examples
 from launcher.tasks.packed_attention import prepare_for_packing
 

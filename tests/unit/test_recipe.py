@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import RecipeError
+from launcher.contract.errors import RecipeError
 from launcher.recipe.load import load_recipe
 from tests.conftest import REPO
 

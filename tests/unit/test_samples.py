@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from launcher.data.chat import encode_chat, encode_text, resolve_template
+from launcher.contract.errors import RecipeError
+from launcher.data.encode.chat import encode_chat, encode_text, resolve_template
 from launcher.data.formats import load_rows
-from launcher.errors import RecipeError
 from launcher.recipe.load import load_recipe
 from launcher.tasks.causal_lm import _split_answer
 

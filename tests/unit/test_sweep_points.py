@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.errors import UsageError
-from launcher.sweep import parse_grid, points_of
+from launcher.contract.errors import UsageError
+from launcher.ops.sweep import parse_grid, points_of
 
 
 def test_the_grid_is_every_combination_in_order() -> None:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from launcher.contract.errors import LaunchError
 from launcher.contract.events import (
     Evaluated,
     Event,
@@ -30,7 +31,6 @@ from launcher.contract.plan import Plan
 from launcher.contract.reports import RankReport, Summary
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import WORKER_ERROR
-from launcher.errors import LaunchError
 from launcher.plan.sizes import format_bytes
 
 # Not a terminal (logs, CI, pipes): wide enough that tables are not cut.

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from launcher.backends.base import Backend, JobStatus
+from launcher.contract.errors import UsageError
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder
 from launcher.contract.vocabulary import JobState
-from launcher.errors import UsageError
-from launcher.progress import console, follow
+from launcher.ui.progress import console, follow
 
 ENDED_POLL_S = 0.2
 

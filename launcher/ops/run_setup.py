@@ -11,15 +11,15 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from launcher.contract.errors import RecipeError, UsageError
 from launcher.contract.plan import LrRange, Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, TrackerKind, TrackingMode
 from launcher.data.splits import load_splits
-from launcher.errors import RecipeError, UsageError
 from launcher.plan.plan import check_inputs, gpus_on_this_machine, make_plan, resumed_plan
-from launcher.progress import console
 from launcher.recipe.schema import Recipe
 from launcher.render.run_folder import write_run_folder
+from launcher.ui.progress import console
 
 
 def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_dir: Path | None,

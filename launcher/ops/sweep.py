@@ -12,17 +12,17 @@ from pathlib import Path
 
 from launcher.backends import backend_for
 from launcher.backends.base import Backend
+from launcher.contract.errors import LaunchError, UsageError
 from launcher.contract.plan import Plan
 from launcher.contract.reports import Summary
 from launcher.contract.sweep import SweepFolder, SweepPoint, SweepRecord
 from launcher.contract.vocabulary import BackendKind, JobState
-from launcher.errors import LaunchError, UsageError
+from launcher.ops.run_setup import write_new_run
 from launcher.plan.plan import recipe_name, safe_name
-from launcher.progress import console, metrics_text
 from launcher.recipe.load import load_recipe
-from launcher.run_setup import write_new_run
 from launcher.trackers.mlflow_sync import sweep_parent
-from launcher.waiting import follow_array, stopping
+from launcher.ui.progress import console, metrics_text
+from launcher.ui.waiting import follow_array, stopping
 
 Grid = dict[str, tuple[str, ...]]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from launcher.contract.reports import LrCurve, LrFindResult
 from launcher.contract.run_folder import RunFolder
-from launcher.pictures import draw_lr_find
 from launcher.plan.lr_range import smoothed, suggest
+from launcher.ui.pictures import draw_lr_find
 
 
 def conclude(folder: RunFolder, title: str) -> LrFindResult:

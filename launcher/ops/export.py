@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from launcher.contract.errors import UsageError
 from launcher.contract.plan import Plan
 from launcher.contract.reports import DataStats, LabelNames
 from launcher.contract.run_folder import RunFolder
-from launcher.errors import UsageError
 from launcher.recipe.load import load_recipe
 
 

@@ -8,13 +8,13 @@ import shutil
 from rich.table import Table
 
 from launcher.backends import backend_for
+from launcher.contract.errors import UsageError
 from launcher.contract.reports import Summary
 from launcher.contract.sweep import Entry, Leaderboard, SweepFolder, SweepRecord
 from launcher.contract.vocabulary import JobState
-from launcher.errors import UsageError
-from launcher.pictures import draw_sweep
 from launcher.recipe.load import load_recipe
 from launcher.tasks.registry import task_spec
+from launcher.ui.pictures import draw_sweep
 
 # Metrics a user may name with --metric for which lower is better (a task's main metric says
 # its own direction).

@@ -12,14 +12,14 @@ from rich.markup import escape
 
 from launcher.backends import backend_for
 from launcher.backends.base import Backend, JobStatus
+from launcher.contract.errors import UsageError
 from launcher.contract.events import Evaluated, Hung, Started, Stopped, TrainLogged, read_events
 from launcher.contract.plan import Plan
 from launcher.contract.reports import Summary
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import ExitCode, JobState
-from launcher.errors import UsageError
-from launcher.progress import console, metrics_text, report_end
-from launcher.waiting import Every, follow_job, stopping_job, wait_until_ended
+from launcher.ui.progress import console, metrics_text, report_end
+from launcher.ui.waiting import Every, follow_job, stopping_job, wait_until_ended
 
 NODE_LABEL = re.compile(r"^\s*(\d+): ")  # srun --label: "<task id>: ", one task per node
 CANCEL_WAIT_S = 120.0  # how long `cancel` waits for the job to end

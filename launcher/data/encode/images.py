@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
 
-from launcher.data.sources import head, open_source
+from launcher.data.encode.sources import head, open_source
 
 FORMATS_HINT = "use a JPEG, PNG, GIF, WebP, BMP or TIFF file, or drop the example"
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}

@@ -16,8 +16,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from launcher.data.chat import IGNORE_INDEX, Example
-from launcher.errors import UsageError
+from launcher.contract.errors import UsageError
+from launcher.data.encode.chat import IGNORE_INDEX, Example
 from launcher.recipe.schema import Recipe
 
 

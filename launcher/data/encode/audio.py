@@ -32,8 +32,8 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly, stft
 
-from launcher.data.images import augmentation_seed
-from launcher.data.sources import head, open_source
+from launcher.data.encode.images import augmentation_seed
+from launcher.data.encode.sources import head, open_source
 
 # longer recordings are refused (an hour-long WAV is a mistake in a training set)
 MAX_FILE_SECONDS = 600.0
@@ -151,8 +151,8 @@ def crop(samples: np.ndarray, max_samples: int, seed: int | None) -> np.ndarray:
 
 def crop_seed(seed: int, epoch: int, index: int) -> int:
     """A stable 63-bit seed for one example's crop in one epoch, so a resumed or elastic run
-    hears the same clips: the scheme of `launcher.data.images.augmentation_seed` (the same value
-    for the same inputs; one example is either an image or a recording)."""
+    hears the same clips: the scheme of `images.augmentation_seed` (the same value for the same
+    inputs; one example is either an image or a recording)."""
     return augmentation_seed(seed, epoch, index)
 
 

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from launcher.contract.errors import UsageError
 from launcher.contract.evaluation import EvalReport, Prediction
 from launcher.contract.plan import Plan
 from launcher.contract.records import ContractError
@@ -27,7 +28,6 @@ from launcher.contract.run_folder import RunFolder
 from launcher.data.errors import DataError
 from launcher.data.formats import FORMATS, load_rows
 from launcher.data.labels import LabelMap
-from launcher.errors import UsageError
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
 from launcher.tasks.registry import task_spec
@@ -174,7 +174,7 @@ def make_task(run: Run) -> Task:
 def encoded(encode: Callable[[list[Row]], list[Example]], rows: list[Row],
             run: Run) -> list[Example]:
     """`encode(rows)`; a chat template that cannot be used is bad input (exit 2)."""
-    from launcher.data.chat import ChatTemplateError
+    from launcher.data.encode.chat import ChatTemplateError
 
     try:
         return encode(rows)

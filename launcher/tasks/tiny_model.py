@@ -15,7 +15,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from launcher.data.chat import BUILTIN_TEMPLATES
+from launcher.data.encode.chat import BUILTIN_TEMPLATES
 
 EOS, IM_START, IM_END, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"
 

@@ -20,7 +20,7 @@ import torch
 from transformers import DataCollatorWithFlattening
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from launcher.data.chat import IGNORE_INDEX
+from launcher.data.encode.chat import IGNORE_INDEX
 
 T = TypeVar("T")
 

@@ -29,7 +29,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from launcher.data.chatml import CHATML
+from launcher.data.encode.chatml import CHATML
 
 IGNORE_INDEX = -100
 TrainOn = Literal["assistant", "last_assistant", "all"]
