@@ -116,7 +116,7 @@ def main() -> None:
         if flash:
             common.append("model.attn_implementation='flash_attention_2'")
         for name, extra in (("llama-packed", ["distributed.strategy=ddp"]),
-                            ("llama-fsdp2", ["distributed.strategy=fsdp"]),
+                            ("llama-fsdp", ["distributed.strategy=fsdp"]),
                             ("llama-zero3", ["distributed.strategy=zero3"])):
             if args.smoke and name != "llama-packed":
                 extra = [*extra, "train.max_steps=4"]

@@ -16,7 +16,7 @@ from launcher.recipe.schema import Recipe
 from launcher.render.sbatch import render_job_script
 from launcher.render.templates import environment
 
-ACCELERATE_TEMPLATE = {Strategy.DDP: "ddp.yaml.j2", Strategy.FSDP: "fsdp2.yaml.j2",
+ACCELERATE_TEMPLATE = {Strategy.DDP: "ddp.yaml.j2", Strategy.FSDP: "fsdp.yaml.j2",
                        Strategy.ZERO2: "zero.yaml.j2", Strategy.ZERO3: "zero.yaml.j2"}
 
 

@@ -1,4 +1,4 @@
-"""torch FSDP2: `fully_shard` on every transformer block, then the root, over a 1-D device mesh.
+"""The `fsdp` strategy, with torch FSDP2: `fully_shard` on every transformer block, then the root.
 
 The model is built on the meta device and sharded before any weight exists; rank 0 then reads
 the pretrained weights and broadcasts them, each rank keeping its shard (as torchtune's
@@ -34,8 +34,8 @@ from launcher.worker.trainable import Trainable, TrainingSpec, build_model
 HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
 
-class Fsdp2Engine(Engine):
-    """torch FSDP2: parameters, gradients and optimizer state sharded across all ranks."""
+class FsdpEngine(Engine):
+    """`fsdp`: parameters, gradients and optimizer state sharded across all ranks (FSDP2)."""
 
     def __init__(self, plan: Plan, folder: RunFolder, timeout: timedelta) -> None:
         super().__init__(plan, folder, timeout)
