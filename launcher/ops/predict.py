@@ -25,6 +25,7 @@ from launcher.contract.plan import Plan
 from launcher.contract.records import ContractError
 from launcher.contract.reports import DataStats, LabelNames
 from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import Precision
 from launcher.data.errors import DataError
 from launcher.data.formats import FORMATS, load_rows
 from launcher.data.labels import LabelMap
@@ -202,8 +203,8 @@ def autocast_for(plan: Plan, device: torch.device) -> Callable[[], AbstractConte
     """Training's precision on a GPU (bf16/fp16 autocast when the plan says so); fp32 on CPU."""
     import torch
 
-    dtype = torch.float16 if plan.precision == "fp16" else torch.bfloat16
-    return partial(torch.autocast, device.type, dtype=dtype,
+    half = plan.precision if plan.precision.is_half else Precision.BF16
+    return partial(torch.autocast, device.type, dtype=getattr(torch, half.torch_name),
                    enabled=device.type == "cuda" and plan.precision.is_half)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from launcher.contract.vocabulary import Precision, Strategy
+from launcher.contract.vocabulary import TORCH_NAMES, Precision, Strategy
 from launcher.data.formats import FORMATS
 from launcher.recipe.job_settings import SlurmSettings, TrackingSettings
 from launcher.recipe.section import Section, sane_path
@@ -35,15 +36,27 @@ class ModelSettings(Section):
         "is planned), or 'package:<module>' (a Python package's get_model_path()).")
     revision: str | None = Field(None, description="Hub id only: branch, tag or commit.")
     tokenizer: str | None = Field(None, description="Tokenizer location; defaults to model.path.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="dtype the weights are loaded in; auto follows train.precision."
-    )
+    dtype: PrecisionChoice = Field(
+        "auto", description="The precision the weights are loaded in, in train.precision's "
+        "words (float32, bfloat16 and float16 are deprecated spellings); auto: fp32, the master "
+        "copy of mixed precision.")
     trust_remote_code: bool = False
 
     @field_validator("path", "tokenizer")
     @classmethod
     def _openable(cls, value: str | None) -> str | None:
         return sane_path(value) if value is not None else None
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _precision_words(cls, value: object) -> object:
+        """model.dtype's old torch spellings, still read, with a warning naming the new one."""
+        old = {name: precision for precision, name in TORCH_NAMES.items()}
+        if isinstance(value, str) and value in old:
+            warnings.warn(f"model.dtype = {value!r} is deprecated: use "
+                          f"model.dtype = {old[value].value!r}", FutureWarning, stacklevel=2)
+            return old[value]
+        return value
 
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
     lora: LoraSettings | None = None

@@ -31,7 +31,6 @@ from launcher.tasks.base import Prepared, Task, build_task
 from launcher.tasks.lora import apply_lora
 from launcher.worker.blocks import transformer_blocks
 
-HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 WIDTH_KEYS = ("hidden_size", "d_model", "hidden_dim")
 DATA_READ = ("labels", "attention_mask")  # what models read values of, left out if they must be
 
@@ -52,9 +51,10 @@ def saved_bytes(task: Task, model: torch.nn.Module, batch: dict[str, torch.Tenso
             storages[storage._cdata] = max(storages.get(storage._cdata, 0), storage.nbytes())
         return tensor
 
-    half = HALF.get(precision)
+    half = precision if precision.is_half else Precision.BF16
     with (torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
-          torch.autocast("cpu", dtype=half or torch.bfloat16, enabled=half is not None)):
+          torch.autocast("cpu", dtype=getattr(torch, half.torch_name),
+                         enabled=precision.is_half)):
         try:
             task.loss_sum(model, batch)
         except DataDependentOutputException as err:

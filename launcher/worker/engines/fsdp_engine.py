@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from launcher.contract.plan import Plan
 from launcher.contract.reports import HeldBytes
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import Device, Precision, Strategy
+from launcher.contract.vocabulary import Device, Strategy
 from launcher.worker.blocks import transformer_blocks
 from launcher.worker.engines import dcp_checkpoint
 from launcher.worker.engines.base import (
@@ -30,8 +30,6 @@ from launcher.worker.engines.base import (
 from launcher.worker.optim import make_optimizer, make_scheduler
 from launcher.worker.shards import local_shard
 from launcher.worker.trainable import Trainable, TrainingSpec, build_model
-
-HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
 
 class FsdpEngine(Engine):
@@ -53,8 +51,8 @@ class FsdpEngine(Engine):
         mesh = init_device_mesh(self.plan.device.value, (self.plan.world_size,))
         policy = MixedPrecisionPolicy()
         if self.plan.precision.is_half:
-            policy = MixedPrecisionPolicy(param_dtype=HALF[self.plan.precision],
-                                          reduce_dtype=torch.float32)
+            half = getattr(torch, self.plan.precision.torch_name)
+            policy = MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32)
         with torch.random.fork_rng(devices=[]):  # no weights, no random numbers drawn
             model = build_model(spec, meta=True)  # every rank: the architecture, no weights
         for block in transformer_blocks(model):
