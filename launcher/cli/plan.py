@@ -43,8 +43,8 @@ def plan_command(
 
     Reads the model's config.json only (no weights), so it sizes a 70B model on a laptop.
     """
-    from launcher.plan.plan import make_plan
-    from launcher.plan.report import memory_report
+    from launcher.planner.make import make_plan
+    from launcher.planner.report import memory_report
 
     extra = list(set_ or []) + ([f"distributed.device_memory='{device_memory}'"]
                                 if device_memory else [])

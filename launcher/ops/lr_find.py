@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from launcher.contract.reports import LrCurve, LrFindResult
 from launcher.contract.run_folder import RunFolder
-from launcher.plan.lr_range import smoothed, suggest
+from launcher.planner.lr_range import smoothed, suggest
 from launcher.ui.pictures import draw_lr_find
 
 

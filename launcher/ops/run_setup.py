@@ -16,7 +16,10 @@ from launcher.contract.plan import LrRange, Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, TrackerKind, TrackingMode
 from launcher.data.splits import load_splits
-from launcher.plan.plan import check_inputs, gpus_on_this_machine, make_plan, resumed_plan
+from launcher.planner.gpus import gpus_on_this_machine
+from launcher.planner.inputs import check_inputs
+from launcher.planner.make import make_plan
+from launcher.planner.resume import resumed_plan
 from launcher.recipe.schema import Recipe
 from launcher.render.run_folder import write_run_folder
 from launcher.ui.progress import console

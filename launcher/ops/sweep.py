@@ -18,7 +18,7 @@ from launcher.contract.reports import Summary
 from launcher.contract.sweep import SweepFolder, SweepPoint, SweepRecord
 from launcher.contract.vocabulary import BackendKind, JobState
 from launcher.ops.run_setup import write_new_run
-from launcher.plan.plan import recipe_name, safe_name
+from launcher.planner.names import recipe_name, safe_name
 from launcher.recipe.load import load_recipe
 from launcher.trackers.mlflow_sync import sweep_parent
 from launcher.ui.progress import console, metrics_text

@@ -31,7 +31,7 @@ from launcher.contract.plan import Plan
 from launcher.contract.reports import RankReport, Summary
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import WORKER_ERROR
-from launcher.plan.sizes import format_bytes
+from launcher.planner.sizes import format_bytes
 
 # Not a terminal (logs, CI, pipes): wide enough that tables are not cut.
 console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 120)

@@ -1,6 +1,6 @@
 """`python -m launcher.worker.probe DIR`: measure a model for the memory plan by a dry run.
 
-The planner counts text models from their config.json (launcher.plan.model_shape); a vision or
+The planner counts text models from their config.json (launcher.planner.model_shape); a vision or
 speech model has no such formula (convolution stages, a fixed audio window), so the plan asks
 this process instead. It builds the run's model with the task's head as the worker would, on
 PyTorch's fake device (tensors with shapes and dtypes, no storage: a 70B model costs nothing),
@@ -8,7 +8,7 @@ and runs one training micro-batch of the task's `example_batch` through the task
 the plan's precision, summing the bytes of every tensor autograd saves for backward (each
 storage once). That is what a rank holds as activations; measured against a real forward it
 is the same to the byte. DIR holds the request
-(`recipe.json`, `plan.json`, written by `launcher.plan.memory_probe`); the answer is
+(`recipe.json`, `plan.json`, written by `launcher.planner.memory_probe`); the answer is
 `DIR/probe.json`, a `ModelProbe`.
 """
 

@@ -68,7 +68,7 @@ def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> No
     """The worker's own prepared examples: decoded loss tokens == each response + end of turn."""
     from launcher.contract.vocabulary import BackendKind
     from launcher.data.formats import load_rows
-    from launcher.plan.plan import make_plan
+    from launcher.planner.make import make_plan
     from launcher.recipe.load import load_recipe
     from launcher.tasks.causal_lm import CausalLM
 

@@ -56,7 +56,7 @@ def test_a_hub_id_trains_offline_from_the_cache(run_cli, hub_home: Path, tmp_pat
 
 def test_plan_of_a_hub_id_sizes_the_cached_model(run_cli, hub_home: Path,
                                                  tiny_llama: Path) -> None:
-    from launcher.plan.model_shape import read_model_shape
+    from launcher.planner.model_shape import read_model_shape
 
     result = run_cli("plan", ALPACA, "--json", "--set", f"model.path='{REPO_ID}'",
                      "--set", "model.revision=main", env=cli_env(HF_HOME=str(hub_home)))

@@ -50,7 +50,7 @@ def test_labels_cover_exactly_the_assistant_turns(tiny_llama: Path) -> None:
     """The worker's own prepared examples: decoded loss runs == each call and answer."""
     from launcher.contract.vocabulary import BackendKind
     from launcher.data.encode.chat import IGNORE_INDEX
-    from launcher.plan.plan import make_plan
+    from launcher.planner.make import make_plan
     from launcher.recipe.load import load_recipe
     from launcher.tasks.causal_lm import CausalLM
 

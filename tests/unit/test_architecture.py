@@ -23,8 +23,9 @@ HEAVY = {"torch", "transformers", "accelerate", "deepspeed", "datasets", "peft",
 # Each package (or module) on its side, the longest prefix deciding: the control plane runs
 # where only it is installed and must start instantly; the workers run on every rank.
 SIDES = {"launcher.cli": "control", "launcher.ops": "control", "launcher.ui": "control",
-         "launcher.contract": "control", "launcher.recipe": "control", "launcher.plan": "control",
-         "launcher.render": "control", "launcher.backends": "control", "launcher.data": "control",
+         "launcher.contract": "control", "launcher.recipe": "control",
+         "launcher.planner": "control", "launcher.render": "control",
+         "launcher.backends": "control", "launcher.data": "control",
          "launcher.tasks.registry": "control", "launcher.tasks.spec": "control",
          # eval, predict and export load a finished run's model in the launching process, and
          # an `hf:` dataset is fetched where the run is planned: the training stack inside their

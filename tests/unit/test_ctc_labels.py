@@ -136,7 +136,7 @@ def test_a_transcript_longer_than_max_length_is_refused_or_skipped(tiny: Path,
                                                                   tmp_path: Path) -> None:
     from launcher.contract.errors import UsageError
     from launcher.contract.vocabulary import BackendKind
-    from launcher.plan.plan import make_plan
+    from launcher.planner.make import make_plan
     from launcher.tasks.base import build_task
 
     clip = tmp_path / "three.wav"

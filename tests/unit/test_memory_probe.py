@@ -10,7 +10,7 @@ import torch
 
 from launcher.contract.reports import DataStats
 from launcher.contract.vocabulary import Precision
-from launcher.plan import memory_probe
+from launcher.planner import memory_probe
 from launcher.tasks.base import Prepared, build_task
 from launcher.worker.probe import saved_bytes
 from tests.conftest import REPO

@@ -12,7 +12,7 @@ import pytest
 from launcher.contract.events import TrackingOffline
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, TrackerKind
-from launcher.plan.plan import make_plan
+from launcher.planner.make import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.trackers.base import Trackers, flat_params
 from launcher.trackers.mlflow_run import _reason

@@ -19,7 +19,7 @@ from pathlib import Path
 from launcher.contract.cache import cache_base
 from launcher.contract.plan import ModelProbe, Plan
 from launcher.contract.records import ContractError
-from launcher.plan.model_shape import ModelShape
+from launcher.planner.model_shape import ModelShape
 from launcher.recipe.schema import Recipe
 from launcher.tasks.registry import task_spec
 

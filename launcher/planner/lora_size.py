@@ -4,7 +4,7 @@ full. The memory plan sizes gradients and optimizer state with this count, not t
 
 from __future__ import annotations
 
-from launcher.plan.model_shape import ModelShape
+from launcher.planner.model_shape import ModelShape
 from launcher.recipe.schema import LoraSettings
 
 

@@ -29,7 +29,7 @@ h = hidden, a = heads, L = layers, V = vocab:
     logits (fp32)            b*s*V*4 (causal LM), b*s*labels*4 (tokens), b*labels*4 (sequence)
 
 Image and audio models have no such formula: their activations (and parameters, largest block
-and tensor) are measured by a dry run on the fake device (launcher.plan.memory_probe).
+and tensor) are measured by a dry run on the fake device (launcher.planner.memory_probe).
 
 Under DDP with a token budget per micro-batch B (`micro_tokens`), a micro-batch computes at
 most max(B, s) tokens (padding counted; one row over the budget runs alone), so s*b above
@@ -46,9 +46,9 @@ from collections.abc import Callable, Sequence
 
 from launcher.contract.plan import MemoryEstimate
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
-from launcher.plan.model_shape import ModelShape
-from launcher.plan.peak import peak_bytes
-from launcher.plan.sizes import format_bytes
+from launcher.planner.model_shape import ModelShape
+from launcher.planner.peak import peak_bytes
+from launcher.planner.sizes import format_bytes
 from launcher.tasks.spec import Head
 
 Layout = tuple[Strategy, tuple[Offload, ...]]
@@ -147,7 +147,7 @@ def estimate(
     micro_tokens: int | None = None,
 ) -> MemoryEstimate:
     """Bytes per device for `strategy` (see the module docstring for the formulas), and the
-    peak a rank reaches on `device` (launcher.plan.peak) with the world on `nodes` hosts.
+    peak a rank reaches on `device` (launcher.planner.peak) with the world on `nodes` hosts.
     `micro_tokens`: DDP's token budget per micro-batch (ignored for a strategy that takes
     whole micro-batches of rows, see `Strategy.takes_token_budget`).
 

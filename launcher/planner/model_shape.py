@@ -49,8 +49,8 @@ class ModelShape:
     linears: tuple[tuple[str, int, int, int], ...] = ()
     head_parameters: int = 0  # the task head (classifier / score), which LoRA trains in full
     largest_parameter: int = 0  # elements of the largest tensor (0: the token embedding's)
-    # Measured by the probe (launcher.plan.memory_probe) at the plan's micro batch and precision;
-    # None: computed from the shape (launcher.plan.memory).
+    # Measured by the probe (launcher.planner.memory_probe) at the plan's micro batch and precision;
+    # None: computed from the shape (launcher.planner.memory).
     activations_bytes: int | None = None
     measured_trainable: int | None = None  # under LoRA, counted by the probe (with its adapters)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from launcher.contract.errors import RecipeError
 from launcher.contract.plan import MemoryPlan, Plan
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
-from launcher.plan.lora_size import lora_trainable
-from launcher.plan.memory import CANDIDATES, DoesNotFit, choose_strategy, estimate
-from launcher.plan.memory_probe import ProbeFailed, probed_shape
-from launcher.plan.model_shape import ModelShape, read_model_shape
-from launcher.plan.sizes import parse_bytes
+from launcher.planner.lora_size import lora_trainable
+from launcher.planner.memory import CANDIDATES, DoesNotFit, choose_strategy, estimate
+from launcher.planner.memory_probe import ProbeFailed, probed_shape
+from launcher.planner.model_shape import ModelShape, read_model_shape
+from launcher.planner.sizes import parse_bytes
 from launcher.recipe.schema import Recipe
 from launcher.tasks.registry import task_spec
 

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from launcher.contract.plan import Plan
-from launcher.plan.sizes import format_bytes
+from launcher.planner.sizes import format_bytes
 from launcher.recipe.schema import Recipe
 from launcher.tasks.registry import task_spec
 
