@@ -69,7 +69,7 @@ class Backend(Protocol):
     def submit(self, folder: RunFolder, *, resume: bool) -> str:
         """Start the job (recorded in job.json); returns how to refer to it."""
 
-    def prepare_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
+    def write_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
                       max_parallel: int) -> None:
         """Check that the points (their run folders written) can run as one array job and
         write what submitting it needs; raises a LaunchError before anything is submitted."""

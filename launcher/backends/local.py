@@ -128,9 +128,9 @@ class LocalBackend:
         assert record.process is not None
         signal_group(record.process.pid, signal.SIGKILL if now else signal.SIGTERM)
 
-    def prepare_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
+    def write_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
                       max_parallel: int) -> None:
-        """The points run one after another, each as written: nothing to prepare."""
+        """The points run one after another, each as written: nothing more to write."""
 
     def submit_array(self, sweep: SweepFolder, runs: Sequence[RunFolder],
                      max_parallel: int) -> str:

@@ -150,7 +150,7 @@ class SlurmBackend:
             raise UsageError(f"job {job_id} already ended ({info.state}): nothing to cancel")
         slurm.scancel(job_id)
 
-    def prepare_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
+    def write_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
                       max_parallel: int) -> None:
         """sweep.sbatch: one job array whose task N runs point N's job.sbatch."""
         from launcher.render.sbatch import render_sweep_script

@@ -30,13 +30,13 @@ def merge_lora(run_dir: Path, out: Path) -> Path:
     logging.set_verbosity_error()  # the base load's "classifier newly initialized" is expected:
     logging.disable_progress_bar()  # the adapter brings the trained head
 
-    from launcher.tasks.base import Prepared, build_task
+    from launcher.tasks.base import EncodedData, build_task
 
     plan = Plan.read(folder.plan)
     task = build_task(recipe, plan)
     # Label names (id2label of the merged model): those stored by the training run.
     labels = LabelNames.read_if_exists(folder.label_names)
-    base = task.load_model(Prepared(train=[], eval=[], stats=DataStats(0, 0),
+    base = task.load_model(EncodedData(train=[], eval=[], stats=DataStats(0, 0),
                                     label_names=list(labels.names) if labels else None))
     merged = PeftModel.from_pretrained(base, folder.final).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)

@@ -187,10 +187,11 @@ def load_model(task: Task, run: Run) -> tuple[torch.nn.Module, torch.device]:
     """The final model in eval mode, on the first GPU if there is one, else on the CPU."""
     import torch
 
-    from launcher.tasks.base import Prepared
+    from launcher.tasks.base import EncodedData
 
     names = list(run.labels.names) if run.labels else None
-    model = task.load_model(Prepared(train=[], eval=[], stats=DataStats(0, 0), label_names=names))
+    model = task.load_model(EncodedData(train=[], eval=[], stats=DataStats(0, 0),
+                                        label_names=names))
     if run.lora:
         from peft import PeftModel
 

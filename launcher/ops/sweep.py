@@ -81,7 +81,7 @@ def write_sweep(recipe_file: Path, base: list[str], grid: Grid, points: list[dic
             record_points.append(SweepPoint(index=index, settings=settings, run=run))
             plans.append(plan)
             recipes.append(recipe)
-        backend_for(backend).prepare_array(folder, list(zip(recipes, plans, strict=True)),
+        backend_for(backend).write_array(folder, list(zip(recipes, plans, strict=True)),
                                            max_parallel)
     except LaunchError:
         shutil.rmtree(folder.path, ignore_errors=True)

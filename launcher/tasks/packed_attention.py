@@ -10,7 +10,7 @@ instead splits the row at the restarts and runs SDPA on each document alone (cau
 bidirectional for an encoder): the fast fused kernel, no mask, O(sum of length^2).
 Any other batch (padded, with a mask; generation with a cache) goes to transformers' sdpa as is.
 
-On a GPU, flash attention does the same from the position ids (varlen), so `prepare_for_packing`
+On a GPU, flash attention does the same from the position ids (varlen), so `keep_documents_apart`
 keeps it; sdpa and eager become `DOC_SDPA`.
 """
 
@@ -74,7 +74,7 @@ AttentionInterface.register(DOC_SDPA, doc_sdpa_forward)
 AttentionMaskInterface.register(DOC_SDPA, doc_sdpa_mask)
 
 
-def prepare_for_packing(model: PreTrainedModel) -> None:
+def keep_documents_apart(model: PreTrainedModel) -> None:
     """Make `model` keep packed examples apart: no KV cache (a cache in a training forward makes
     the mask builder ignore the restarts), and attention per document (`DOC_SDPA`) unless it is
     a varlen kernel already."""

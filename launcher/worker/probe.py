@@ -27,7 +27,7 @@ from launcher.contract.plan import ModelProbe, Plan
 from launcher.contract.reports import DataStats
 from launcher.contract.vocabulary import Precision
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Prepared, Task, build_task
+from launcher.tasks.base import EncodedData, Task, build_task
 from launcher.tasks.lora import apply_lora
 from launcher.worker.blocks import transformer_blocks
 
@@ -80,9 +80,9 @@ def measure(recipe: Recipe, plan: Plan) -> ModelProbe:
     if batch is None:
         raise ValueError(f"task {recipe.task.kind} has no example batch to measure")
     labels = recipe.task.num_labels or 2  # the data's label count is not read to plan
-    prepared = Prepared(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
+    encoded = EncodedData(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
                         label_names=[f"label-{i}" for i in range(labels)])
-    model = task.load_model(prepared, meta=True)
+    model = task.load_model(encoded, meta=True)
     if hasattr(model, "tie_weights"):  # built empty, a tied head is its own tensor until tied
         model.tie_weights()
     model = apply_lora(model, recipe, announce=False)

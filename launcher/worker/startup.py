@@ -88,7 +88,7 @@ def verify_world(accelerator: Accelerator, plan: Plan) -> RankReport:
 
 
 def verify_strategy(engine: Engine, plan: Plan, report: RankReport) -> RankReport:
-    """The strategy really active after `prepare`, and this rank's parameter count."""
+    """The strategy really active after `Engine.build`, and this rank's parameter count."""
     active, offload = engine.active_strategy(), engine.active_offload()
     wanted = plan.active_strategy
     wanted_offload = plan.offload if wanted is not None and wanted.uses_deepspeed else ()

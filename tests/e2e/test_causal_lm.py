@@ -65,7 +65,7 @@ for prompt in json.loads(sys.stdin.read()):
 
 
 def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> None:
-    """The worker's own prepared examples: decoded loss tokens == each response + end of turn."""
+    """The worker's own encoded examples: decoded loss tokens == each response + end of turn."""
     from launcher.contract.vocabulary import BackendKind
     from launcher.data.formats import load_rows
     from launcher.planner.make import make_plan
@@ -77,11 +77,11 @@ def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> No
     plan = make_plan(recipe, recipe_file=str(ALPACA), backend=BackendKind.LOCAL, gpus_here=0)
     task = CausalLM(recipe, plan)
     tokenizer = task.load_tokenizer()
-    prepared = task.prepare(tokenizer)
+    encoded = task.encode_data(tokenizer)
     rows = load_rows(recipe.data.train, "alpaca").rows[:40]
     responses = {row["messages"][-1]["content"] for row in rows}
-    assert len(prepared.train) == 36
-    for example in prepared.train:
+    assert len(encoded.train) == 36
+    for example in encoded.train:
         kept = [t for t, label in zip(example["input_ids"], example["labels"], strict=True)
                 if label != -100]
         text = tokenizer.decode(kept)

@@ -164,7 +164,7 @@ def test_ner_predicts_the_tags_it_is_scored_on(fixture_data: Path) -> None:
     from tests.helpers.ner_task import make_task
 
     task = make_task("data.max_length=16")
-    data = task.prepare(task.load_tokenizer())
+    data = task.encode_data(task.load_tokenizer())
     model = task.load_model(data).eval()
     tagged = load_rows([fixture_data / "wnut17.conll"], "conll",
                        label_map=load_rows(task.recipe.data.train, "conll").label_map).rows[:8]

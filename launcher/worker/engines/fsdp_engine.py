@@ -44,7 +44,7 @@ class FsdpEngine(Engine):
             project_dir=str(folder.path),
         )
 
-    def prepare(self, spec):
+    def build(self, spec):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
