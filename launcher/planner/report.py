@@ -1,4 +1,5 @@
-"""`sft-launch plan`'s output: the memory table of every strategy and what the plan chose."""
+"""`sft-launch plan`'s output: the plan's batch arithmetic, the memory table of every strategy and
+the strategy the plan chose."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from launcher.recipe.schema import Recipe
 from launcher.tasks.registry import task_spec
 
 
-def memory_report(plan: Plan, recipe: Recipe) -> RenderableType:
-    """Bytes per device of every strategy, whether it fits, and the strategy chosen."""
+def plan_report(plan: Plan, recipe: Recipe) -> RenderableType:
+    """The batch arithmetic, bytes per device of every strategy, whether it fits, and the
+    strategy chosen."""
+    batch = plan.batch
+    arithmetic = Text(f"batch: global {batch.global_size} = micro {batch.micro} x accumulation "
+                      f"{batch.grad_accum} x world {batch.world}" + (
+                          f", micro-batches of at most {batch.micro_tokens:,} tokens"
+                          if batch.micro_tokens else ""))
     memory = plan.memory
     if memory is None:
-        return Text("no memory estimate: the model's config.json is not on this machine, or "
-                    "its family is one the planner cannot size")
+        return Group(arithmetic, Text(
+            "no memory estimate: the model's config.json is not on this machine, or its family "
+            "is one the planner cannot size"))
     rows = (f"{plan.batch.micro} rows (activations measured)"
             if task_spec(recipe.task.kind).probed
             else f"{plan.batch.micro} x {recipe.data.max_length} tokens")
@@ -36,4 +44,4 @@ def memory_report(plan: Plan, recipe: Recipe) -> RenderableType:
     offload = f" + offload of {' and '.join(plan.offload)}" if plan.offload else ""
     chosen = Text(f"device memory: {format_bytes(limit) if limit else 'unknown'}; "
                   f"strategy: {plan.strategy}{offload} ({plan.strategy_reason})")
-    return Group(table, chosen)
+    return Group(arithmetic, table, chosen)
