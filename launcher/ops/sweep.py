@@ -1,6 +1,6 @@
-"""Sweeps: a grid (or a random sample of it) of `--set` values over one recipe, with one run
-folder per point under a sweep folder, submitted as one array job of the backend (on Slurm a
-job array, here one run after another, followed to the end)."""
+"""Sweeps: a grid (or K points drawn from it at random) of `--set` values over one recipe, with
+one run folder per point under a sweep folder, submitted as one array job of the backend (on Slurm
+a job array, here one run after another, followed to the end)."""
 
 from __future__ import annotations
 
@@ -44,14 +44,14 @@ def parse_grid(items: list[str]) -> Grid:
     return grid
 
 
-def points_of(grid: Grid, sample: int | None, seed: int) -> list[dict[str, str]]:
-    """Every combination of the grid, or `sample` of them drawn without replacement by `seed`."""
+def points_of(grid: Grid, draw: int | None, seed: int) -> list[dict[str, str]]:
+    """Every combination of the grid, or `draw` of them drawn without replacement by `seed`."""
     combos = [dict(zip(grid, values, strict=True))
               for values in itertools.product(*grid.values())]
-    if sample is not None:
-        if not 0 < sample <= len(combos):
-            raise UsageError(f"--random {sample}: the grid has {len(combos)} point(s)")
-        combos = random.Random(seed).sample(combos, sample)
+    if draw is not None:
+        if not 0 < draw <= len(combos):
+            raise UsageError(f"--random {draw}: the grid has {len(combos)} point(s)")
+        combos = random.Random(seed).sample(combos, draw)
     return combos
 
 

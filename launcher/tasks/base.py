@@ -115,8 +115,8 @@ class Task(ABC):
         (greedy, at most `max_new_tokens`: causal LM only), for a `collate`d batch of `prompts`.
         `synced`: every rank generates together (a sharded model), to the longest's end."""
 
-    def sample_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, Any]]:
-        """The prompts `train.sample_prompts` names, with their references: tasks that
+    def generation_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, Any]]:
+        """The prompts `train.generation_prompts` names, with their references: tasks that
         generate text (causal LM) have some; the others none."""
         return []
 

@@ -104,11 +104,12 @@ class CausalLM(Task):
             prompts.append({"input_ids": list(ids[-self.recipe.data.max_length:])})
         return prompts
 
-    def sample_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, str | None]]:
-        """`train.sample_prompts`: the recipe's prompts (user turns; texts for the text format),
+    def generation_prompts(self, eval_examples: Sequence[Example]
+                           ) -> list[tuple[Example, str | None]]:
+        """`train.generation_prompts`: the recipe's prompts (user turns; texts for the text format),
         or the first N eval examples cut before their last answer, as training rendered them,
         with that answer as the reference."""
-        wanted = self.recipe.train.sample_prompts
+        wanted = self.recipe.train.generation_prompts
         if isinstance(wanted, list):
             text = self.recipe.data.format == "text"
             rows = [{"text": p} if text else {"messages": [{"role": "user", "content": p}]}

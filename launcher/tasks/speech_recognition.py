@@ -245,7 +245,7 @@ class SpeechRecognition(Task):
         synced = self.plan.world_size > 1 and sharded
         return EvalOutput(loss_sum=float(loss), count=count,
                           predictions=self.predict(model, batch, self.recipe.train
-                                                   .sample_max_tokens, synced),
+                                                   .generation_max_tokens, synced),
                           references=self.tokenizer.batch_decode(labels,
                                                                  skip_special_tokens=True))
 

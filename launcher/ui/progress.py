@@ -17,10 +17,10 @@ from launcher.contract.errors import LaunchError
 from launcher.contract.events import (
     Evaluated,
     Event,
+    Generated,
     Hung,
     Message,
     Preprocessing,
-    Sampled,
     Started,
     Stopped,
     TrackingOffline,
@@ -75,7 +75,7 @@ def _apply(bar: Progress, task: Any, event: Event) -> None:
             bar.console.print(f"step {event.step}: eval {metrics_text(event.metrics)}")
         case Message():
             bar.console.print(event.text)
-        case Sampled():  # model text: brackets are not rich markup
+        case Generated():  # model text: brackets are not rich markup
             bar.console.print(escape(event.describe()))
         case TrackingOffline() | Hung():
             bar.console.print(event.describe())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.contract.events import Evaluated, Sampled, TrainLogged
+from launcher.contract.events import Evaluated, Generated, TrainLogged
 from launcher.contract.vocabulary import Strategy
 from tests.conftest import REPO, cli_env
 from tests.e2e.conftest import ALPACA
@@ -20,14 +20,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_alpaca_sft_runs_and_the_model_reloads(run_cli, tiny_llama: Path, tmp_path: Path) -> None:
-    """Sharded (FSDP2) SFT with samples at each evaluation; the final model reloads in
+    """Sharded (FSDP2) SFT with generations at each evaluation; the final model reloads in
     transformers and, greedily, continues the logged prompts as the sharded model did."""
     run_dir = tmp_path / "run"
     result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir,
                      "--set", f"model.path='{tiny_llama}'", "--set", "train.max_steps=6",
                      "--set", "data.max_train_samples=200", "--set", "data.max_length=128",
                      "--set", "distributed.strategy=fsdp", "--set", "train.eval_every=3",
-                     "--set", "train.sample_prompts=2", "--set", "train.sample_max_tokens=8",
+                     "--set", "train.generation_prompts=2",
+                     "--set", "train.generation_max_tokens=8",
                      "--set", "tracking.mode=offline")
     assert result.returncode == 0, result.stdout + result.stderr
     done = summary(run_dir)
@@ -35,12 +36,14 @@ def test_alpaca_sft_runs_and_the_model_reloads(run_cli, tiny_llama: Path, tmp_pa
     assert done.eval["perplexity"] > 1.0
     assert done.data.eval_rows == 10  # 5% of 200, held out by seed
     held = [r.local_param_numel for r in rank_reports(run_dir)]
-    sampled = of_kind(events(run_dir), Sampled)
-    assert [s.step for s in sampled] == [3, 6] and all(len(s.samples) == 2 for s in sampled)
-    last = sampled[-1].samples
+    generated = of_kind(events(run_dir), Generated)
+    assert [g.step for g in generated] == [3, 6] and all(len(g.generations) == 2
+                                                          for g in generated)
+    last = generated[-1].generations
     assert all(s.reference and s.prompt.endswith("assistant\n") for s in last), last
-    assert "step 6: samples" in result.stdout + result.stderr  # shown while it runs
-    tables = sorted((run_dir / "wandb").glob("offline-run-*/files/media/table/eval/samples_*.json"))
+    assert "step 6: generations" in result.stdout + result.stderr  # shown while it runs
+    tables = sorted((run_dir / "wandb").glob(
+        "offline-run-*/files/media/table/eval/generations_*.json"))
     assert len(tables) == 2
     logged = json.loads(tables[-1].read_text())
     assert [row[2] for row in logged["data"]] == [s.completion for s in last]
@@ -97,7 +100,7 @@ def test_without_eval_data_no_eval_metric_is_reported(run_cli, tiny_llama: Path,
     result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
                      "--set", f"model.path='{tiny_llama}'", "--set", "train.max_steps=3",
                      "--set", "data.max_train_samples=64", "--set", "data.max_length=128",
-                     "--set", "data.eval_fraction=0.0", "--set", "train.sample_prompts=0",
+                     "--set", "data.eval_fraction=0.0", "--set", "train.generation_prompts=0",
                      "--set", "train.eval_every=1",
                      "--set", "train.log_every=1", "--set", "tracking.mode=offline")
     assert result.returncode == 0, result.stdout + result.stderr

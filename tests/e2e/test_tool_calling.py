@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 GLAIVE = REPO / "tests" / "fixtures" / "data" / "glaive_toolcall.json"
 TOOL_DATA = [f"data.train='{GLAIVE}'", "data.format=sharegpt",
              'data.columns={messages="conversations", tools="tools"}', "data.eval_fraction=0.0",
-             "train.sample_prompts=0",
+             "train.generation_prompts=0",
              "data.max_length=2048", "task.chat_template=chatml"]
 
 

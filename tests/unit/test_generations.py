@@ -1,5 +1,5 @@
-"""`train.sample_prompts`: which recipes may ask for samples, and what a sample's prompt and
-reference are (the conversation before its last answer, as training rendered it)."""
+"""`train.generation_prompts`: which recipes may ask for generations, and what a generation's
+prompt and reference are (the conversation before its last answer, as training rendered it)."""
 
 from __future__ import annotations
 
@@ -32,28 +32,38 @@ def recipe_file(tmp_path: Path, text: str) -> Path:
 
 def test_listed_prompts_or_eval_rows(tmp_path: Path) -> None:
     path = recipe_file(tmp_path, CAUSAL)
-    assert load_recipe(path).train.sample_prompts == 0
-    listed = load_recipe(path, ["train.sample_prompts=['Say hi', 'Add 2 and 3']"])
-    assert listed.train.sample_prompts == ["Say hi", "Add 2 and 3"]
-    rows = load_recipe(path, ["train.sample_prompts=3", "data.eval_fraction=0.1"])
-    assert rows.train.sample_prompts == 3
+    assert load_recipe(path).train.generation_prompts == 0
+    listed = load_recipe(path, ["train.generation_prompts=['Say hi', 'Add 2 and 3']"])
+    assert listed.train.generation_prompts == ["Say hi", "Add 2 and 3"]
+    rows = load_recipe(path, ["train.generation_prompts=3", "data.eval_fraction=0.1"])
+    assert rows.train.generation_prompts == 3
+
+
+def test_the_old_key_names_still_load_with_a_warning(tmp_path: Path) -> None:
+    """train.sample_prompts and train.sample_max_tokens were renamed: "sample" is a training
+    example."""
+    path = recipe_file(tmp_path, CAUSAL + "[train]\nsample_prompts = ['hi']\n")
+    with pytest.warns(FutureWarning, match="train.sample_prompts is deprecated: use "
+                      "train.generation_prompts"):
+        recipe = load_recipe(path, ["train.sample_max_tokens=8"])
+    assert recipe.train.generation_prompts == ["hi"] and recipe.train.generation_max_tokens == 8
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
-    (["train.sample_prompts=2"], "no eval data"),
-    (["train.sample_prompts=-1"], "number of eval rows"),
-    (["train.sample_max_tokens=0"], "train.sample_max_tokens"),
+    (["train.generation_prompts=2"], "no eval data"),
+    (["train.generation_prompts=-1"], "number of eval rows"),
+    (["train.generation_max_tokens=0"], "train.generation_max_tokens"),
 ])
-def test_refused_sample_settings(tmp_path: Path, extra: list[str], needle: str) -> None:
+def test_refused_generation_settings(tmp_path: Path, extra: list[str], needle: str) -> None:
     with pytest.raises(RecipeError, match=needle):
         load_recipe(recipe_file(tmp_path, CAUSAL), extra)
 
 
-def test_samples_are_for_generated_text_only(tmp_path: Path) -> None:
+def test_generations_are_for_generated_text_only(tmp_path: Path) -> None:
     text = CAUSAL.replace("causal_lm", "sequence_classification").replace(".jsonl", ".tsv")
     with pytest.raises(RecipeError, match=r"does not apply to sequence_classification "
                                           r"\(generated text\): it applies to causal_lm"):
-        load_recipe(recipe_file(tmp_path, text), ["train.sample_prompts=['hi']"])
+        load_recipe(recipe_file(tmp_path, text), ["train.generation_prompts=['hi']"])
 
 
 def test_an_eval_row_is_cut_before_its_last_answer(tiny_tokenizer: Any,

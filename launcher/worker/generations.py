@@ -1,4 +1,4 @@
-"""Generated samples at every evaluation (`train.sample_prompts`, causal LM): every rank
+"""Generated text at every evaluation (`train.generation_prompts`, causal LM): every rank
 generates the same few prompts greedily, so a sharded model (FSDP2, ZeRO-3) runs each forward
 on all ranks together; rank 0 logs them to the event log and as a table to each tracker."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from launcher.contract.events import EventLog, Sample, Sampled
+from launcher.contract.events import EventLog, Generated, Generation
 from launcher.contract.plan import Plan
 from launcher.contract.vocabulary import Strategy
 from launcher.recipe.schema import Recipe
@@ -20,14 +20,14 @@ from launcher.worker.engines.base import Engine
 SHARDED = (Strategy.FSDP, Strategy.ZERO3)  # a forward needs every rank's parameter shards
 
 
-class Sampler:
-    """Generates `train.sample_prompts` with the model being trained."""
+class PromptGenerator:
+    """Generates `train.generation_prompts` with the model being trained."""
 
     def __init__(self, task: Task, eval_examples: list[Example], recipe: Recipe, plan: Plan,
                  engine: Engine) -> None:
         self.task, self.engine = task, engine
-        self.max_tokens = recipe.train.sample_max_tokens
-        self.prompts = task.sample_prompts(eval_examples)
+        self.max_tokens = recipe.train.generation_max_tokens
+        self.prompts = task.generation_prompts(eval_examples)
         # what each prompt is, as text (template and all): decoded once, shown at every eval
         self.texts = [task.tokenizer.decode(p["input_ids"]) for p, _ in self.prompts]
         self.synced = plan.active_strategy in SHARDED
@@ -36,24 +36,25 @@ class Sampler:
         return bool(self.prompts)
 
     @torch.no_grad()
-    def generate(self, device: torch.device, autocast: Any) -> list[Sample]:
+    def generate(self, device: torch.device, autocast: Any) -> list[Generation]:
         """The completions of every prompt, one at a time (no padding to confuse a template)."""
         model = self.engine.unwrapped()
         model.eval()
-        samples = []
+        generations = []
         for (prompt, reference), text in zip(self.prompts, self.texts, strict=True):
             batch = next(batches(self.task, [prompt], 1, device))
             with autocast():
                 completion = self.task.predict(model, batch, self.max_tokens,
                                                synced=self.synced)[0]
-            samples.append(Sample(prompt=text, completion=completion, reference=reference))
+            generations.append(Generation(prompt=text, completion=completion, reference=reference))
         model.train()
-        return samples
+        return generations
 
-    def log(self, samples: list[Sample], step: int, events: EventLog, tracker: Trackers) -> None:
-        events.write(Sampled(step=step, samples=tuple(samples)))
-        columns = [field.name for field in dataclasses.fields(Sample)]
+    def log(self, generations: list[Generation], step: int, events: EventLog,
+            tracker: Trackers) -> None:
+        events.write(Generated(step=step, generations=tuple(generations)))
+        columns = [field.name for field in dataclasses.fields(Generation)]
         header = ("step", *columns)
-        tracker.table("eval/samples", list(header),
-                      [[step, *(getattr(s, c) or "" for c in columns)] for s in samples],
+        tracker.table("eval/generations", list(header),
+                      [[step, *(getattr(s, c) or "" for c in columns)] for s in generations],
                       step=step)
