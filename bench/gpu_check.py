@@ -110,13 +110,13 @@ def main() -> None:
         common = [f"model.path='{model}'", f"data.train='{messages}'", "data.format=messages",
                   "data.eval_fraction=0", f"data.max_length={max_length}", "task.packing=true",
                   "task.train_on=assistant", f"train.max_steps={args.steps}", "train.lr=3e-4",
-                  "train.sample_prompts=0", "distributed.procs_per_node=1",
+                  "train.generation_prompts=0", "distributed.procs_per_node=1",
                   "train.global_batch_size=8", "train.precision=" +
                   ("fp32" if args.smoke else "bf16")]
         if flash:
             common.append("model.attn_implementation='flash_attention_2'")
         for name, extra in (("llama-packed", ["distributed.strategy=ddp"]),
-                            ("llama-fsdp2", ["distributed.strategy=fsdp"]),
+                            ("llama-fsdp", ["distributed.strategy=fsdp"]),
                             ("llama-zero3", ["distributed.strategy=zero3"])):
             if args.smoke and name != "llama-packed":
                 extra = [*extra, "train.max_steps=4"]

@@ -52,7 +52,7 @@ def main() -> None:
             model = tiny_llama(Path(tmp) / "model", hidden=args.hidden, layers=args.layers)
             recipe = REPO / "recipes/alpaca-tiny-llama.toml"
             settings = (f"model.path='{model}'", "train.global_batch_size=4",
-                        "data.max_length=128", "train.sample_prompts=0", "data.eval_fraction=0")
+                        "data.max_length=128", "train.generation_prompts=0", "data.eval_fraction=0")
         else:
             recipe, settings = REPO / "recipes" / TASK_RECIPES[args.task], ()
         for strategy in STRATEGIES:

@@ -66,7 +66,7 @@ def build_model(root: Path, shape: dict[str, int], max_length: int) -> tuple[Pat
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from launcher.data.tiny_model import build_tokenizer
+    from launcher.tasks.tiny_model import build_tokenizer
 
     pairs = conversations(json.loads(ALPACA.read_text()))
     corpus = root / "corpus.txt"
@@ -144,7 +144,7 @@ def run_sft_launch(root: Path, model: Path, messages: Path, batch: int, steps: i
            "data.max_length=512", "task.packing=true", "task.train_on=assistant",
            f"train.global_batch_size={batch}", f"train.max_steps={steps}", "train.lr=1e-3",
            "train.schedule=constant", "train.warmup_ratio=0", "train.log_every=1",
-           "train.sample_prompts=0", f"distributed.procs_per_node={procs}")
+           "train.generation_prompts=0", f"distributed.procs_per_node={procs}")
     logged = train_events(run_dir)
     rates = [e.tokens_per_s for e in logged[SKIP:] if e.tokens_per_s]
     gaps = [b.time - a.time for a, b in zip(logged[SKIP - 1:], logged[SKIP:], strict=False)]

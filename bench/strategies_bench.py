@@ -1,6 +1,6 @@
 """Step time and per-rank memory of every strategy on 2 CPU processes, ~30M-parameter Llama.
 
-Same recipe, data and steps for each of the planner's layouts (launcher.plan.memory.CANDIDATES:
+Same recipe, data and steps for each of the planner's layouts (launcher.planner.memory.CANDIDATES:
 ddp, zero2, fsdp, zero3, zero3+offload), in one script; DDP is the peer for the ratios.
     .venv/bin/python bench/strategies_bench.py [--steps 10]
 """
@@ -18,7 +18,7 @@ from launcher.contract.plan import Plan
 from launcher.contract.reports import RankReport, Summary
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Strategy
-from launcher.plan.memory import CANDIDATES
+from launcher.planner.memory import CANDIDATES
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A backend submits one run folder's job, or the points of a sweep as one array job, and records
 each in its folder's job.json; `status`, `logs` and `cancel` work from the folders alone, from
 any later shell. It never waits for a job nor draws anything: following a job to its end is the
-caller's (`launcher.waiting`), through `status`.
+caller's (`launcher.ui.waiting`), through `status`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Backend(Protocol):
     def submit(self, folder: RunFolder, *, resume: bool) -> str:
         """Start the job (recorded in job.json); returns how to refer to it."""
 
-    def prepare_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
+    def write_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
                       max_parallel: int) -> None:
         """Check that the points (their run folders written) can run as one array job and
         write what submitting it needs; raises a LaunchError before anything is submitted."""

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from launcher.backends.base import JobStatus, LogSource, folder_state, last_event
+from launcher.contract.errors import UsageError
 from launcher.contract.events import Stopped
 from launcher.contract.job import JobRecord, LocalProcess, utc_now
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder
 from launcher.contract.vocabulary import BackendKind, ExitCode, JobState
-from launcher.errors import UsageError
 
 if TYPE_CHECKING:
     from launcher.contract.plan import Plan
@@ -128,9 +128,9 @@ class LocalBackend:
         assert record.process is not None
         signal_group(record.process.pid, signal.SIGKILL if now else signal.SIGTERM)
 
-    def prepare_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
+    def write_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
                       max_parallel: int) -> None:
-        """The points run one after another, each as written: nothing to prepare."""
+        """The points run one after another, each as written: nothing more to write."""
 
     def submit_array(self, sweep: SweepFolder, runs: Sequence[RunFolder],
                      max_parallel: int) -> str:

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, ClassVar, NoReturn
 import launcher.backends.slurm_commands as slurm
 from launcher.backends.base import JobStatus, LogSource, folder_state
 from launcher.contract.checkpoints import newest_step
+from launcher.contract.errors import LaunchError, UsageError
 from launcher.contract.job import JobRecord, utc_now
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder, SweepRecord
 from launcher.contract.vocabulary import BackendKind, JobState
-from launcher.errors import LaunchError, UsageError
 
 if TYPE_CHECKING:
     from launcher.recipe.schema import Recipe
@@ -150,7 +150,7 @@ class SlurmBackend:
             raise UsageError(f"job {job_id} already ended ({info.state}): nothing to cancel")
         slurm.scancel(job_id)
 
-    def prepare_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
+    def write_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
                       max_parallel: int) -> None:
         """sweep.sbatch: one job array whose task N runs point N's job.sbatch."""
         from launcher.render.sbatch import render_sweep_script

@@ -8,8 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.contract.errors import LaunchError
 from launcher.contract.vocabulary import JobState
-from launcher.errors import LaunchError
 
 # Slurm's job states in the project's words; a state not listed here may still run.
 STATES = {

@@ -6,8 +6,8 @@ import sys
 
 from launcher.cli import data, model, plan, run, sweep  # each registers its commands
 from launcher.cli.app import app, command_names
-from launcher.errors import LaunchError
-from launcher.progress import console
+from launcher.contract.errors import LaunchError
+from launcher.ui.progress import console
 
 # --help shows the commands in these panels, in this order.
 PANELS = [run.PANEL, plan.PANEL, sweep.PANEL, data.PANEL, model.PANEL]

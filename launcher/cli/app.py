@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from launcher.contract.errors import UsageError
 from launcher.contract.vocabulary import BackendKind
-from launcher.errors import UsageError
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
 

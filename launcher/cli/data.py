@@ -45,9 +45,9 @@ def preview(
         "augmentation; log-mel spectrograms). Default: <recipe name>-preview.png here.")] = None,
 ) -> None:
     """Print training examples with their loss-bearing text marked."""
-    from launcher.data.preview import load_processor, preview_picture, preview_rows
+    from launcher.data.encode.preview import load_processor, preview_picture, preview_rows
     from launcher.data.splits import load_splits
-    from launcher.plan.plan import resolve_model_path
+    from launcher.planner.model_path import resolve_model_path
 
     recipe = recipe_with_cli(recipe_file, set_, None, None)
     splits = load_splits(recipe)

@@ -12,9 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from launcher.cli.app import RunDirArg, app
+from launcher.contract.errors import UsageError
 from launcher.contract.evaluation import EvalReport
-from launcher.errors import UsageError
-from launcher.progress import console
+from launcher.ui.progress import console
 
 PANEL = "Models"
 
@@ -32,7 +32,7 @@ def export(
     ] = None,
 ) -> None:
     """Write a LoRA run's model as one plain transformers model (base + adapter, merged)."""
-    from launcher.export import merge_lora
+    from launcher.ops.export import merge_lora
 
     if not merge:
         raise UsageError("export writes merged LoRA models only: add --merge "
@@ -58,7 +58,7 @@ def make_tiny_model(
     For trying causal-LM recipes offline, e.g.
     sft-launch make-tiny-model .cache/tiny-llama && sft-launch recipes/alpaca-tiny-llama.toml
     """
-    from launcher.data.tiny_model import build_tiny_causal_lm, build_tokenizer
+    from launcher.tasks.tiny_model import build_tiny_causal_lm, build_tokenizer
 
     files = corpus or [DEMO_CORPUS]
     for file in files:
@@ -104,7 +104,7 @@ MaxNewTokensOpt = Annotated[int, typer.Option(
     "Example: sft-launch eval runs/quickstart-20250101-120000 --data sst2-test.tsv"))
 def eval_command(run_dir: RunDirArg, data: DataOpt, format_: FormatOpt = None,
                  columns: ColumnsOpt = None, max_new_tokens: MaxNewTokensOpt = 128) -> None:
-    from launcher.predict import Source, evaluate_file
+    from launcher.ops.predict import Source, evaluate_file
 
     report, path = evaluate_file(run_dir, Source(data, format_, parse_columns(columns)),
                                  max_new_tokens)
@@ -128,7 +128,7 @@ def eval_command(run_dir: RunDirArg, data: DataOpt, format_: FormatOpt = None,
     "--format prompt_completion --max-new-tokens 64"))
 def predict(run_dir: RunDirArg, data: DataOpt, format_: FormatOpt = None,
             columns: ColumnsOpt = None, max_new_tokens: MaxNewTokensOpt = 128) -> None:
-    from launcher.predict import Source, predict_file
+    from launcher.ops.predict import Source, predict_file
 
     path, rows = predict_file(run_dir, Source(data, format_, parse_columns(columns)),
                               max_new_tokens)

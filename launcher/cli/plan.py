@@ -1,4 +1,5 @@
-"""Commands that look before a run: plan (the memory plan of every strategy) and schema."""
+"""Commands that look before a run: plan (the batch arithmetic, the memory plan of every strategy
+and the choice), lr-find and schema."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from launcher.cli.app import (
     choose_backend,
     recipe_with_cli,
 )
+from launcher.contract.errors import UsageError
 from launcher.contract.vocabulary import BackendKind
-from launcher.errors import UsageError
-from launcher.progress import console
 from launcher.recipe.schema import Recipe
+from launcher.ui.progress import console
 
 PANEL = "Before a run"
 
@@ -39,12 +40,13 @@ def plan_command(
         "--json", help="Print one JSON object per strategy (bytes per rank, peak_bytes the "
         "highest they go) instead of the table.")] = False,
 ) -> None:
-    """Show the memory plan: bytes per device for every strategy, and what auto picks.
+    """Show the plan: the batch arithmetic, bytes per device for every strategy, and the
+    strategy chosen (what auto picks).
 
     Reads the model's config.json only (no weights), so it sizes a 70B model on a laptop.
     """
-    from launcher.plan.plan import make_plan
-    from launcher.plan.report import memory_report
+    from launcher.planner.make import make_plan
+    from launcher.planner.report import plan_report
 
     extra = list(set_ or []) + ([f"distributed.device_memory='{device_memory}'"]
                                 if device_memory else [])
@@ -56,7 +58,7 @@ def plan_command(
         estimates = plan.memory.estimates if plan.memory is not None else ()
         print(json.dumps([{"label": e.label, **e.to_dict()} for e in estimates], indent=2))
         return
-    console.print(memory_report(plan, recipe))
+    console.print(plan_report(plan, recipe))
 
 
 @app.command(rich_help_panel=PANEL)
@@ -96,10 +98,10 @@ def lr_find(
     from launcher.backends import backend_for
     from launcher.contract.plan import LrRange
     from launcher.contract.vocabulary import JobState
-    from launcher.lr_find import conclude
-    from launcher.progress import report_end
-    from launcher.run_setup import write_new_run
-    from launcher.waiting import follow_job, stopping_job
+    from launcher.ops.lr_find import conclude
+    from launcher.ops.run_setup import write_new_run
+    from launcher.ui.progress import report_end
+    from launcher.ui.waiting import follow_job, stopping_job
 
     if not 0 < min_lr < max_lr or steps < 3:
         raise UsageError("lr-find: needs 0 < --min < --max and --steps >= 3")

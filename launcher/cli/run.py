@@ -18,7 +18,7 @@ from launcher.cli.app import (
     choose_backend,
     recipe_with_cli,
 )
-from launcher.progress import console
+from launcher.ui.progress import console
 
 PANEL = "Run and follow"
 
@@ -44,8 +44,8 @@ def launch(
 ) -> None:
     """Validate, plan, write the run folder and launch (the default command)."""
     from launcher.backends import backend_for
-    from launcher.jobs import launch as launch_job
-    from launcher.run_setup import write_new_run
+    from launcher.ops.jobs import launch as launch_job
+    from launcher.ops.run_setup import write_new_run
 
     recipe = recipe_with_cli(recipe_file, set_, nodes, procs_per_node)
     chosen = choose_backend(backend, recipe, dry_run)
@@ -65,9 +65,9 @@ def status(
 ) -> None:
     """State, elapsed time, nodes, last step and loss, eval metrics of a run (or of every
     point of a sweep folder)."""
-    from launcher.jobs import find_run
-    from launcher.jobs import status as run_status
-    from launcher.sweep import sweep_status
+    from launcher.ops.jobs import find_run
+    from launcher.ops.jobs import status as run_status
+    from launcher.ops.sweep import sweep_status
 
     if run_dir is not None and (rows := sweep_status(run_dir)) is not None:
         for point, state in rows:
@@ -85,8 +85,8 @@ def logs(
     node: Annotated[int | None, typer.Option(help="Only node K's lines (0-based).")] = None,
 ) -> None:
     """Print a run's output (Slurm: logs/slurm-<job>.out; local: logs/launch.log)."""
-    from launcher.jobs import find_run
-    from launcher.jobs import logs as run_logs
+    from launcher.ops.jobs import find_run
+    from launcher.ops.jobs import logs as run_logs
 
     run_logs(find_run(run_dir), follow=follow, node=node)
 
@@ -95,9 +95,9 @@ def logs(
 def cancel(run_dir: RunDirArg) -> None:
     """Stop a run (Slurm: scancel; local: SIGTERM to its processes, which checkpoint first), or
     every point of a sweep folder; the folders stay."""
-    from launcher.jobs import cancel as cancel_run
-    from launcher.jobs import find_run
-    from launcher.sweep import cancel_sweep
+    from launcher.ops.jobs import cancel as cancel_run
+    from launcher.ops.jobs import find_run
+    from launcher.ops.sweep import cancel_sweep
 
     if (stopped := cancel_sweep(run_dir)) is not None:
         console.print(stopped, markup=False)
@@ -118,7 +118,7 @@ def sync(
 ) -> None:
     """Send an MLflow server what a run logged while it could not reach it (every metric is
     kept in RUN/mlflow). Safe to repeat: nothing is sent twice. W&B: `wandb sync`."""
-    from launcher.jobs import find_run
+    from launcher.ops.jobs import find_run
     from launcher.trackers.mlflow_sync import bare_uri, sync_folder
 
     runs, sent = sync_folder(find_run(run_dir), mlflow_uri)

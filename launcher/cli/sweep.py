@@ -18,7 +18,7 @@ from launcher.cli.app import (
     choose_backend,
     recipe_with_cli,
 )
-from launcher.progress import console
+from launcher.ui.progress import console
 
 PANEL = "Sweeps"
 SWEEP_HELP = (
@@ -51,8 +51,8 @@ def sweep(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """A grid of runs (see SWEEP_HELP)."""
-    from launcher.errors import UsageError
-    from launcher.sweep import parse_grid, points_of, submit_sweep, write_sweep
+    from launcher.contract.errors import UsageError
+    from launcher.ops.sweep import parse_grid, points_of, submit_sweep, write_sweep
 
     if max_parallel < 1:
         raise UsageError("--max-parallel must be at least 1")
@@ -81,9 +81,9 @@ def leaderboard(
 ) -> None:
     """Every point of a sweep with its settings, metric, steps, time and state, best first;
     writes best.toml (the winner's resolved recipe) and sweep.png."""
+    from launcher.contract.errors import UsageError
     from launcher.contract.sweep import SweepFolder
-    from launcher.errors import UsageError
-    from launcher.leaderboard import publish, rank, table
+    from launcher.ops.leaderboard import publish, rank, table
 
     folder = SweepFolder(sweep_dir)
     if not folder.record.is_file():

@@ -75,8 +75,8 @@ class Evaluated(Event):
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One generated sample: the prompt as the model saw it (template and all), what it
+class Generation:
+    """One generation: the prompt as the model saw it (template and all), what it
     generated greedily, and the answer the data gives (None for a prompt of the recipe's)."""
 
     prompt: str
@@ -85,19 +85,19 @@ class Sample:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Sampled(Event):
-    """`train.sample_prompts` generated at the evaluation of step `step`."""
+class Generated(Event):
+    """`train.generation_prompts` generated at the evaluation of step `step`."""
 
-    kind: ClassVar[str] = "samples"
+    kind: ClassVar[str] = "generations"
     step: int
-    samples: tuple[Sample, ...]
+    generations: tuple[Generation, ...]
 
     def describe(self, width: int = 160) -> str:
-        """The samples, one line each, the prompt's end and the completion (newlines shown)."""
-        lines = [f"step {self.step}: samples"]
-        for sample in self.samples:
-            prompt = sample.prompt[-width // 2:].replace("\n", "\\n")
-            completion = sample.completion[:width].replace("\n", "\\n")
+        """The generations, one line each, the prompt's end and the completion (newlines shown)."""
+        lines = [f"step {self.step}: generations"]
+        for generation in self.generations:
+            prompt = generation.prompt[-width // 2:].replace("\n", "\\n")
+            completion = generation.completion[:width].replace("\n", "\\n")
             lines.append(f"  ...{prompt} -> {completion!r}")
         return "\n".join(lines)
 
@@ -192,7 +192,7 @@ class TrackingOffline(Event):
 
 
 EVENT_KINDS: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (Preprocessing, Started, TrainLogged, Evaluated, Sampled,
+    cls.kind: cls for cls in (Preprocessing, Started, TrainLogged, Evaluated, Generated,
                               Checkpointed, Message, Ended, Stopped, Hung, TrackingOffline)
 }
 

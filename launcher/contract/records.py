@@ -14,7 +14,7 @@ from typing import Any, Self
 
 from pydantic import TypeAdapter, ValidationError
 
-from launcher.errors import LaunchError
+from launcher.contract.errors import LaunchError
 
 
 class ContractError(LaunchError):

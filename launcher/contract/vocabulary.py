@@ -77,6 +77,15 @@ class Precision(StrEnum):
     def is_half(self) -> bool:
         return self is not Precision.FP32
 
+    @property
+    def torch_name(self) -> str:
+        """The name of its torch dtype (`getattr(torch, precision.torch_name)`): the one mapping
+        of a precision to a dtype."""
+        return TORCH_NAMES[self]
+
+
+TORCH_NAMES = {Precision.FP32: "float32", Precision.BF16: "bfloat16", Precision.FP16: "float16"}
+
 
 class Device(StrEnum):
     CPU = "cpu"

@@ -1,2 +1,2 @@
-"""Data: files and formats to canonical rows (torch-free, for the control plane); chat templates,
-masking and packing (for the workers)."""
+"""Data files and formats to canonical rows, torch-free for the control plane; `data.encode`
+turns the rows into model inputs on the workers."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from launcher.contract.errors import UsageError
 from launcher.contract.reports import DataStats
 from launcher.data.errors import DataError
 from launcher.data.formats import load_rows
 from launcher.data.labels import LabelMap
 from launcher.data.mixing import mix, split_rows
-from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from launcher.contract.errors import RecipeError
 from launcher.data.hub_data import HubData, is_hub_data
-from launcher.errors import RecipeError
 from launcher.recipe.schema import Recipe
 
 Origins = dict[str, str]  # dotted key -> the file (or "--set") that gave its value

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from launcher.contract.vocabulary import Precision, Strategy
 from launcher.data.formats import FORMATS
+from launcher.recipe.deprecated import precision_word, renamed_train_keys
 from launcher.recipe.job_settings import SlurmSettings, TrackingSettings
 from launcher.recipe.section import Section, sane_path
 from launcher.tasks.registry import TASKS, task_spec
@@ -35,15 +36,21 @@ class ModelSettings(Section):
         "is planned), or 'package:<module>' (a Python package's get_model_path()).")
     revision: str | None = Field(None, description="Hub id only: branch, tag or commit.")
     tokenizer: str | None = Field(None, description="Tokenizer location; defaults to model.path.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="dtype the weights are loaded in; auto follows train.precision."
-    )
+    dtype: PrecisionChoice = Field(
+        "auto", description="The precision the weights are loaded in, in train.precision's "
+        "words (float32, bfloat16 and float16 are deprecated spellings); auto: fp32, the master "
+        "copy of mixed precision.")
     trust_remote_code: bool = False
 
     @field_validator("path", "tokenizer")
     @classmethod
     def _openable(cls, value: str | None) -> str | None:
         return sane_path(value) if value is not None else None
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _precision_words(cls, value: object) -> object:
+        return precision_word(value)
 
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
     lora: LoraSettings | None = None
@@ -193,15 +200,21 @@ class TrainSettings(Section):
         False, description="Write the ids of the examples each rank trains on, per step, to "
         "logs/samples-rank-<R>.jsonl (to audit the data order, e.g. across a resume).",
     )
-    sample_prompts: list[str] | int = Field(
+    generation_prompts: list[str] | int = Field(
         0, description="Text generation tasks: generate from these prompts (user turns, or "
         "texts for the text format), or from the first N eval rows, greedily at every "
         "evaluation: logged to the event log and as a W&B table, so a wrong template or stop "
         "token shows early. 0: none.",
     )
-    sample_max_tokens: int = Field(64, gt=0, description="Tokens generated per sample at most.")
+    generation_max_tokens: int = Field(64, gt=0,
+                                       description="Tokens generated per prompt at most.")
 
-    @field_validator("sample_prompts")
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: object) -> object:
+        return renamed_train_keys(data)
+
+    @field_validator("generation_prompts")
     @classmethod
     def _some_prompts(cls, value: list[str] | int) -> list[str] | int:
         if isinstance(value, int) and value < 0:
@@ -262,13 +275,14 @@ class Recipe(Section):
         if self.task.packing and not spec.packs:
             raise ValueError(f"task.packing does not apply to {spec.kind}: it applies to "
                              f"{_kinds_where('packs')}")
-        if self.train.sample_prompts and not spec.samples_prompts:
-            raise ValueError(f"train.sample_prompts does not apply to {spec.kind} (generated "
-                             f"text): it applies to {_kinds_where('samples_prompts')}")
+        if self.train.generation_prompts and not spec.generates_text:
+            raise ValueError(f"train.generation_prompts does not apply to {spec.kind} (generated "
+                             f"text): it applies to {_kinds_where('generates_text')}")
         no_eval = not self.data.eval and not self.data.eval_fraction
-        if isinstance(self.train.sample_prompts, int) and self.train.sample_prompts and no_eval:
-            raise ValueError("train.sample_prompts = N takes N eval rows, and there is no eval "
-                             "data: set data.eval or data.eval_fraction, or list the prompts")
+        prompts = self.train.generation_prompts
+        if isinstance(prompts, int) and prompts and no_eval:
+            raise ValueError("train.generation_prompts = N takes N eval rows, and there is no "
+                             "eval data: set data.eval or data.eval_fraction, or list the prompts")
         return self
 
 

@@ -11,12 +11,12 @@ import tomli_w
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, Offload, Strategy
-from launcher.plan.memory import deepspeed_buckets
+from launcher.planner.memory import deepspeed_buckets
 from launcher.recipe.schema import Recipe
 from launcher.render.sbatch import render_job_script
 from launcher.render.templates import environment
 
-ACCELERATE_TEMPLATE = {Strategy.DDP: "ddp.yaml.j2", Strategy.FSDP: "fsdp2.yaml.j2",
+ACCELERATE_TEMPLATE = {Strategy.DDP: "ddp.yaml.j2", Strategy.FSDP: "fsdp.yaml.j2",
                        Strategy.ZERO2: "zero.yaml.j2", Strategy.ZERO3: "zero.yaml.j2"}
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import jinja2
 
+from launcher.contract.errors import RecipeError, UsageError
 from launcher.contract.plan import Plan
-from launcher.errors import RecipeError, UsageError
 from launcher.recipe.schema import Recipe
 from launcher.render.templates import environment
 

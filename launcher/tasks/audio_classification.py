@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from launcher.data.audio import (
+from launcher.data.encode.audio import (
     AudioError,
     crop,
     fit_window,
@@ -21,8 +21,8 @@ from launcher.data.audio import (
     log_mel_sheet,
     probe,
 )
-from launcher.data.media import SOUND_SECONDS, Sound
-from launcher.data.preview import Preview, Segment, label_name
+from launcher.data.encode.media import SOUND_SECONDS, Sound
+from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, Row
 from launcher.tasks.decoded_classification import DecodedClassification, origin

@@ -1,4 +1,4 @@
-"""What every task provides to the training loop (`Task`), and what it prepares (`Prepared`)."""
+"""What every task provides to the training loop (`Task`), and its encoded data (`EncodedData`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from launcher.recipe.schema import Recipe
 from launcher.tasks.registry import task_class
 
 if TYPE_CHECKING:
-    from launcher.data.media import Media
-from launcher.data.preview import Preview
+    from launcher.data.encode.media import Media
+from launcher.data.encode.preview import Preview
 
 Batch = dict[str, torch.Tensor]
 Row = dict[str, Any]  # a canonical row (launcher.data.formats)
@@ -26,7 +26,7 @@ Example = dict[str, Any]  # a tokenized row, as `collate` takes it
 
 
 @dataclass
-class Prepared:
+class EncodedData:
     """Tokenized train/eval examples plus what was learned from the data."""
 
     train: list[dict[str, Any]]
@@ -92,11 +92,11 @@ class Task(ABC):
         preview`: the tokenizer only, no plan, no model); label ids named by `names`."""
 
     @abstractmethod
-    def prepare(self, tokenizer: Any) -> Prepared: ...
+    def encode_data(self, tokenizer: Any) -> EncodedData: ...
 
     @abstractmethod
     def encode(self, rows: list[Row]) -> list[Example]:
-        """Canonical rows tokenized as training does (`prepare` encodes with it); rows without
+        """Canonical rows tokenized as training does (`encode_data` encodes with it); rows without
         labels (to predict) give examples without labels, which `collate` takes too."""
 
     def prompts(self, rows: list[Row]) -> list[Example]:
@@ -115,8 +115,8 @@ class Task(ABC):
         (greedy, at most `max_new_tokens`: causal LM only), for a `collate`d batch of `prompts`.
         `synced`: every rank generates together (a sharded model), to the longest's end."""
 
-    def sample_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, Any]]:
-        """The prompts `train.sample_prompts` names, with their references: tasks that
+    def generation_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, Any]]:
+        """The prompts `train.generation_prompts` names, with their references: tasks that
         generate text (causal LM) have some; the others none."""
         return []
 
@@ -125,7 +125,7 @@ class Task(ABC):
         """What a labelled row says `predict` should give (None: nothing to compare to)."""
 
     @abstractmethod
-    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+    def load_model(self, encoded: EncodedData, meta: bool = False) -> torch.nn.Module:
         """The pretrained model with the task's head; `meta`: the same architecture with no
         weights (parameters on the meta device, for a sharded load)."""
 

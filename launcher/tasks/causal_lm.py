@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_utils import slice_logits_to_keep
 
-from launcher.data.chat import (
+from launcher.data.encode.chat import (
     IGNORE_INDEX,
     ChatTemplateError,
     EncodeStats,
@@ -21,12 +21,12 @@ from launcher.data.chat import (
     render,
     resolve_template,
 )
-from launcher.data.packing import pack_indices, packed_collator
-from launcher.data.preview import Preview, loss_segments
+from launcher.data.encode.packing import pack_indices, packed_collator
+from launcher.data.encode.preview import Preview, loss_segments
 from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
-from launcher.tasks.packed_attention import prepare_for_packing
+from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
+from launcher.tasks.packed_attention import keep_documents_apart
 from launcher.tasks.pretrained import pretrained
 
 
@@ -61,7 +61,7 @@ class CausalLM(Task):
         note = f"truncated to data.max_length = {data.max_length}" if stats.truncated else ""
         return Preview(loss_segments(tokenizer, example), len(example["input_ids"]), loss, note)
 
-    def prepare(self, tokenizer: Any) -> Prepared:
+    def encode_data(self, tokenizer: Any) -> EncodedData:
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
         data = self.recipe.data
@@ -73,7 +73,7 @@ class CausalLM(Task):
         if self.recipe.task.packing:
             train = pack(train, data.max_length)
             stats = dataclasses.replace(stats, packs=len(train))
-        return Prepared(train=train, eval=evaluation, stats=stats)
+        return EncodedData(train=train, eval=evaluation, stats=stats)
 
     def encode(self, rows: list[Row]) -> list[Example]:
         return self.encode_counted(rows)[0]
@@ -104,11 +104,12 @@ class CausalLM(Task):
             prompts.append({"input_ids": list(ids[-self.recipe.data.max_length:])})
         return prompts
 
-    def sample_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, str | None]]:
-        """`train.sample_prompts`: the recipe's prompts (user turns; texts for the text format),
+    def generation_prompts(self, eval_examples: Sequence[Example]
+                           ) -> list[tuple[Example, str | None]]:
+        """`train.generation_prompts`: the recipe's prompts (user turns; texts for the text format),
         or the first N eval examples cut before their last answer, as training rendered them,
         with that answer as the reference."""
-        wanted = self.recipe.train.sample_prompts
+        wanted = self.recipe.train.generation_prompts
         if isinstance(wanted, list):
             text = self.recipe.data.format == "text"
             rows = [{"text": p} if text else {"messages": [{"role": "user", "content": p}]}
@@ -132,12 +133,12 @@ class CausalLM(Task):
         return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                            skip_special_tokens=True)
 
-    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+    def load_model(self, encoded: EncodedData, meta: bool = False) -> torch.nn.Module:
         model = pretrained(AutoModelForCausalLM, self.recipe, self.plan, meta)
         model.config.use_cache = False  # training: no KV cache (and packing needs none)
         self.keeps_logits = keeps_logits_by_mask(model)
         if self.recipe.task.packing:
-            prepare_for_packing(model)
+            keep_documents_apart(model)
         if self.recipe.train.activation_checkpointing:
             model.gradient_checkpointing_enable()
         return model

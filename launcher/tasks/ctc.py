@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from launcher.contract.errors import UsageError
 from launcher.contract.plan import Plan
 from launcher.contract.vocabulary import Strategy
-from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
 from launcher.tasks.pretrained import pretrained
 

@@ -1,5 +1,5 @@
 """What image and audio classification share: rows that name a file (or hold its bytes) and a
-label, each file checked once when the data is prepared, decoded in `collate` (DataLoader
+label, each file checked once when the data is encoded, decoded in `collate` (DataLoader
 workers), a new head sized from the label names, and accuracy, macro-F1 and a confusion matrix."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from launcher.contract.errors import UsageError
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.splits import load_splits
-from launcher.errors import UsageError
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
+from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
 from launcher.tasks.pretrained import pretrained
 
 TOP5 = "top5_hits"  # eval rows whose label is among the 5 highest logits
@@ -35,7 +35,7 @@ class DecodedClassification(Task):
         """Decode (or probe) one file; raise `invalid` if it cannot be used. The fields it
         returns are kept in the example (a duration, say)."""
 
-    def prepare(self, tokenizer: Any) -> Prepared:
+    def encode_data(self, tokenizer: Any) -> EncodedData:
         """Rows whose file is usable (each checked once now: a bad file is named here, or
         skipped and counted under `data.on_bad_row = "skip"`, never met mid-training)."""
         self.tokenizer = tokenizer
@@ -46,7 +46,7 @@ class DecodedClassification(Task):
         names = list(splits.label_map.names) if splits.label_map is not None else None
         stats = type(splits.stats)(train_rows=len(train), eval_rows=len(evaluation),
                                    skipped_rows=splits.stats.skipped_rows + len(skipped))
-        return Prepared(train=train, eval=evaluation, label_names=names, stats=stats)
+        return EncodedData(train=train, eval=evaluation, label_names=names, stats=stats)
 
     def encode(self, rows: list[Row], skipped: list[DataError] | None = None) -> list[Example]:
         """Where each file is (a path, or its bytes), what `check` keeps of it, and the label
@@ -65,9 +65,9 @@ class DecodedClassification(Task):
                 self.report_progress(f"{self.field}s checked", done, len(rows))
         return examples
 
-    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+    def load_model(self, encoded: EncodedData, meta: bool = False) -> torch.nn.Module:
         """The checkpoint with a new head sized from the label names (saved in its config)."""
-        self.names = names = list(prepared.label_names or [])
+        self.names = names = list(encoded.label_names or [])
         return pretrained(
             self.auto_model, self.recipe, self.plan, meta, new_head=True,
             num_labels=self.recipe.task.num_labels or len(names),

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from launcher.data.images import (
+from launcher.data.encode.images import (
     Augmentation,
     ImageError,
     augment,
@@ -19,10 +19,10 @@ from launcher.data.images import (
     contact_sheet,
     open_rgb,
 )
-from launcher.data.media import THUMBNAIL, Picture
-from launcher.data.preview import Preview, Segment, label_name
+from launcher.data.encode.media import THUMBNAIL, Picture
+from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, Prepared, Row
+from launcher.tasks.base import Batch, EncodedData, Row
 from launcher.tasks.decoded_classification import DecodedClassification, origin
 
 
@@ -98,9 +98,9 @@ class ImageClassification(DecodedClassification):
         """`rows` blank images: every image reaches the model at the processor's size."""
         return self.processed([Image.new("RGB", (256, 256))] * rows, [0] * rows)
 
-    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+    def load_model(self, encoded: EncodedData, meta: bool = False) -> torch.nn.Module:
         """The checkpoint with its new head; whether it is convolutional (`channels_last`)."""
-        model = super().load_model(prepared, meta)
+        model = super().load_model(encoded, meta)
         self.channels_last = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) > 1
         return model
 

@@ -1,16 +1,16 @@
 """Attention per packed document: a packed row's examples never see each other, at the cost of
 their own lengths rather than the whole row's.
 
-A packed row (`launcher.data.packing`) is ``[1, tokens]`` with position ids that restart at 0 for
-every example and no attention mask. transformers' own sdpa keeps the examples apart with a dense
-block-diagonal ``[tokens, tokens]`` mask: attention over the whole row (8 packs of 512 tokens:
-4,096^2 scores per head and layer, as many FLOPs as the rest of a 34M-parameter model), most of
-it masked out, and a mask-carrying SDPA that keeps every score for the backward. `DOC_SDPA`
-instead splits the row at the restarts and runs SDPA on each document alone (causal for a
-decoder, bidirectional for an encoder): the fast fused kernel, no mask, O(sum of length^2).
+A packed row (`launcher.data.encode.packing`) is ``[1, tokens]`` with position ids that restart at
+0 for every example and no attention mask. transformers' own sdpa keeps the examples apart with a
+dense block-diagonal ``[tokens, tokens]`` mask: attention over the whole row (8 packs of 512
+tokens: 4,096^2 scores per head and layer, as many FLOPs as the rest of a 34M-parameter model),
+most of it masked out, and a mask-carrying SDPA that keeps every score for the backward. `DOC_SDPA`
+instead splits the row at the restarts and runs SDPA on each document alone (causal for a decoder,
+bidirectional for an encoder): the fast fused kernel, no mask, O(sum of length^2).
 Any other batch (padded, with a mask; generation with a cache) goes to transformers' sdpa as is.
 
-On a GPU, flash attention does the same from the position ids (varlen), so `prepare_for_packing`
+On a GPU, flash attention does the same from the position ids (varlen), so `keep_documents_apart`
 keeps it; sdpa and eager become `DOC_SDPA`.
 """
 
@@ -74,7 +74,7 @@ AttentionInterface.register(DOC_SDPA, doc_sdpa_forward)
 AttentionMaskInterface.register(DOC_SDPA, doc_sdpa_mask)
 
 
-def prepare_for_packing(model: PreTrainedModel) -> None:
+def keep_documents_apart(model: PreTrainedModel) -> None:
     """Make `model` keep packed examples apart: no KV cache (a cache in a training forward makes
     the mask builder ignore the restarts), and attention per document (`DOC_SDPA`) unless it is
     a varlen kernel already."""

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from launcher.contract.plan import Plan
+from launcher.contract.vocabulary import Precision
 from launcher.recipe.schema import Recipe
 
 
@@ -25,7 +26,7 @@ def pretrained(auto_class: Any, recipe: Recipe, plan: Plan, meta: bool, *,
     first positions of a shorter window)."""
     options = {"trust_remote_code": recipe.model.trust_remote_code,
                "attn_implementation": recipe.model.attn_implementation}
-    dtype = model_dtype(recipe, plan)
+    dtype = model_dtype(recipe)
     if not meta and new_head and any(Path(plan.model_path).glob("*.safetensors")):
         model_class, model_config, weights, later, frozen = _weights_that_fit(
             auto_class, recipe, plan, config, cut)
@@ -123,7 +124,7 @@ def _unpartitioned() -> Iterator[None]:
         restore_init_context()
 
 
-def model_dtype(recipe: Recipe, plan: Plan) -> torch.dtype:
+def model_dtype(recipe: Recipe) -> torch.dtype:
     """Weights in fp32 for mixed precision (master copy) unless the recipe says otherwise."""
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    return names.get(recipe.model.dtype, torch.float32)
+    wanted = recipe.model.dtype
+    return getattr(torch, (Precision.FP32 if wanted == "auto" else wanted).torch_name)

@@ -65,7 +65,7 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         main_metric="loss", higher_is_better=False,
         head=Head.LM, architectures=("ForCausalLM", "LMHeadModel"),
         peft_task_type="CAUSAL_LM", predicts="the generated text", labelled=False,
-        groups_by_length=False, packs=True, samples_prompts=True),
+        groups_by_length=False, packs=True, generates_text=True),
 )}
 
 

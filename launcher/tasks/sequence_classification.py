@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification
 
-from launcher.data.preview import Preview, Segment, label_name
+from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
+from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
 from launcher.tasks.pretrained import pretrained
 
 
@@ -28,12 +28,12 @@ class SequenceClassification(Task):
         return Preview([Segment(" ".join(tokens), False)], len(tokens), None,
                        f"label: {label_name(names, row['label'])}")
 
-    def prepare(self, tokenizer: Any) -> Prepared:
+    def encode_data(self, tokenizer: Any) -> EncodedData:
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
         labels = splits.label_map
         names = list(labels.names) if labels is not None else None
-        return Prepared(train=self.encode(splits.train), eval=self.encode(splits.eval),
+        return EncodedData(train=self.encode(splits.train), eval=self.encode(splits.eval),
                         label_names=names, stats=splits.stats)
 
     def encode(self, rows: list[Row]) -> list[Example]:
@@ -51,8 +51,8 @@ class SequenceClassification(Task):
                                       strict=True)
         ]
 
-    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
-        self.names = names = list(prepared.label_names or [])
+    def load_model(self, encoded: EncodedData, meta: bool = False) -> torch.nn.Module:
+        self.names = names = list(encoded.label_names or [])
         return pretrained(
             AutoModelForSequenceClassification, self.recipe, self.plan, meta,
             num_labels=self.recipe.task.num_labels or len(names),

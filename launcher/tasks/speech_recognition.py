@@ -19,7 +19,8 @@ from transformers.models.whisper.english_normalizer import (
     EnglishTextNormalizer,
 )
 
-from launcher.data.audio import (
+from launcher.contract.errors import UsageError
+from launcher.data.encode.audio import (
     AudioError,
     fit_window,
     frames,
@@ -28,14 +29,13 @@ from launcher.data.audio import (
     log_mel_sheet,
     probe,
 )
+from launcher.data.encode.media import SOUND_SECONDS, Sound
+from launcher.data.encode.preview import Preview, Segment
 from launcher.data.errors import DataError
-from launcher.data.media import SOUND_SECONDS, Sound
-from launcher.data.preview import Preview, Segment
 from launcher.data.splits import load_splits
-from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
 from launcher.tasks import ctc
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
+from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
 from launcher.tasks.decoded_classification import file_example, origin, refuse_or_skip
 from launcher.tasks.pretrained import pretrained
 
@@ -92,14 +92,14 @@ class SpeechRecognition(Task):
                       rate, [row["text"] for row in rows], out)
         return True
 
-    def prepare(self, tokenizer: Any) -> Prepared:
+    def encode_data(self, tokenizer: Any) -> EncodedData:
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
         skipped: list[DataError] = []
         train, evaluation = self.encode(splits.train, skipped), self.encode(splits.eval, skipped)
         stats = type(splits.stats)(train_rows=len(train), eval_rows=len(evaluation),
                                    skipped_rows=splits.stats.skipped_rows + len(skipped))
-        return Prepared(train=train, eval=evaluation, stats=stats)
+        return EncodedData(train=train, eval=evaluation, stats=stats)
 
     def encode(self, rows: list[Row], skipped: list[DataError] | None = None) -> list[Example]:
         """Each recording's source and length (its header checked) and its transcript's
@@ -151,7 +151,7 @@ class SpeechRecognition(Task):
                                             return_tensors="pt")["input_features"],
                 "labels": torch.ones(rows, min(longest, positions), dtype=torch.long)}
 
-    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+    def load_model(self, encoded: EncodedData, meta: bool = False) -> torch.nn.Module:
         """The checkpoint; Whisper's encoder positions for a cut window (the first ones); a CTC
         head over the tokenizer's characters (`ctc.load`)."""
         if self.ctc_model:
@@ -245,7 +245,7 @@ class SpeechRecognition(Task):
         synced = self.plan.world_size > 1 and sharded
         return EvalOutput(loss_sum=float(loss), count=count,
                           predictions=self.predict(model, batch, self.recipe.train
-                                                   .sample_max_tokens, synced),
+                                                   .generation_max_tokens, synced),
                           references=self.tokenizer.batch_decode(labels,
                                                                  skip_special_tokens=True))
 

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from seqeval.metrics import accuracy_score, classification_report
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from launcher.data.preview import Preview, Segment, label_name
+from launcher.contract.errors import UsageError
+from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.data.splits import load_splits
-from launcher.errors import UsageError
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EvalOutput, Example, Prepared, Row, Task
+from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
 from launcher.tasks.pretrained import pretrained
 
 IGNORE_INDEX = -100
@@ -71,14 +71,14 @@ class TokenClassification(Task):
         return Preview(segments, len(tokens), tagged,
                        "the first subword of each word carries its tag")
 
-    def prepare(self, tokenizer: Any) -> Prepared:
+    def encode_data(self, tokenizer: Any) -> EncodedData:
         self.tokenizer = tokenizer
         splits = load_splits(self.recipe)
         names = list(splits.label_map.names) if splits.label_map else []
         train, evaluation = self.encode(splits.train), self.encode(splits.eval)
         # A sentence was cut when its last word kept no subword.
         truncated = sum(example["word_starts"][-1] < 0 for example in [*train, *evaluation])
-        return Prepared(train=train, eval=evaluation, label_names=names,
+        return EncodedData(train=train, eval=evaluation, label_names=names,
                         stats=dataclasses.replace(splits.stats, truncated=truncated))
 
     def encode(self, rows: list[Row]) -> list[Example]:
@@ -99,9 +99,9 @@ class TokenClassification(Task):
                                        else {}))
         return examples
 
-    def load_model(self, prepared: Prepared, meta: bool = False) -> torch.nn.Module:
+    def load_model(self, encoded: EncodedData, meta: bool = False) -> torch.nn.Module:
         """The encoder with a fresh tagging head; its tag names also decode eval predictions."""
-        self.names = names = list(prepared.label_names or [])
+        self.names = names = list(encoded.label_names or [])
         return pretrained(
             AutoModelForTokenClassification, self.recipe, self.plan, meta,
             num_labels=len(names),

@@ -157,7 +157,7 @@ def truncate(value: str) -> str:
 def sync_folder(folder: RunFolder, uri: str | None) -> tuple[MlflowRuns, int]:
     """`sft-launch sync RUN`: the folder's MLflow run onto `uri` (default: the server the run
     was meant for, or MLFLOW_TRACKING_URI)."""
-    from launcher.errors import LaunchError, UsageError
+    from launcher.contract.errors import LaunchError, UsageError
 
     runs = MlflowRuns.read_if_exists(folder.mlflow_run)
     if runs is None:
@@ -183,7 +183,7 @@ def sweep_parent(recipe: Any, experiment: str, sweep_name: str) -> str | None:
     """The MLflow parent run of a sweep whose recipe logs to MLflow (None: no MLflow, no
     server, or a server this machine cannot reach: its runs then stand alone, as told)."""
     from launcher.contract.vocabulary import TrackerKind
-    from launcher.progress import console
+    from launcher.ui.progress import console
 
     uri = recipe.tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if TrackerKind.MLFLOW not in recipe.tracking.to or recipe.tracking.mode == "disabled" \

@@ -13,7 +13,7 @@ from typing import Any
 
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
-from launcher.data.media import Picture, Sound
+from launcher.data.encode.media import Picture, Sound
 from launcher.recipe.schema import Recipe
 
 FLUSH_S = 10  # what TensorBoard can read lags the run by at most this

@@ -17,7 +17,7 @@ from launcher.contract.events import EventLog, TrackingOffline
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import TrackingMode
-from launcher.data.media import Picture, Sound
+from launcher.data.encode.media import Picture, Sound
 from launcher.recipe.schema import Recipe
 from launcher.trackers.base import error_line
 

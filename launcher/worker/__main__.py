@@ -12,10 +12,10 @@ from launcher.worker.stopping import REQUEST
 
 def main(argv: list[str] | None = None) -> int:
     REQUEST.install()  # first: a stop signal during the heavy imports must not be lost
+    from launcher.contract.errors import LaunchError
     from launcher.contract.plan import Plan
     from launcher.contract.run_folder import RunFolder
     from launcher.contract.vocabulary import WORKER_ERROR, ExitCode
-    from launcher.errors import LaunchError
     from launcher.recipe.load import load_recipe
 
     parser = argparse.ArgumentParser(prog="python -m launcher.worker",

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from launcher.contract.plan import Plan
-from launcher.data.images import augmentation_seed
-from launcher.data.packing import length_grouped_batches, micro_batches
+from launcher.data.encode.images import augmentation_seed
+from launcher.data.encode.packing import length_grouped_batches, micro_batches
 from launcher.tasks.base import Batch, Example, Task
 
 

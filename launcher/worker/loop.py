@@ -29,8 +29,8 @@ from launcher.trackers.base import Trackers
 from launcher.worker.checkpoint import TrainerState, save_checkpoint
 from launcher.worker.engines.base import Engine
 from launcher.worker.feed import StepInput, StepOrder, step_inputs
+from launcher.worker.generations import PromptGenerator
 from launcher.worker.metrics import Metrics, flatten, scalars
-from launcher.worker.samples import Sampler
 from launcher.worker.stopping import REQUEST, StopTraining
 from launcher.worker.trainable import Trainable, TrainingSpec
 from launcher.worker.watchdog import Watchdog
@@ -83,7 +83,8 @@ class TrainLoop:
         self.loader_workers = self.task.loader_workers(self.recipe)
         self.data_wait_s = self.window_s = 0.0  # waiting for data / stepping, since the last log
         self.state, self.wall_before = TrainerState(), 0.0
-        self.sampler = Sampler(self.task, self.data.eval, self.recipe, self.plan, engine)
+        self.prompt_generator = PromptGenerator(self.task, self.data.eval, self.recipe,
+                                                self.plan, engine)
 
     def inputs(self, start: int, stop: int) -> Iterator[StepInput]:
         """The inputs of steps `start` .. `stop - 1`, collated ahead where the task decodes."""
@@ -225,12 +226,12 @@ class TrainLoop:
         if self.acc.is_main_process:
             self.log_examples(rows, step)
         self.events.write(Evaluated(step=step, metrics=scalars(metrics)))
-        if self.sampler:
+        if self.prompt_generator:
             self.watchdog.progress(Phase.EVAL)
-            samples = self.sampler.generate(self.acc.device, self.acc.autocast)
+            generations = self.prompt_generator.generate(self.acc.device, self.acc.autocast)
             self.watchdog.progress(Phase.TRAIN)
             if self.acc.is_main_process:
-                self.sampler.log(samples, step, self.events, self.tracker)
+                self.prompt_generator.log(generations, step, self.events, self.tracker)
         return metrics
 
     def log_examples(self, rows: list[EvalRow], step: int) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from launcher.contract.plan import LrRange
 from launcher.contract.reports import LrCurve
-from launcher.plan.lr_range import diverged_at, smoothed
+from launcher.planner.lr_range import diverged_at, smoothed
 from launcher.worker.loop import TrainLoop
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from launcher.contract.plan import LrRange
-from launcher.plan.lr_range import ramp
+from launcher.planner.lr_range import ramp
 from launcher.recipe.schema import Recipe
 
 

@@ -1,4 +1,4 @@
-"""Tokenize once: the main process prepares the data, the others (and later launches) reuse it.
+"""Tokenize once: the main process encodes the data, the others (and later launches) reuse it.
 
 The cache key covers everything the examples depend on: the data files' bytes (a Hub dataset's
 `datasets` fingerprint), the tokenizer's files, the recipe's data and task settings, and the
@@ -32,12 +32,12 @@ from launcher.contract.records import JsonRecord
 from launcher.contract.reports import DataStats
 from launcher.data.hub_data import HubData, is_hub_data
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Prepared, Task
+from launcher.tasks.base import EncodedData, Task
 from launcher.worker.arrow_rows import ArrowRows
 from launcher.worker.watchdog import Watchdog
 
 CODE = Path(__file__).resolve().parents[1]
-CODE_FILES = sorted([*(CODE / "data").glob("*.py"), *(CODE / "tasks").glob("*.py"),
+CODE_FILES = sorted([*(CODE / "data").rglob("*.py"), *(CODE / "tasks").glob("*.py"),
                      CODE / "contract" / "reports.py"])
 PREPROCESS_WAIT = timedelta(hours=24)  # others wait for rank 0's tokenization this long at most
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf")
@@ -94,9 +94,9 @@ def _file_digest(path: Path) -> bytes:
     return digest.digest()
 
 
-def prepare_cached(task: Task, tokenizer: Any, recipe: Recipe, plan: Plan,
-                   accelerator: Accelerator, events: EventLog, watchdog: Watchdog) -> Prepared:
-    """The task's prepared data, from the cache when an entry for these inputs exists.
+def encode_cached(task: Task, tokenizer: Any, recipe: Recipe, plan: Plan,
+                   accelerator: Accelerator, events: EventLog, watchdog: Watchdog) -> EncodedData:
+    """The task's encoded data, from the cache when an entry for these inputs exists.
 
     Rank 0 tokenizes while the others wait in a barrier of their own, with a long timeout
     (the hang watchdog, not a collective timeout, catches a rank 0 that stopped progressing);
@@ -107,31 +107,31 @@ def prepare_cached(task: Task, tokenizer: Any, recipe: Recipe, plan: Plan,
     key = broadcast_object_list([cache_key(recipe, plan) if accelerator.is_main_process
                                  else None])[0]
     entry = cache_root() / key
-    prepared = None
+    encoded = None
     if accelerator.is_main_process:
-        prepared = _prepare_or_load(task, tokenizer, entry, events, watchdog, save=True)
+        encoded = _encode_or_load(task, tokenizer, entry, events, watchdog, save=True)
     if plan.world_size > 1:
         group = torch.distributed.new_group(backend="gloo", timeout=PREPROCESS_WAIT)
         torch.distributed.barrier(group=group)
         torch.distributed.destroy_process_group(group)
-    if prepared is None:
-        prepared = _prepare_or_load(task, tokenizer, entry, events, watchdog, save=False)
-    return prepared
+    if encoded is None:
+        encoded = _encode_or_load(task, tokenizer, entry, events, watchdog, save=False)
+    return encoded
 
 
-def _prepare_or_load(task: Task, tokenizer: Any, entry: Path, events: EventLog,
-                     watchdog: Watchdog, *, save: bool) -> Prepared:
+def _encode_or_load(task: Task, tokenizer: Any, entry: Path, events: EventLog,
+                     watchdog: Watchdog, *, save: bool) -> EncodedData:
     if (entry / "meta.json").is_file():
         events.message(f"preprocessing: reused the cached examples {entry}")
         return _load(entry)
-    events.message("preprocessing: preparing the data (cached for later launches)")
+    events.message("preprocessing: encoding the data (cached for later launches)")
     task.report_progress = _throttled(events, watchdog)
-    prepared = task.prepare(tokenizer)
+    encoded = task.encode_data(tokenizer)
     if save:
-        _save(prepared, entry)
-        events.message(f"preprocessing: {len(prepared.train)} train / {len(prepared.eval)} "
+        _save(encoded, entry)
+        events.message(f"preprocessing: {len(encoded.train)} train / {len(encoded.eval)} "
                        f"eval examples cached in {entry}")
-    return prepared
+    return encoded
 
 
 def _throttled(events: EventLog, watchdog: Watchdog,
@@ -149,27 +149,27 @@ def _throttled(events: EventLog, watchdog: Watchdog,
     return report
 
 
-def _save(prepared: Prepared, entry: Path) -> None:
+def _save(encoded: EncodedData, entry: Path) -> None:
     tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, rows in (("train", prepared.train), ("eval", prepared.eval)):
+    for name, rows in (("train", encoded.train), ("eval", encoded.eval)):
         if rows:
             from datasets import Dataset  # only to write an entry: reading needs pyarrow alone
 
             Dataset.from_list(list(rows)).save_to_disk(str(tmp / name))
-    CacheMeta(label_names=prepared.label_names, stats=prepared.stats).write(tmp / "meta.json")
+    CacheMeta(label_names=encoded.label_names, stats=encoded.stats).write(tmp / "meta.json")
     try:
         tmp.rename(entry)
     except OSError:  # another launch wrote the same entry first: theirs is as good
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load(entry: Path) -> Prepared:
+def _load(entry: Path) -> EncodedData:
     meta = CacheMeta.read(entry / "meta.json")
 
     def rows(name: str) -> Any:
         return ArrowRows(entry / name) if (entry / name).is_dir() else []
 
-    return Prepared(train=rows("train"), eval=rows("eval"), label_names=meta.label_names,
+    return EncodedData(train=rows("train"), eval=rows("eval"), label_names=meta.label_names,
                     stats=meta.stats)

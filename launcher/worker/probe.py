@@ -1,6 +1,6 @@
 """`python -m launcher.worker.probe DIR`: measure a model for the memory plan by a dry run.
 
-The planner counts text models from their config.json (launcher.plan.model_shape); a vision or
+The planner counts text models from their config.json (launcher.planner.model_shape); a vision or
 speech model has no such formula (convolution stages, a fixed audio window), so the plan asks
 this process instead. It builds the run's model with the task's head as the worker would, on
 PyTorch's fake device (tensors with shapes and dtypes, no storage: a 70B model costs nothing),
@@ -8,7 +8,7 @@ and runs one training micro-batch of the task's `example_batch` through the task
 the plan's precision, summing the bytes of every tensor autograd saves for backward (each
 storage once). That is what a rank holds as activations; measured against a real forward it
 is the same to the byte. DIR holds the request
-(`recipe.json`, `plan.json`, written by `launcher.plan.memory_probe`); the answer is
+(`recipe.json`, `plan.json`, written by `launcher.planner.memory_probe`); the answer is
 `DIR/probe.json`, a `ModelProbe`.
 """
 
@@ -27,11 +27,10 @@ from launcher.contract.plan import ModelProbe, Plan
 from launcher.contract.reports import DataStats
 from launcher.contract.vocabulary import Precision
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Prepared, Task, build_task
+from launcher.tasks.base import EncodedData, Task, build_task
 from launcher.tasks.lora import apply_lora
 from launcher.worker.blocks import transformer_blocks
 
-HALF = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 WIDTH_KEYS = ("hidden_size", "d_model", "hidden_dim")
 DATA_READ = ("labels", "attention_mask")  # what models read values of, left out if they must be
 
@@ -52,9 +51,10 @@ def saved_bytes(task: Task, model: torch.nn.Module, batch: dict[str, torch.Tenso
             storages[storage._cdata] = max(storages.get(storage._cdata, 0), storage.nbytes())
         return tensor
 
-    half = HALF.get(precision)
+    half = precision if precision.is_half else Precision.BF16
     with (torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
-          torch.autocast("cpu", dtype=half or torch.bfloat16, enabled=half is not None)):
+          torch.autocast("cpu", dtype=getattr(torch, half.torch_name),
+                         enabled=precision.is_half)):
         try:
             task.loss_sum(model, batch)
         except DataDependentOutputException as err:
@@ -80,9 +80,9 @@ def measure(recipe: Recipe, plan: Plan) -> ModelProbe:
     if batch is None:
         raise ValueError(f"task {recipe.task.kind} has no example batch to measure")
     labels = recipe.task.num_labels or 2  # the data's label count is not read to plan
-    prepared = Prepared(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
+    encoded = EncodedData(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
                         label_names=[f"label-{i}" for i in range(labels)])
-    model = task.load_model(prepared, meta=True)
+    model = task.load_model(encoded, meta=True)
     if hasattr(model, "tie_weights"):  # built empty, a tied head is its own tensor until tied
         model.tie_weights()
     model = apply_lora(model, recipe, announce=False)

@@ -28,7 +28,7 @@ from launcher.worker.final import save_final, weights_fingerprint
 from launcher.worker.loop import RunServices, TrainLoop
 from launcher.worker.lr_find import run_lr_range
 from launcher.worker.metrics import Metrics, scalars, tables
-from launcher.worker.preprocess import prepare_cached
+from launcher.worker.preprocess import encode_cached
 from launcher.worker.startup import verify_launch, verify_strategy, verify_world
 from launcher.worker.stopping import StopTraining
 from launcher.worker.trainable import TrainingSpec
@@ -62,7 +62,7 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
     torch.use_deterministic_algorithms(plan.device == "cpu", warn_only=True)
 
     spec = _training_spec(recipe, plan, engine, folder, events, watchdog)
-    trainable = engine.prepare(spec)
+    trainable = engine.build(spec)
     report = _loaded(engine, report, folder)
     state = _resumed(engine, folder, events, watchdog) if resume else TrainerState()
     if plan.device is Device.CPU and plan.active_strategy in (None, Strategy.DDP):
@@ -96,18 +96,18 @@ def _training_spec(recipe: Recipe, plan: Plan, engine: Engine, folder: RunFolder
     written (rank 0), and the run's length in optimizer steps."""
     task = build_task(recipe, plan)
     task.tokenizer = tokenizer = task.load_tokenizer()
-    prepared = prepare_cached(task, tokenizer, recipe, plan, engine.accelerator, events,
+    encoded = encode_cached(task, tokenizer, recipe, plan, engine.accelerator, events,
                               watchdog)
     watchdog.progress(Phase.STARTUP)
-    if engine.accelerator.is_main_process and prepared.label_names:
-        LabelNames(names=tuple(prepared.label_names)).write(folder.label_names)
-    steps_per_epoch = len(prepared.train) // plan.batch.global_size
+    if engine.accelerator.is_main_process and encoded.label_names:
+        LabelNames(names=tuple(encoded.label_names)).write(folder.label_names)
+    steps_per_epoch = len(encoded.train) // plan.batch.global_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(prepared.train)} training examples are fewer than one global "
+        raise ValueError(f"{len(encoded.train)} training examples are fewer than one global "
                          f"batch ({plan.batch.global_size})")
     total_steps = (plan.lr_find.steps if plan.lr_find else
                    recipe.train.max_steps or math.ceil(recipe.train.epochs * steps_per_epoch))
-    return TrainingSpec(task, prepared, recipe, total_steps, steps_per_epoch)
+    return TrainingSpec(task, encoded, recipe, total_steps, steps_per_epoch)
 
 
 def _loaded(engine: Engine, report: RankReport, folder: RunFolder) -> RankReport:
@@ -179,7 +179,7 @@ def _summary(loop: TrainLoop, state: TrainerState, report: RankReport,
 
 def _draw_report(folder: RunFolder, plan: Plan, events: EventLog) -> None:
     """report.png: a picture that fails to draw is a message, never a failed run."""
-    from launcher.pictures import write_report
+    from launcher.ui.pictures import write_report
 
     try:
         write_report(folder, f"{plan.recipe_name}: {folder.path.name}")

@@ -15,10 +15,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
+from launcher.contract.errors import LaunchError
 from launcher.contract.plan import Plan
 from launcher.contract.reports import RankReport
 from launcher.contract.vocabulary import BackendKind
-from launcher.errors import LaunchError
 from launcher.worker.engines.base import Engine
 from launcher.worker.shards import local_shard
 
@@ -88,7 +88,7 @@ def verify_world(accelerator: Accelerator, plan: Plan) -> RankReport:
 
 
 def verify_strategy(engine: Engine, plan: Plan, report: RankReport) -> RankReport:
-    """The strategy really active after `prepare`, and this rank's parameter count."""
+    """The strategy really active after `Engine.build`, and this rank's parameter count."""
     active, offload = engine.active_strategy(), engine.active_offload()
     wanted = plan.active_strategy
     wanted_offload = plan.offload if wanted is not None and wanted.uses_deepspeed else ()

@@ -14,16 +14,16 @@ from typing import Any
 import torch
 
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Prepared, Task
+from launcher.tasks.base import EncodedData, Task
 from launcher.tasks.lora import apply_lora
 
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """The task with its prepared data, the recipe, and the run's length in optimizer steps."""
+    """The task with its encoded data, the recipe, and the run's length in optimizer steps."""
 
     task: Task
-    data: Prepared
+    data: EncodedData
     recipe: Recipe
     total_steps: int
     steps_per_epoch: int
@@ -31,7 +31,7 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class Trainable:
-    """What `Engine.prepare` built: the model as the strategy wraps or shards it, the
+    """What `Engine.build` built: the model as the strategy wraps or shards it, the
     optimizer over it and the learning-rate schedule."""
 
     model: torch.nn.Module

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.plan.model_shape import read_model_shape
+from launcher.planner.model_shape import read_model_shape
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 
 QUICKSTART = REPO / "recipes" / "quickstart.toml"

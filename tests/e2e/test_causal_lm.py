@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.contract.events import Evaluated, Sampled, TrainLogged
+from launcher.contract.events import Evaluated, Generated, TrainLogged
 from launcher.contract.vocabulary import Strategy
 from tests.conftest import REPO, cli_env
 from tests.e2e.conftest import ALPACA
@@ -20,14 +20,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_alpaca_sft_runs_and_the_model_reloads(run_cli, tiny_llama: Path, tmp_path: Path) -> None:
-    """Sharded (FSDP2) SFT with samples at each evaluation; the final model reloads in
+    """Sharded (FSDP2) SFT with generations at each evaluation; the final model reloads in
     transformers and, greedily, continues the logged prompts as the sharded model did."""
     run_dir = tmp_path / "run"
     result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir,
                      "--set", f"model.path='{tiny_llama}'", "--set", "train.max_steps=6",
                      "--set", "data.max_train_samples=200", "--set", "data.max_length=128",
                      "--set", "distributed.strategy=fsdp", "--set", "train.eval_every=3",
-                     "--set", "train.sample_prompts=2", "--set", "train.sample_max_tokens=8",
+                     "--set", "train.generation_prompts=2",
+                     "--set", "train.generation_max_tokens=8",
                      "--set", "tracking.mode=offline")
     assert result.returncode == 0, result.stdout + result.stderr
     done = summary(run_dir)
@@ -35,12 +36,14 @@ def test_alpaca_sft_runs_and_the_model_reloads(run_cli, tiny_llama: Path, tmp_pa
     assert done.eval["perplexity"] > 1.0
     assert done.data.eval_rows == 10  # 5% of 200, held out by seed
     held = [r.local_param_numel for r in rank_reports(run_dir)]
-    sampled = of_kind(events(run_dir), Sampled)
-    assert [s.step for s in sampled] == [3, 6] and all(len(s.samples) == 2 for s in sampled)
-    last = sampled[-1].samples
+    generated = of_kind(events(run_dir), Generated)
+    assert [g.step for g in generated] == [3, 6] and all(len(g.generations) == 2
+                                                          for g in generated)
+    last = generated[-1].generations
     assert all(s.reference and s.prompt.endswith("assistant\n") for s in last), last
-    assert "step 6: samples" in result.stdout + result.stderr  # shown while it runs
-    tables = sorted((run_dir / "wandb").glob("offline-run-*/files/media/table/eval/samples_*.json"))
+    assert "step 6: generations" in result.stdout + result.stderr  # shown while it runs
+    tables = sorted((run_dir / "wandb").glob(
+        "offline-run-*/files/media/table/eval/generations_*.json"))
     assert len(tables) == 2
     logged = json.loads(tables[-1].read_text())
     assert [row[2] for row in logged["data"]] == [s.completion for s in last]
@@ -65,10 +68,10 @@ for prompt in json.loads(sys.stdin.read()):
 
 
 def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> None:
-    """The worker's own prepared examples: decoded loss tokens == each response + end of turn."""
+    """The worker's own encoded examples: decoded loss tokens == each response + end of turn."""
     from launcher.contract.vocabulary import BackendKind
     from launcher.data.formats import load_rows
-    from launcher.plan.plan import make_plan
+    from launcher.planner.make import make_plan
     from launcher.recipe.load import load_recipe
     from launcher.tasks.causal_lm import CausalLM
 
@@ -77,11 +80,11 @@ def test_only_response_tokens_carry_loss(tiny_llama: Path, tmp_path: Path) -> No
     plan = make_plan(recipe, recipe_file=str(ALPACA), backend=BackendKind.LOCAL, gpus_here=0)
     task = CausalLM(recipe, plan)
     tokenizer = task.load_tokenizer()
-    prepared = task.prepare(tokenizer)
+    encoded = task.encode_data(tokenizer)
     rows = load_rows(recipe.data.train, "alpaca").rows[:40]
     responses = {row["messages"][-1]["content"] for row in rows}
-    assert len(prepared.train) == 36
-    for example in prepared.train:
+    assert len(encoded.train) == 36
+    for example in encoded.train:
         kept = [t for t, label in zip(example["input_ids"], example["labels"], strict=True)
                 if label != -100]
         text = tokenizer.decode(kept)
@@ -97,7 +100,7 @@ def test_without_eval_data_no_eval_metric_is_reported(run_cli, tiny_llama: Path,
     result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
                      "--set", f"model.path='{tiny_llama}'", "--set", "train.max_steps=3",
                      "--set", "data.max_train_samples=64", "--set", "data.max_length=128",
-                     "--set", "data.eval_fraction=0.0", "--set", "train.sample_prompts=0",
+                     "--set", "data.eval_fraction=0.0", "--set", "train.generation_prompts=0",
                      "--set", "train.eval_every=1",
                      "--set", "train.log_every=1", "--set", "tracking.mode=offline")
     assert result.returncode == 0, result.stdout + result.stderr

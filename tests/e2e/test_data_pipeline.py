@@ -79,7 +79,7 @@ def test_second_launch_reuses_the_preprocessed_data(run_cli, tiny_llama: Path,
         result = run_cli(recipe, "--backend", "local", "--run-dir", run_dir, "--quiet", env=env)
         assert result.returncode == 0, result.stderr
         messages.append([e.text for e in of_kind(events(run_dir), Message)])
-    assert any("preparing the data" in m for m in messages[0])
+    assert any("encoding the data" in m for m in messages[0])
     assert not any("reused" in m for m in messages[0])
     assert any("reused the cached examples" in m for m in messages[1])
     assert not any("tokenizing" in m for m in messages[1])

@@ -33,7 +33,7 @@ def launch(run_dir: Path, model: Path, strategy: str, procs: int,
                 "data.max_train_samples=480", "data.max_length=128", "data.eval_fraction=0.1",
                 f"train.max_steps={STEPS}", f"train.global_batch_size={GLOBAL_BATCH}",
                 "train.log_every=1", "train.log_sample_ids=true", "tracking.mode=disabled",
-                "train.sample_max_tokens=8"]  # samples generated on every rank, ZeRO-3 too
+                "train.generation_max_tokens=8"]  # samples generated on every rank, ZeRO-3 too
     return subprocess.Popen(
         [*SFT_LAUNCH, ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
          "--procs-per-node", str(procs), *(a for s in settings for a in ("--set", s)), *extra],

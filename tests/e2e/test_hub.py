@@ -45,7 +45,7 @@ def test_a_hub_id_trains_offline_from_the_cache(run_cli, hub_home: Path, tmp_pat
     result = run_cli(ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
                      "--set", f"model.path='{REPO_ID}'", "--set", "train.max_steps=2",
                      "--set", "data.max_train_samples=32", "--set", "train.global_batch_size=8",
-                     "--set", "train.sample_prompts=0", "--set", "tracking.mode=disabled",
+                     "--set", "train.generation_prompts=0", "--set", "tracking.mode=disabled",
                      env=cli_env(HF_HOME=str(hub_home)))
     assert result.returncode == 0, result.stdout + result.stderr
     snapshot = hub_home / "hub" / "models--acme--tiny-llama" / "snapshots" / COMMIT
@@ -56,7 +56,7 @@ def test_a_hub_id_trains_offline_from_the_cache(run_cli, hub_home: Path, tmp_pat
 
 def test_plan_of_a_hub_id_sizes_the_cached_model(run_cli, hub_home: Path,
                                                  tiny_llama: Path) -> None:
-    from launcher.plan.model_shape import read_model_shape
+    from launcher.planner.model_shape import read_model_shape
 
     result = run_cli("plan", ALPACA, "--json", "--set", f"model.path='{REPO_ID}'",
                      "--set", "model.revision=main", env=cli_env(HF_HOME=str(hub_home)))
@@ -124,7 +124,7 @@ def test_a_hub_dataset_trains_offline_from_the_datasets_cache(
                      "--set", f"model.path='{tiny_llama}'", "--set", f"data.train='hf:{DATA_ID}'",
                      "--set", f"data.eval='hf:{DATA_ID}?split=validation'",
                      "--set", "train.max_steps=2", "--set", "train.global_batch_size=8",
-                     "--set", "train.sample_prompts=0", "--set", "tracking.mode=disabled",
+                     "--set", "train.generation_prompts=0", "--set", "tracking.mode=disabled",
                      env=cli_env(HF_HOME=str(home)))
     assert result.returncode == 0, result.stdout + result.stderr
     done = summary(run_dir)

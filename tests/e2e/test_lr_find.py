@@ -8,7 +8,7 @@ import pytest
 
 from launcher.contract.reports import LrCurve, LrFindResult
 from launcher.contract.run_folder import RunFolder
-from launcher.plan.lr_range import ramp
+from launcher.planner.lr_range import ramp
 from tests.e2e.conftest import QUICKSTART
 from tests.helpers.png import png_size
 

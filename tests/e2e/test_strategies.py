@@ -12,7 +12,7 @@ import pytest
 from launcher.contract.events import Started, TrainLogged
 from launcher.contract.reports import RankReport
 from launcher.contract.vocabulary import Offload, Strategy
-from launcher.plan.memory import CANDIDATES
+from launcher.planner.memory import CANDIDATES
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.e2e.conftest import QUICKSTART
 from tests.helpers.run_folder import events, of_kind, plan, rank_reports, summary

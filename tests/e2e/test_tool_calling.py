@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 GLAIVE = REPO / "tests" / "fixtures" / "data" / "glaive_toolcall.json"
 TOOL_DATA = [f"data.train='{GLAIVE}'", "data.format=sharegpt",
              'data.columns={messages="conversations", tools="tools"}', "data.eval_fraction=0.0",
-             "train.sample_prompts=0",
+             "train.generation_prompts=0",
              "data.max_length=2048", "task.chat_template=chatml"]
 
 
@@ -47,10 +47,10 @@ def test_glaive_tool_calls_train(run_cli, tiny_llama: Path, tmp_path: Path) -> N
 
 
 def test_labels_cover_exactly_the_assistant_turns(tiny_llama: Path) -> None:
-    """The worker's own prepared examples: decoded loss runs == each call and answer."""
+    """The worker's own encoded examples: decoded loss runs == each call and answer."""
     from launcher.contract.vocabulary import BackendKind
-    from launcher.data.chat import IGNORE_INDEX
-    from launcher.plan.plan import make_plan
+    from launcher.data.encode.chat import IGNORE_INDEX
+    from launcher.planner.make import make_plan
     from launcher.recipe.load import load_recipe
     from launcher.tasks.causal_lm import CausalLM
 
@@ -58,10 +58,10 @@ def test_labels_cover_exactly_the_assistant_turns(tiny_llama: Path) -> None:
     plan = make_plan(recipe, recipe_file=str(ALPACA), backend=BackendKind.LOCAL, gpus_here=0)
     task = CausalLM(recipe, plan)
     tokenizer = task.load_tokenizer()
-    prepared = task.prepare(tokenizer)
+    encoded = task.encode_data(tokenizer)
     raw = json.loads(GLAIVE.read_text(encoding="utf-8"))
-    assert len(prepared.train) == len(raw) == 3 and prepared.stats.truncated == 0
-    for example, row in zip(prepared.train, raw, strict=True):
+    assert len(encoded.train) == len(raw) == 3 and encoded.stats.truncated == 0
+    for example, row in zip(encoded.train, raw, strict=True):
         runs: list[list[int]] = []
         others: list[int] = []
         previous = IGNORE_INDEX

@@ -15,8 +15,8 @@ from pathlib import Path
 from unittest import mock
 
 from launcher.contract.vocabulary import BackendKind
-from launcher.plan import memory_plan
-from launcher.plan.plan import make_plan
+from launcher.planner import memory_plan
+from launcher.planner.make import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.render.run_folder import write_run_folder
 from launcher.render.sbatch import render_sweep_script

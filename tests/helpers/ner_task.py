@@ -4,7 +4,7 @@ built as the worker builds it (recipe, plan, task), for unit tests."""
 from __future__ import annotations
 
 from launcher.contract.vocabulary import BackendKind
-from launcher.plan.plan import make_plan
+from launcher.planner.make import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.tasks.token_classification import TokenClassification
 from tests.conftest import REPO

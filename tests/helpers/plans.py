@@ -6,7 +6,7 @@ from pathlib import Path
 
 from launcher.contract.plan import Plan
 from launcher.contract.vocabulary import BackendKind
-from launcher.plan.plan import make_plan
+from launcher.planner.make import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from launcher.data.tiny_model import build_tiny_causal_lm
-from launcher.data.tiny_model import build_tokenizer as train_tokenizer
+from launcher.tasks.tiny_model import build_tiny_causal_lm
+from launcher.tasks.tiny_model import build_tokenizer as train_tokenizer
 
 FIXTURE_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 CORPUS = tuple(

@@ -31,7 +31,7 @@ def llama_70b(tmp_path: Path) -> Any:
 
 
 def _shape(folder: Path, config: dict[str, Any]) -> Any:
-    from launcher.plan.model_shape import read_model_shape
+    from launcher.planner.model_shape import read_model_shape
 
     (folder / "config.json").write_text(json.dumps(config))
     return read_model_shape(folder)

@@ -1,6 +1,6 @@
 """House rules, checked on the source: no import cycle, a docstring on every module, small
-files, a torch-free control plane and contract, and the contract as the only reader of its
-files' keys."""
+files, packages only at the root, a torch-free control plane that loads no worker module, the
+contract on its own and the only reader of its files' keys."""
 
 from __future__ import annotations
 
@@ -20,14 +20,24 @@ PACKAGE = REPO / "launcher"
 MAX_LINES = 300
 HEAVY = {"torch", "transformers", "accelerate", "deepspeed", "datasets", "peft", "wandb",
          "mlflow", "tensorboard"}
-# Modules that run where only the control plane is installed or must start instantly.
-CONTROL_PLANE = ("launcher.cli", "launcher.jobs", "launcher.progress", "launcher.waiting",
-                 "launcher.errors",
-                 "launcher.contract", "launcher.recipe", "launcher.plan", "launcher.render",
-                 "launcher.tasks.registry", "launcher.tasks.spec",
-                 "launcher.backends", "launcher.data.files", "launcher.data.formats",
-                 "launcher.data.splits", "launcher.data.labels", "launcher.data.mixing",
-                 "launcher.data.errors", "launcher.data.messages", "launcher.data.fields")
+# Each package (or module) on its side, the longest prefix deciding: the control plane runs
+# where only it is installed and must start instantly; the workers run on every rank.
+SIDES = {"launcher.cli": "control", "launcher.ops": "control", "launcher.ui": "control",
+         "launcher.contract": "control", "launcher.recipe": "control",
+         "launcher.planner": "control", "launcher.render": "control",
+         "launcher.backends": "control", "launcher.data": "control",
+         "launcher.tasks.registry": "control", "launcher.tasks.spec": "control",
+         # eval, predict and export load a finished run's model in the launching process, and
+         # an `hf:` dataset is fetched where the run is planned: the training stack inside their
+         # functions, nothing of it when they are imported.
+         "launcher.ops.predict": "on demand", "launcher.ops.export": "on demand",
+         "launcher.data.hub_data": "on demand",
+         "launcher.worker": "worker", "launcher.tasks": "worker", "launcher.data.encode": "worker",
+         # package data; the trackers run on the workers, but the sweep's MLflow parent run and
+         # the W&B key check run on the control plane
+         "launcher.templates": "both", "launcher.trackers": "both"}
+# The package root holds packages only, so its listing reads as the architecture does.
+ROOT_MODULES = {"launcher", "launcher.__main__"}
 
 
 @functools.cache
@@ -39,26 +49,75 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def imported(node: ast.AST, names: dict[str, Path]) -> set[str]:
+    """What one statement imports (absolute names); `from P import M` of a submodule M counts as
+    importing P.M only."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if isinstance(node, ast.ImportFrom) and node.module:
+        subs = {f"{node.module}.{alias.name}" for alias in node.names} & set(names)
+        return subs | ({node.module} if len(subs) < len(node.names) else set())
+    return set()
+
+
 def imports(path: Path) -> set[str]:
-    """Modules `path` imports at its top level or inside functions (absolute names); `from P
-    import M` of a submodule M counts as importing P.M only."""
+    """Modules `path` imports at its top level or inside functions."""
     names = modules()
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            subs = {f"{node.module}.{alias.name}" for alias in node.names} & set(names)
-            found.update(subs)
-            if len(subs) < len(node.names):
-                found.add(node.module)
-    return found
+    return {m for node in ast.walk(ast.parse(path.read_text())) for m in imported(node, names)}
 
 
 def project_graph() -> dict[str, set[str]]:
     names = modules()
     return {name: {m for m in imports(path) if m in names and m != name}
             for name, path in names.items()}
+
+
+def side(name: str) -> str | None:
+    """`name`'s side in SIDES (its longest matching prefix), None for modules of neither."""
+    owners = [p for p in SIDES if name == p or name.startswith(f"{p}.")]
+    return SIDES[max(owners, key=len)] if owners else None
+
+
+def import_time(path: Path) -> set[str]:
+    """Modules `path` imports when it is itself imported: not those in the bodies of its
+    functions nor in its `if TYPE_CHECKING:` block."""
+    names = modules()
+    found: set[str] = set()
+    pending = list(ast.parse(path.read_text()).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending += node.orelse
+            continue
+        found |= imported(node, names)
+        pending += ast.iter_child_nodes(node)
+    return found
+
+
+def bare_package(name: str) -> bool:
+    """A package whose `__init__` imports nothing: loading it (with a module of another side
+    that it holds) loads none of its modules."""
+    path = modules().get(name)
+    return path is not None and path.name == "__init__.py" and not import_time(path)
+
+
+def loaded_with(name: str) -> set[str]:
+    """Every module (of the project or not) that importing `name` imports, through the project
+    modules it imports; a package's `__init__` is imported with each of its modules."""
+    names = modules()
+    seen: set[str] = set()
+    pending = [name]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in names:
+            parents = [".".join(current.split(".")[:n]) for n in range(1, current.count(".") + 1)]
+            pending += [*parents, *sorted(import_time(names[current]))]
+    return seen - {name}
 
 
 def test_no_import_cycle() -> None:
@@ -96,27 +155,52 @@ def test_no_file_is_over_300_lines() -> None:
     assert not long, f"split these files: {long}"
 
 
+def test_the_package_root_holds_packages_only() -> None:
+    """Every module lives in the package of what it is (`ops/`, `ui/`, `data/`, ...)."""
+    loose = {name for name, path in modules().items()
+             if name.count(".") == 1 and path.name != "__init__.py"} - ROOT_MODULES
+    assert not loose, f"move these into a package: {sorted(loose)}"
+
+
+def test_every_package_has_a_side() -> None:
+    """A new package says here which side it is on, so the rules below cover it."""
+    packages = {".".join(name.split(".")[:2]) for name in modules() if name.count(".") >= 1}
+    unplaced = {p for p in packages - ROOT_MODULES if side(p) is None}
+    assert not unplaced, f"add these to SIDES: {sorted(unplaced)}"
+
+
 def test_the_control_plane_never_imports_the_training_stack() -> None:
-    names = modules()
-    for name, path in names.items():
-        if name.startswith(CONTROL_PLANE):
+    for name, path in modules().items():
+        if side(name) == "control":
             heavy = {m.split(".")[0] for m in imports(path)} & HEAVY
             assert not heavy, f"{name} imports {heavy}"
+
+
+def test_the_control_plane_loads_no_worker_module() -> None:
+    """Importing a control-plane module (eval, predict and export included) loads neither a
+    worker module (`worker/`, `tasks/`, `data/encode/`) nor the training stack."""
+    found = []
+    for name in modules():
+        if side(name) in ("control", "on demand"):
+            loaded = loaded_with(name)
+            found += [f"{name} loads {m}" for m in sorted(loaded)
+                      if (side(m) == "worker" and not bare_package(m))
+                      or m.split(".")[0] in HEAVY]
+    assert not found, "\n".join(found)
 
 
 def test_the_contract_stands_on_its_own() -> None:
     for name, path in modules().items():
         if name.startswith("launcher.contract"):
             project = {m for m in imports(path) if m.startswith("launcher")}
-            outside = {m for m in project if not m.startswith(("launcher.contract",
-                                                               "launcher.errors"))}
+            outside = {m for m in project if not m.startswith("launcher.contract")}
             assert not outside, f"{name} imports {outside}"
 
 
 # What the rest of the project may know of the backends: `backend_for` and the protocol.
 BACKENDS_FACE = {"launcher.backends", "launcher.backends.base"}
 # What draws or talks to the user: a backend reports states, never shows them.
-UI = ("launcher.progress", "launcher.waiting", "launcher.cli", "rich", "typer")
+UI = ("launcher.ui", "launcher.cli", "rich", "typer")
 
 
 def test_only_the_backends_know_a_backend() -> None:
@@ -131,7 +215,7 @@ def test_only_the_backends_know_a_backend() -> None:
 
 
 def test_the_backends_draw_nothing() -> None:
-    """Waiting for a job and drawing its progress live outside the backends (`waiting`)."""
+    """Waiting for a job and drawing its progress live outside the backends (`ui/waiting`)."""
     found = [f"{name} imports {module}" for name, path in modules().items()
              if name.startswith("launcher.backends")
              for module in sorted(imports(path))

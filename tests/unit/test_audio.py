@@ -11,8 +11,8 @@ import pytest
 import soundfile
 from PIL import Image
 
-from launcher.data import audio
-from launcher.data.audio import (
+from launcher.data.encode import audio
+from launcher.data.encode.audio import (
     MAX_FILE_SECONDS,
     AudioError,
     AudioInfo,
@@ -23,7 +23,7 @@ from launcher.data.audio import (
     mel_filterbank,
     probe,
 )
-from launcher.data.images import augmentation_seed
+from launcher.data.encode.images import augmentation_seed
 from tests.conftest import REPO
 
 FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"

@@ -16,6 +16,8 @@ def test_plan_shows_every_strategy_and_the_choice(run_cli) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stderr
     assert "22,713,986 parameters, 2 processes (1 x 2), fp32" in out
+    assert ("batch: global 32 = micro 16 x accumulation 1 x world 2, micro-batches of at most "
+            "1,024 tokens") in out
     for label in ("ddp", "zero2", "fsdp", "zero3", "zero3+offload"):
         assert f"│ {label} " in out, label
     assert "strategy: ddp (set in the recipe)" in out

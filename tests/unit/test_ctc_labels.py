@@ -134,9 +134,9 @@ def test_preview_shows_the_transcript_as_the_labels_spell_it(tiny: Path,
 
 def test_a_transcript_longer_than_max_length_is_refused_or_skipped(tiny: Path,
                                                                   tmp_path: Path) -> None:
+    from launcher.contract.errors import UsageError
     from launcher.contract.vocabulary import BackendKind
-    from launcher.errors import UsageError
-    from launcher.plan.plan import make_plan
+    from launcher.planner.make import make_plan
     from launcher.tasks.base import build_task
 
     clip = tmp_path / "three.wav"

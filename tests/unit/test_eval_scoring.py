@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.errors import UsageError
 from launcher.contract.evaluation import EvalReport, Prediction
 from launcher.contract.reports import LabelNames
 from launcher.contract.run_folder import RunFolder
 from launcher.data.errors import DataError
 from launcher.data.formats import load_rows
-from launcher.errors import UsageError
 from tests.conftest import REPO, assert_one_error
 
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
@@ -122,7 +122,7 @@ def test_predict_on_a_causal_lm_run_without_a_chat_template(run_cli, tiny_llama_
     config = json.loads((final / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (final / "tokenizer_config.json").write_text(json.dumps(config))
-    from launcher.predict import Source, predict_file  # in-process: transformers is loaded
+    from launcher.ops.predict import Source, predict_file  # in-process: transformers is loaded
 
     data = REPO / "tests" / "fixtures" / "data" / "alpaca.json"
     with pytest.raises(UsageError, match="the tokenizer has no chat template") as refused:
@@ -164,7 +164,7 @@ def test_ner_predicts_the_tags_it_is_scored_on(fixture_data: Path) -> None:
     from tests.helpers.ner_task import make_task
 
     task = make_task("data.max_length=16")
-    data = task.prepare(task.load_tokenizer())
+    data = task.encode_data(task.load_tokenizer())
     model = task.load_model(data).eval()
     tagged = load_rows([fixture_data / "wnut17.conll"], "conll",
                        label_map=load_rows(task.recipe.data.train, "conll").label_map).rows[:8]
@@ -184,8 +184,8 @@ def test_a_causal_lm_run_is_scored_and_answers_its_prompts(run_cli, tiny_llama_d
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from launcher.data.chat import encode_rows
-    from launcher.predict import Source, evaluate_file, predict_file
+    from launcher.data.encode.chat import encode_rows
+    from launcher.ops.predict import Source, evaluate_file, predict_file
 
     run_dir = dry_run(run_cli, ALPACA, tmp_path / "run", f"model.path='{tiny_llama_dir}'",
                       "data.max_length=128")

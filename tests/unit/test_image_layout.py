@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from launcher.contract.reports import DataStats
-from launcher.tasks.base import Prepared, build_task
+from launcher.tasks.base import EncodedData, build_task
 from tests.conftest import REPO
 from tests.helpers.plans import planned
 from tests.helpers.tiny_models import build_tiny_efficientnet, build_tiny_vit
@@ -22,7 +22,7 @@ def test_a_convolutional_model_gets_channels_last_pixels(tmp_path: Path) -> None
         task = build_task(recipe, plan)
         task.tokenizer = task.load_tokenizer()
         before = task.example_batch(2)["pixel_values"]
-        task.load_model(Prepared(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
+        task.load_model(EncodedData(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
                                  label_names=["a", "b"]))
         after = task.example_batch(2)["pixel_values"]
         assert torch.equal(before, after)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from launcher.data.images import (
+from launcher.data.encode.images import (
     Augmentation,
     ImageError,
     augment,
@@ -240,7 +240,7 @@ def test_settings_from_toml_lists_and_bad_values() -> None:
 
 SCRIPT = """
 import hashlib, sys
-from launcher.data.images import Augmentation, augment, open_rgb
+from launcher.data.encode.images import Augmentation, augment, open_rgb
 from tests.conftest import REPO
 image = augment(open_rgb(sys.argv[1], "x"), Augmentation(color_jitter=0.4), int(sys.argv[2]))
 print(hashlib.sha256(image.tobytes()).hexdigest() + str(image.size))

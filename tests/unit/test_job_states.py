@@ -17,7 +17,7 @@ from launcher.contract.job import FinalState, JobRecord, utc_now
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder
 from launcher.contract.vocabulary import BackendKind, JobState
-from launcher.waiting import follow_array
+from launcher.ui.waiting import follow_array
 from tests.conftest import REPO
 
 FORGOTTEN = "slurm_load_jobs error: Invalid job id specified"

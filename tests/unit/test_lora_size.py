@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.plan.lora_size import lora_trainable
-from launcher.plan.model_shape import read_model_shape
+from launcher.planner.lora_size import lora_trainable
+from launcher.planner.model_shape import read_model_shape
 from launcher.recipe.schema import LoraSettings
 
 LLAMA_GQA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,

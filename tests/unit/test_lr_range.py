@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from launcher.plan.lr_range import DIVERGED, diverged_at, ramp, smoothed, suggest
+from launcher.planner.lr_range import DIVERGED, diverged_at, ramp, smoothed, suggest
 
 
 def test_the_ramp_is_log_uniform_from_min_to_max() -> None:

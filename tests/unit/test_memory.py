@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from launcher.contract.vocabulary import Offload, Precision, Strategy
-from launcher.plan.memory import CANDIDATES, FULL_OFFLOAD, DoesNotFit, choose_strategy, estimate
-from launcher.plan.model_shape import ModelShape
+from launcher.planner.memory import CANDIDATES, FULL_OFFLOAD, DoesNotFit, choose_strategy, estimate
+from launcher.planner.model_shape import ModelShape
 from tests.helpers.llama_configs import LLAMA_70B, P_7B, P_70B
 
 GiB = 1 << 30
@@ -165,7 +165,7 @@ def test_planning_does_not_import_the_training_stack(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys
         from launcher.contract.vocabulary import Precision
-        from launcher.plan import memory, model_shape
+        from launcher.planner import memory, model_shape
         shape = model_shape.read_model_shape({str(tmp_path)!r})
         for strategy, offload in memory.CANDIDATES:
             memory.estimate(shape, strategy=strategy, offload=offload, world_size=8,

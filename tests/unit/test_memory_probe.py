@@ -10,8 +10,8 @@ import torch
 
 from launcher.contract.reports import DataStats
 from launcher.contract.vocabulary import Precision
-from launcher.plan import memory_probe
-from launcher.tasks.base import Prepared, build_task
+from launcher.planner import memory_probe
+from launcher.tasks.base import EncodedData, build_task
 from launcher.worker.probe import saved_bytes
 from tests.conftest import REPO
 from tests.helpers.plans import planned
@@ -36,9 +36,9 @@ def real_saved_bytes(recipe, plan) -> tuple[int, int]:
     """(bytes a real forward of the task's example batch keeps, parameters) of the real model."""
     task = build_task(recipe, plan)
     task.tokenizer = task.load_tokenizer()
-    prepared = Prepared(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
+    encoded = EncodedData(train=[], eval=[], stats=DataStats(train_rows=0, eval_rows=0),
                         label_names=["a", "b"])
-    model = task.load_model(prepared).train()
+    model = task.load_model(encoded).train()
     torch.manual_seed(0)
     batch = task.example_batch(plan.batch.micro)
     return (saved_bytes(task, model, batch, plan.precision),

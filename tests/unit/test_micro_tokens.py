@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from launcher.contract.errors import RecipeError
 from launcher.contract.vocabulary import Device, Strategy
-from launcher.errors import RecipeError
-from launcher.plan.plan import CPU_MICRO_TOKENS, micro_token_budget
+from launcher.planner.batch import CPU_MICRO_TOKENS, micro_token_budget
 from launcher.recipe.schema import Recipe
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.plan.model_shape import ModelShape, read_model_shape
+from launcher.planner.model_shape import ModelShape, read_model_shape
 from tests.helpers.llama_configs import P_7B, P_70B
 
 

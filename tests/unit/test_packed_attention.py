@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
-from launcher.data.chat import IGNORE_INDEX
+from launcher.data.encode.chat import IGNORE_INDEX
 from launcher.tasks.causal_lm import keeps_logits_by_mask, loss_positions, token_loss_sum
-from launcher.tasks.packed_attention import DOC_SDPA, document_lengths, prepare_for_packing
+from launcher.tasks.packed_attention import DOC_SDPA, document_lengths, keep_documents_apart
 
 LENGTHS = (7, 12, 5)
 VOCAB = 96
@@ -42,7 +42,7 @@ def per_document(row: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
 @pytest.fixture(scope="module")
 def packed_llama() -> LlamaForCausalLM:
     model = tiny_llama()
-    prepare_for_packing(model)
+    keep_documents_apart(model)
     assert model.config._attn_implementation == DOC_SDPA
     return model
 
@@ -120,7 +120,7 @@ def test_loss_on_labelled_positions_only_equals_the_full_computation(layout: str
     model = tiny_llama(seed=3)
     assert keeps_logits_by_mask(model)
     if layout == "packed":
-        prepare_for_packing(model)
+        keep_documents_apart(model)
         batch = packed_row(seed=3)
     else:
         ids = torch.randint(0, VOCAB, (3, 10), generator=torch.Generator().manual_seed(3))

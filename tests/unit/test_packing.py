@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 import torch
 
-from launcher.data.chat import IGNORE_INDEX, encode_rows
-from launcher.data.formats import load_rows
-from launcher.data.packing import (
+from launcher.data.encode.chat import IGNORE_INDEX, encode_rows
+from launcher.data.encode.packing import (
     length_grouped_batches,
     micro_batches,
     pack_indices,
     packed_collator,
 )
+from launcher.data.formats import load_rows
 from launcher.tasks.causal_lm import pad_examples
-from launcher.tasks.packed_attention import prepare_for_packing
+from launcher.tasks.packed_attention import keep_documents_apart
 
 MAX_LENGTH = 96
 PACK_TOKENS = 256
@@ -40,7 +40,7 @@ def model(tiny_llama_dir: Path) -> Any:
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32)
     assert model.config._attn_implementation == "sdpa"
-    prepare_for_packing(model)
+    keep_documents_apart(model)
     return model.eval()
 
 

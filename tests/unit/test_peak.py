@@ -1,4 +1,4 @@
-"""The plan's peak per rank (launcher.plan.peak), on a 7B Llama's config: what it adds to what a
+"""The plan's peak per rank (launcher.planner.peak), on a 7B Llama's config: what it adds to what a
 rank holds, and what sharding saves. Measured against real runs by bench/memory_bench.py."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
-from launcher.plan.memory import CANDIDATES, DDP_BUCKET_CAP_BYTES, estimate, shared_slot_bytes
-from launcher.plan.model_shape import ModelShape
-from launcher.plan.peak import DEEPSPEED_RUNTIME_BYTES, RUNTIME_BYTES
+from launcher.planner.memory import CANDIDATES, DDP_BUCKET_CAP_BYTES, estimate, shared_slot_bytes
+from launcher.planner.model_shape import ModelShape
+from launcher.planner.peak import DEEPSPEED_RUNTIME_BYTES, RUNTIME_BYTES
 
 
 def peak(shape: ModelShape, strategy: Strategy, offload: tuple[Offload, ...] = (),

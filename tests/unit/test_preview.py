@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from launcher.data.chat import IGNORE_INDEX, encode_rows, render, resolve_template
-from launcher.data.preview import Preview, preview_rows
+from launcher.data.encode.chat import IGNORE_INDEX, encode_rows, render, resolve_template
+from launcher.data.encode.preview import Preview, preview_rows
 from launcher.recipe.schema import Recipe
 from tests.conftest import REPO, cli_env
 from tests.helpers.tool_chat import (

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import RecipeError
+from launcher.contract.errors import RecipeError
+from launcher.contract.vocabulary import Precision
 from launcher.recipe.load import load_recipe
 from tests.conftest import REPO
 
@@ -118,6 +119,18 @@ def test_set_overrides_with_type_checking(tmp_path: Path) -> None:
         load_recipe(path, ["train.nope=1"])
     with pytest.raises(RecipeError, match="KEY=VALUE"):
         load_recipe(path, ["train.lr"])
+
+
+def test_model_dtype_takes_the_precision_words(tmp_path: Path) -> None:
+    """model.dtype speaks train.precision's words; its old torch spellings still load, with a
+    warning naming the new value."""
+    path = write(tmp_path, "r.toml", MINIMAL.replace('path = "some/model"',
+                                                     'path = "some/model"\ndtype = "bf16"'))
+    assert load_recipe(path).model.dtype is Precision.BF16
+    with pytest.warns(FutureWarning, match="model.dtype = 'bfloat16' is deprecated: use "
+                      "model.dtype = 'bf16'"):
+        assert load_recipe(path, ["model.dtype=bfloat16"]).model.dtype is Precision.BF16
+    assert {p.torch_name for p in Precision} == {"float32", "bfloat16", "float16"}
 
 
 def test_extra_sbatch_lines_must_be_options(tmp_path: Path) -> None:

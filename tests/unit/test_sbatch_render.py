@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.errors import RecipeError, UsageError
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind
-from launcher.errors import RecipeError, UsageError
-from launcher.plan.plan import make_plan
+from launcher.planner.make import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.recipe.schema import Recipe
 from launcher.render.run_folder import write_run_folder

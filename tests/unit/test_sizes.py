@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.plan.sizes import format_bytes, parse_bytes
+from launcher.planner.sizes import format_bytes, parse_bytes
 from tests.helpers.llama_configs import P_70B
 
 GiB = 1 << 30

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.errors import UsageError
-from launcher.sweep import parse_grid, points_of
+from launcher.contract.errors import UsageError
+from launcher.ops.sweep import parse_grid, points_of
 
 
 def test_the_grid_is_every_combination_in_order() -> None:
@@ -18,11 +18,11 @@ def test_the_grid_is_every_combination_in_order() -> None:
     assert points[-1] == {"train.lr": "3e-5", "model.path": "'b'", "train.seed": "1"}
 
 
-def test_a_random_sample_is_seeded_and_without_repeats() -> None:
+def test_a_random_draw_is_seeded_and_without_repeats() -> None:
     grid = parse_grid(["train.lr=1,2,3,4", "train.seed=1,2,3"])
-    sample = points_of(grid, 5, seed=7)
-    assert sample == points_of(grid, 5, seed=7) != points_of(grid, 5, seed=8)
-    assert len({tuple(p.items()) for p in sample}) == 5
+    drawn = points_of(grid, 5, seed=7)
+    assert drawn == points_of(grid, 5, seed=7) != points_of(grid, 5, seed=8)
+    assert len({tuple(p.items()) for p in drawn}) == 5
     with pytest.raises(UsageError, match="--random 13: the grid has 12 point"):
         points_of(grid, 13, 0)
 

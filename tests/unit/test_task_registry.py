@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.errors import RecipeError
 from launcher.data.formats import FORMATS
-from launcher.errors import RecipeError
 from launcher.recipe.load import load_recipe
 from launcher.tasks.registry import TASKS, task_class, task_spec
 from launcher.tasks.spec import TaskSpec

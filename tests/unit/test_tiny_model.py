@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from launcher.data.chat import CHATML
-from launcher.data.tiny_model import build_tiny_causal_lm
+from launcher.data.encode.chat import CHATML
+from launcher.tasks.tiny_model import build_tiny_causal_lm
 
 
 def test_tokenizer_files_vocab_and_round_trip(

@@ -7,19 +7,19 @@ from itertools import pairwise
 import pytest
 
 from launcher.data.splits import load_splits
-from launcher.tasks.base import Prepared
+from launcher.tasks.base import EncodedData
 from launcher.tasks.token_classification import IGNORE_INDEX, TokenClassification
 from tests.helpers.ner_task import ROWS, make_task
 
 
 @pytest.fixture(scope="module")
-def prepared() -> tuple[TokenClassification, Prepared]:
+def encoded() -> tuple[TokenClassification, EncodedData]:
     task = make_task()
-    return task, task.prepare(task.load_tokenizer())
+    return task, task.encode_data(task.load_tokenizer())
 
 
-def test_first_subword_of_each_word_carries_its_tag(prepared) -> None:
-    _, data = prepared
+def test_first_subword_of_each_word_carries_its_tag(encoded) -> None:
+    _, data = encoded
     assert len(data.train) == ROWS
     assert data.label_names[-1] == "O" and "B-person" in data.label_names
     split_words = 0
@@ -35,8 +35,8 @@ def test_first_subword_of_each_word_carries_its_tag(prepared) -> None:
     assert split_words > 100, "the rows should hold many words split into several subwords"
 
 
-def test_words_decode_back_from_their_subwords(prepared) -> None:
-    task, data = prepared
+def test_words_decode_back_from_their_subwords(encoded) -> None:
+    task, data = encoded
     normalize = task.tokenizer.backend_tokenizer.normalizer.normalize_str
     checked = 0
     rows = [row["tokens"] for row in load_splits(task.recipe).train]
@@ -56,7 +56,7 @@ def test_eval_is_word_level_and_counts_truncated_words_as_outside() -> None:
     import torch
 
     task = make_task("data.max_length=12")
-    data = task.prepare(task.load_tokenizer())
+    data = task.encode_data(task.load_tokenizer())
     assert data.stats.truncated > 0
     model = task.load_model(data).eval()
     assert model.config.id2label == dict(enumerate(task.names))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from launcher.data.chat import (
+from launcher.data.encode.chat import (
     CHATML,
     IGNORE_INDEX,
     ChatTemplateError,

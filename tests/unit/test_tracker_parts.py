@@ -12,7 +12,7 @@ import pytest
 from launcher.contract.events import TrackingOffline
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, TrackerKind
-from launcher.plan.plan import make_plan
+from launcher.planner.make import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.trackers.base import Trackers, flat_params
 from launcher.trackers.mlflow_run import _reason
@@ -138,7 +138,7 @@ def test_pictures_and_sounds_reach_tensorboard_and_mlflow_as_media(tmp_path: Pat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from launcher.contract.events import EventLog, Message
-    from launcher.data.media import Picture, Sound
+    from launcher.data.encode.media import Picture, Sound
     from launcher.trackers.mlflow_run import start_mlflow
     from tests.helpers.run_folder import events, of_kind
 

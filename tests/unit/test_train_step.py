@@ -77,9 +77,9 @@ def test_the_step_is_plain_pytorch_to_the_bit(tiny_llama_dir: Path, tmp_path: Pa
     set_seed(recipe.train.seed)
     task = build_task(recipe, plan)
     task.tokenizer = task.load_tokenizer()
-    data = task.prepare(task.tokenizer)
+    data = task.encode_data(task.tokenizer)
     spec = TrainingSpec(task, data, recipe, STEPS, len(data.train) // plan.batch.global_size)
-    trainable = engine.prepare(spec)
+    trainable = engine.build(spec)
     reference, rng = copy.deepcopy(trainable.model), torch.get_rng_state()
     watchdog = Watchdog(folder, 0, 1, 0).start()
     try:

@@ -9,14 +9,14 @@ from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Strategy
 from launcher.worker.engines.accelerate_engine import AccelerateEngine
 from launcher.worker.engines.base import Engine
-from launcher.worker.engines.fsdp2_engine import Fsdp2Engine
+from launcher.worker.engines.fsdp_engine import FsdpEngine
 
 ENGINES: dict[Strategy | None, type[Engine]] = {
     None: AccelerateEngine,  # one plain process
     Strategy.DDP: AccelerateEngine,
     Strategy.ZERO2: AccelerateEngine,
     Strategy.ZERO3: AccelerateEngine,
-    Strategy.FSDP: Fsdp2Engine,
+    Strategy.FSDP: FsdpEngine,
 }
 
 

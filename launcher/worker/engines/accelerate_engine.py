@@ -54,7 +54,7 @@ class AccelerateEngine(Engine):
             project_dir=str(folder.path),
         )
 
-    def prepare(self, spec):
+    def build(self, spec):
         # Under ZeRO-3 the plugin's zero3_init_flag makes from_pretrained build the model in
         # deepspeed.zero.Init: each rank allocates only its partition of every parameter.
         model = build_model(spec, meta=False)
@@ -64,7 +64,7 @@ class AccelerateEngine(Engine):
             self.gradient_sync = (shared_memory.install(self.model)
                                   if self.plan.device is Device.CPU
                                   else GradientSync.PROCESS_GROUP)
-        # After prepare: ZeRO-3 regroups the parameters of the optimizer it wraps.
+        # After Accelerate's prepare: ZeRO-3 regroups the parameters of the optimizer it wraps.
         self.scheduler = make_scheduler(self.optimizer, spec.recipe, spec.total_steps,
                                         self.plan.lr_find)
         if self.zero_stage:

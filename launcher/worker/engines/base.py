@@ -41,19 +41,19 @@ def group_kwargs(plan: Plan, timeout: timedelta) -> list[Any]:
 
 
 class Engine(ABC):
-    """Prepare, backward, step, checkpoint and consolidate the weights under one strategy."""
+    """Build, backward, step, checkpoint and consolidate the weights under one strategy."""
 
     accelerator: Accelerator
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    gradient_sync: GradientSync | None = None  # set by `prepare` under DDP
+    gradient_sync: GradientSync | None = None  # set by `build` under DDP
 
     def __init__(self, plan: Plan, folder: RunFolder, timeout: timedelta) -> None:
         self.plan = plan
 
     @abstractmethod
-    def prepare(self, spec: TrainingSpec) -> Trainable:
+    def build(self, spec: TrainingSpec) -> Trainable:
         """Build the spec's model as the strategy loads it (whole, or each rank its shard),
         wrap or shard it, then build the optimizer on the result and the schedule on that;
         returns the three (the engine keeps them too, to step and checkpoint)."""

@@ -1,1 +1,0 @@
-"""Planning (no torch): world size, batch arithmetic, strategy and the memory estimate."""
