@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+import warnings
+from typing import Any
 
 from launcher.cli import data, model, plan, run, sweep  # each registers its commands
 from launcher.cli.app import app, command_names
 from launcher.contract.errors import LaunchError
+from launcher.recipe.deprecated import RecipeDeprecation
 from launcher.ui.progress import console
 
 # --help shows the commands in these panels, in this order.
@@ -19,8 +22,21 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-") and args[0] not in command_names():
         args.insert(0, "launch")
+    warnings.showwarning = _show_warning
     try:
         app(args, prog_name="sft-launch")
     except LaunchError as err:
         console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
         sys.exit(err.exit_code)
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any,
+                  **kwargs: Any) -> None:
+    """A renamed recipe key as one `warning:` line; any other warning as Python shows it."""
+    if issubclass(category, RecipeDeprecation):
+        console.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False)
+    else:
+        _python_show_warning(message, category, *args, **kwargs)

@@ -1,5 +1,5 @@
 """Recipe names that changed: the old key or value is still read, with a warning naming the new
-one (a `FutureWarning`, shown to the user)."""
+one (`RecipeDeprecation`, which the CLI prints as one `warning:` line)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ from typing import Any
 
 from launcher.contract.vocabulary import TORCH_NAMES
 
+
+class RecipeDeprecation(FutureWarning):
+    """A recipe key or value that was renamed: read under its new name, the user told which."""
+
+
 # [train] keys renamed: old -> new.
 RENAMED_TRAIN_KEYS = {"sample_prompts": "generation_prompts",
                       "sample_max_tokens": "generation_max_tokens"}
 
 
 def _warn(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated: use {new}", FutureWarning, stacklevel=4)
+    warnings.warn(f"{old} is deprecated: use {new}", RecipeDeprecation, stacklevel=4)
 
 
 def renamed_train_keys(data: Any) -> Any:
@@ -25,7 +30,10 @@ def renamed_train_keys(data: Any) -> Any:
     for old, new in RENAMED_TRAIN_KEYS.items():
         if old in data:
             _warn(f"train.{old}", f"train.{new}")
-            data.setdefault(new, data.pop(old))
+            if new in data:
+                raise ValueError(f"train.{old} and train.{new} are the same setting: keep "
+                                 f"train.{new} only")
+            data[new] = data.pop(old)
     return data
 
 

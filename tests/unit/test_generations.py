@@ -11,6 +11,7 @@ import pytest
 from launcher.contract.errors import RecipeError
 from launcher.data.encode.chat import encode_chat, encode_text, resolve_template
 from launcher.data.formats import load_rows
+from launcher.recipe.deprecated import RecipeDeprecation
 from launcher.recipe.load import load_recipe
 from launcher.tasks.causal_lm import _split_answer
 
@@ -47,6 +48,20 @@ def test_the_old_key_names_still_load_with_a_warning(tmp_path: Path) -> None:
                       "train.generation_prompts"):
         recipe = load_recipe(path, ["train.sample_max_tokens=8"])
     assert recipe.train.generation_prompts == ["hi"] and recipe.train.generation_max_tokens == 8
+
+
+def test_an_old_key_beside_its_new_name_is_one_error(tmp_path: Path, run_cli) -> None:
+    path = recipe_file(tmp_path, CAUSAL + "[train]\nsample_max_tokens = 3\n"
+                       "generation_max_tokens = 4\n")
+    with pytest.warns(RecipeDeprecation), pytest.raises(
+            RecipeError, match=r"same setting: keep train\.generation_max_tokens only"):
+        load_recipe(path)
+    shown = run_cli(path, "--dry-run")  # each as one line, no Python source
+    lines = (shown.stdout + shown.stderr).splitlines()
+    assert shown.returncode == 2
+    said = "warning: train.sample_max_tokens is deprecated: use train.generation_max_tokens"
+    assert said in lines
+    assert not any("RecipeDeprecation" in line or "Warning" in line for line in lines)
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
