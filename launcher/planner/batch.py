@@ -7,6 +7,7 @@ from launcher.contract.errors import RecipeError
 from launcher.contract.plan import Batch
 from launcher.contract.vocabulary import Device, Strategy
 from launcher.recipe.schema import Recipe
+from launcher.tasks.registry import task_spec
 
 # Tokens per micro-batch on CPU: on 2 cores, the peer bench's 34M Llama ran 720 tokens/s in
 # micro-batches of 2 packed rows (~1,020 tokens), 678 at 4 and 675 at 8 (RSS 1.9, 2.6, 3.3 GiB).
@@ -45,8 +46,15 @@ def micro_token_budget(recipe: Recipe, device: Device, strategy: Strategy,
                        recipe_file: str) -> int | None:
     """The most tokens one micro-batch computes: the recipe's, else CPU_MICRO_TOKENS on CPU;
     None (micro rows each) on GPU, when 0, and under a strategy that takes no token budget
-    (`Strategy.takes_token_budget`)."""
+    (`Strategy.takes_token_budget`), and for a task whose micro-batches are rows (images,
+    recordings: `TaskSpec.counts_tokens`)."""
     wanted = recipe.train.micro_batch_tokens
+    if not task_spec(recipe.task.kind).counts_tokens:
+        if wanted:
+            raise RecipeError(recipe_file, "train.micro_batch_tokens",
+                              f"{recipe.task.kind} batches whole rows, not tokens",
+                              "leave it unset and set train.micro_batch_size")
+        return None
     if wanted is not None and wanted > 0 and not strategy.takes_token_budget:
         raise RecipeError(recipe_file, "train.micro_batch_tokens",
                           f"a token budget per micro-batch needs strategy ddp, not {strategy}",

@@ -36,7 +36,7 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         formats=("image",), main_metric="accuracy", higher_is_better=True,
         head=Head.SEQUENCE, architectures=("ForImageClassification",),
         peft_task_type=None, lora_head=("classifier",), predicts="the label name",
-        labelled=True, groups_by_length=False, probed=True),
+        labelled=True, groups_by_length=False, probed=True, counts_tokens=False),
     TaskSpec(
         kind="audio_classification",
         summary="a recording -> one label: spoken commands, speakers, emotions (Whisper's "
@@ -45,7 +45,7 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         formats=("audio",), main_metric="accuracy", higher_is_better=True,
         head=Head.SEQUENCE, architectures=("ForAudioClassification",),
         peft_task_type=None, lora_head=("projector", "classifier"), predicts="the label name",
-        labelled=True, groups_by_length=True, probed=True),
+        labelled=True, groups_by_length=True, probed=True, counts_tokens=False),
     TaskSpec(
         kind="speech_recognition",
         summary="a recording -> its transcript: sequence-to-sequence speech models (Whisper) "
@@ -56,7 +56,7 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         # No peft task type: peft's SEQ_2_SEQ_LM wrapper passes Whisper's decoder input_ids
         # twice; the plain PeftModel forwards input_features untouched.
         peft_task_type=None, predicts="the transcript", labelled=False,
-        groups_by_length=True, probed=True),
+        groups_by_length=True, probed=True, counts_tokens=False),
     TaskSpec(
         kind="causal_lm",
         summary="instruction and chat SFT of a decoder: loss on the responses",

@@ -34,6 +34,9 @@ class TaskSpec:
     groups_by_length: bool  # `data.group_by_length` by default
     lora_head: tuple[str, ...] = ()  # without a peft task type: the head modules LoRA trains
     packs: bool = False  # `task.packing` applies
+    # A micro-batch is sized in tokens (`train.micro_batch_tokens` applies); False: in rows
+    # (images, recordings), `train.micro_batch_size` alone.
+    counts_tokens: bool = True
     generates_text: bool = False  # `train.generation_prompts` applies (it generates text)
     # The memory plan measures the model (a dry run of `Task.example_batch` on the fake
     # device, `launcher.worker.probe`) instead of counting it from its config.json.

@@ -10,8 +10,8 @@ from launcher.planner.batch import CPU_MICRO_TOKENS, micro_token_budget
 from launcher.recipe.schema import Recipe
 
 
-def recipe(**train: object) -> Recipe:
-    return Recipe.model_validate({"model": {"path": "unused"}, "task": {"kind": "causal_lm"},
+def recipe(kind: str = "causal_lm", **train: object) -> Recipe:
+    return Recipe.model_validate({"model": {"path": "unused"}, "task": {"kind": kind},
                                   "data": {"train": ["unused.jsonl"]}, "train": train})
 
 
@@ -30,3 +30,12 @@ def test_budget(train: dict, device: Device, strategy: Strategy, budget: int | N
 def test_budget_under_a_sharded_strategy_is_an_error() -> None:
     with pytest.raises(RecipeError, match="needs strategy ddp, not zero2"):
         micro_token_budget(recipe(micro_batch_tokens=512), Device.CPU, Strategy.ZERO2, "r.toml")
+
+
+@pytest.mark.parametrize("kind", ["image_classification", "audio_classification",
+                                  "speech_recognition"])
+def test_tasks_batching_rows_take_no_token_budget(kind: str) -> None:
+    assert micro_token_budget(recipe(kind), Device.CPU, Strategy.DDP, "r.toml") is None
+    with pytest.raises(RecipeError, match=f"{kind} batches whole rows, not tokens"):
+        micro_token_budget(recipe(kind, micro_batch_tokens=512), Device.CPU, Strategy.DDP,
+                           "r.toml")
