@@ -8,8 +8,7 @@ from typing import Any
 
 from launcher.cli import data, model, plan, run, sweep  # each registers its commands
 from launcher.cli.app import app, command_names
-from launcher.contract.errors import LaunchError
-from launcher.recipe.deprecated import RecipeDeprecation
+from launcher.contract.errors import LaunchError, LaunchWarning
 from launcher.ui.progress import console
 
 # --help shows the commands in these panels, in this order.
@@ -35,8 +34,9 @@ _python_show_warning = warnings.showwarning
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any,
                   **kwargs: Any) -> None:
-    """A renamed recipe key as one `warning:` line; any other warning as Python shows it."""
-    if issubclass(category, RecipeDeprecation):
+    """sft-launch's own warnings (a renamed recipe key, a plan without a memory estimate) as
+    one `warning:` line each; any other warning as Python shows it."""
+    if issubclass(category, LaunchWarning):
         console.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False)
     else:
         _python_show_warning(message, category, *args, **kwargs)

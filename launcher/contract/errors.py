@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+class LaunchWarning(UserWarning):
+    """Something the user should know that does not stop the launch: the CLI prints it as one
+    `warning:` line."""
+
+
 class LaunchError(Exception):
     """An error with a message meant for the user, never shown with a traceback."""
 

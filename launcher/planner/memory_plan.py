@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
-from launcher.contract.errors import RecipeError
+from launcher.contract.errors import LaunchWarning, RecipeError
 from launcher.contract.plan import MemoryPlan, Plan
 from launcher.contract.vocabulary import Device, Offload, Precision, Strategy
 from launcher.planner.lora_size import lora_trainable
@@ -60,8 +61,10 @@ def model_shape(recipe: Recipe, plan: Plan) -> ModelShape | None:
     if task_spec(recipe.task.kind).probed and config.is_file():
         try:
             return probed_shape(recipe, plan)
-        except ProbeFailed:
-            return None  # plan without a memory estimate, as for a family not sized
+        except ProbeFailed as err:  # plan without a memory estimate, and say why
+            warnings.warn(f"no memory estimate: measuring the model failed: {err}",
+                          LaunchWarning, stacklevel=2)
+            return None
     if not config.is_file():
         return None
     try:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from launcher.contract.errors import LaunchWarning
 from launcher.contract.vocabulary import TORCH_NAMES
 
 
-class RecipeDeprecation(FutureWarning):
+class RecipeDeprecation(LaunchWarning, FutureWarning):
     """A recipe key or value that was renamed: read under its new name, the user told which."""
 
 

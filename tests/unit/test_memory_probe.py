@@ -3,11 +3,13 @@ equal to what a real forward pass keeps for backward, and cached."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from launcher.contract.errors import LaunchWarning
 from launcher.contract.reports import DataStats
 from launcher.contract.vocabulary import Precision
 from launcher.planner import memory_probe
@@ -96,5 +98,17 @@ def test_a_second_plan_reads_the_cache(tmp_path: Path, probe_cache: Path,
     monkeypatch.setattr(memory_probe, "_run", no_probe)
     _, again = planned(IMAGES, model, "train.lr=1e-5")  # a setting the probe does not read
     assert again.memory == first.memory
-    _, other = planned(IMAGES, model, "train.global_batch_size=4")  # another micro batch
+    with pytest.warns(LaunchWarning, match="the probe ran again"):
+        _, other = planned(IMAGES, model, "train.global_batch_size=4")  # another micro batch
     assert other.memory is None  # the probe failed: a plan without an estimate, no error
+
+
+def test_a_model_the_probe_cannot_build_is_a_plan_without_an_estimate_that_says_why(
+        tmp_path: Path, probe_cache: Path) -> None:
+    model = build_tiny_efficientnet(tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "hidden_dim": -5}))
+    with pytest.warns(LaunchWarning, match="no memory estimate: measuring the model failed: "
+                      "RuntimeError: .*negative dimension"):
+        _, plan = planned(IMAGES, model)
+    assert plan.memory is None
