@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from launcher.contract.plan import Plan
+from launcher.contract.vocabulary import JobState
 from launcher.recipe.schema import Recipe
 
 
@@ -21,8 +22,9 @@ class Tracker(Protocol):
     def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
         """A small table (generated samples) at a step."""
 
-    def finish(self, files: Sequence[Path], stopped: bool) -> None:
-        """The run's end (`stopped`: it continues later): attach `files` (summary, report)."""
+    def finish(self, files: Sequence[Path], ended: JobState) -> None:
+        """The run's end, `ended` COMPLETED, STOPPED (it continues later) or FAILED: attach
+        `files` (summary, report)."""
 
 
 class Trackers:
@@ -42,12 +44,13 @@ class Trackers:
         for tracker in self.trackers:
             tracker.table(key, columns, rows, step)
 
-    def finish(self, files: Sequence[Path] = (), stopped: bool = False) -> None:
+    def finish(self, files: Sequence[Path] = (),
+               ended: JobState = JobState.COMPLETED) -> None:
         """Once; later calls do nothing."""
         present = [path for path in files if path.is_file()]
         trackers, self.trackers = self.trackers, []
         for tracker in trackers:
-            tracker.finish(present, stopped)
+            tracker.finish(present, ended)
 
 
 def error_line(err: Exception, secrets: Sequence[str | None]) -> str:

@@ -21,6 +21,7 @@ from launcher.contract.events import EventLog, TrackingOffline
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.tracking import MlflowRuns
+from launcher.contract.vocabulary import JobState
 from launcher.data.encode.media import Picture, Sound
 from launcher.recipe.schema import Recipe
 from launcher.trackers.base import error_line, flat_params
@@ -35,6 +36,10 @@ from launcher.trackers.mlflow_sync import (
     sync,
     truncate,
 )
+
+# How a run's end reads in MLflow (KILLED: stopped after a checkpoint, --resume continues it).
+MLFLOW_STATUS = {JobState.COMPLETED: "FINISHED", JobState.STOPPED: "KILLED",
+                 JobState.FAILED: "FAILED"}
 
 
 class MlflowTracker:
@@ -82,8 +87,8 @@ class MlflowTracker:
             self.local.log_artifacts(self.runs.local_run_id, scratch, folder)
             self._to_server(lambda server, run_id: server.log_artifacts(run_id, scratch, folder))
 
-    def finish(self, files: Sequence[Path], stopped: bool) -> None:
-        status = "KILLED" if stopped else "FINISHED"
+    def finish(self, files: Sequence[Path], ended: JobState) -> None:
+        status = MLFLOW_STATUS[ended]
         for path in files:
             self.local.log_artifact(self.runs.local_run_id, str(path))
             self._to_server(lambda server, run_id, p=path: server.log_artifact(run_id, str(p)))

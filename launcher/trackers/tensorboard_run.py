@@ -13,6 +13,7 @@ from typing import Any
 
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import JobState
 from launcher.data.encode.media import Picture, Sound
 from launcher.recipe.schema import Recipe
 
@@ -51,7 +52,7 @@ class TensorBoardTracker:
             samples = torch.as_tensor(media.samples, dtype=torch.float32).reshape(1, -1)
             self.writer.add_audio(tag, samples, global_step=step, sample_rate=media.rate)
 
-    def finish(self, files: Sequence[Path], stopped: bool) -> None:
+    def finish(self, files: Sequence[Path], ended: JobState) -> None:
         for path in files:
             if path.suffix == ".png":
                 import numpy as np

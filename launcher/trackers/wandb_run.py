@@ -16,7 +16,7 @@ from typing import Any
 from launcher.contract.events import EventLog, TrackingOffline
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import TrackingMode
+from launcher.contract.vocabulary import JobState, TrackingMode
 from launcher.data.encode.media import Picture, Sound
 from launcher.recipe.schema import Recipe
 from launcher.trackers.base import error_line
@@ -48,10 +48,10 @@ class WandbTracker:
         data = [[cell(value) for value in row] for row in rows]
         self.run.log({key: wandb.Table(columns=columns, data=data)}, step=step)
 
-    def finish(self, files: Sequence[Path], stopped: bool) -> None:
+    def finish(self, files: Sequence[Path], ended: JobState) -> None:
         for path in files:
             self.run.save(str(path), base_path=str(path.parent), policy="now")
-        self.run.finish()
+        self.run.finish(exit_code=1 if ended is JobState.FAILED else 0)  # W&B: "failed"
 
 
 def run_id(folder: RunFolder) -> str:

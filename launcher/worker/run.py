@@ -16,7 +16,7 @@ from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
 from launcher.contract.reports import LabelNames, RankReport, Summary
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import Device, ExitCode, Strategy
+from launcher.contract.vocabulary import Device, ExitCode, JobState, Strategy
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import build_task
 from launcher.trackers.start import start_trackers
@@ -81,10 +81,12 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
         code = ExitCode.OK
     except StopTraining:
         code = ExitCode.STOPPED
-    # The end of a run, written once. An error skips it, as ever: the trackers see a crash, and
-    # the heartbeat never says that this rank is done (the other ranks' watchdogs name it).
+    except BaseException:  # a crash (torch's CheckpointException is no Exception): trackers
+        tracker.finish((), JobState.FAILED)  # say FAILED; the heartbeat never says this rank
+        raise  # is done (the other ranks' watchdogs name it)
+    # The end of a run, written once.
     tracker.finish((folder.summary, folder.report) if code is ExitCode.OK else (),
-                   stopped=code is ExitCode.STOPPED)
+                   JobState.COMPLETED if code is ExitCode.OK else JobState.STOPPED)
     accelerator.end_training()
     watchdog.stop()
     return code

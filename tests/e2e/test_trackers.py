@@ -4,6 +4,7 @@ metrics at the same steps in all three, one MLflow run per run folder across a k
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -159,6 +160,23 @@ def test_a_run_killed_and_resumed_continues_its_mlflow_run(server: MlflowServer,
     assert sorted(tensorboard_scalars(run_dir)["train/loss"]) == list(range(1, 13))
     assert history(client, before.server_run_id, "train/loss") == pytest.approx(losses, rel=1e-6)
     assert_no_secret(run_dir, out)
+
+
+def test_a_run_that_crashes_ends_failed_in_mlflow(server: MlflowServer, tmp_path: Path) -> None:
+    """A worker that crashes (its checkpoint folder replaced by a file: the save raises, and
+    torch's CheckpointException is not an Exception) leaves its MLflow run FAILED, on the server
+    and in the local store, not RUNNING for ever."""
+    run_dir = tmp_path / "run"
+    proc = launch(run_dir, server.uri, *settings(12, "--set", "train.save_every=10", "--set",
+                                                 'tracking.to=["mlflow"]'))
+    wait_for_event(run_dir, lambda e: isinstance(e, TrainLogged) and e.step >= 2, proc)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    (run_dir / "checkpoints").write_text("not a folder\n")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out
+    runs = MlflowRuns.read(RunFolder(run_dir).mlflow_run)
+    assert server.client().get_run(runs.server_run_id).info.status == "FAILED"
+    assert local_client(RunFolder(run_dir)).get_run(runs.local_run_id).info.status == "FAILED"
 
 
 def test_a_server_that_dies_mid_run_gets_everything_from_sync(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from launcher.contract.events import TrackingOffline
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind, TrackerKind
+from launcher.contract.vocabulary import BackendKind, JobState, TrackerKind
 from launcher.planner.make import make_plan
 from launcher.recipe.load import load_recipe
 from launcher.trackers.base import Trackers, flat_params
@@ -76,7 +76,7 @@ class Recorded:
 
     def __init__(self) -> None:
         self.logged: list[tuple[dict[str, float], int]] = []
-        self.finished: list[tuple[list[Path], bool]] = []
+        self.finished: list[tuple[list[Path], JobState]] = []
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.logged.append((metrics, step))
@@ -84,8 +84,8 @@ class Recorded:
     def table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
         raise AssertionError("no table here")
 
-    def finish(self, files: list[Path], stopped: bool) -> None:
-        self.finished.append((list(files), stopped))
+    def finish(self, files: list[Path], ended: JobState) -> None:
+        self.finished.append((list(files), ended))
 
 
 def test_every_tracker_gets_the_same_numbers_and_one_finish(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_every_tracker_gets_the_same_numbers_and_one_finish(tmp_path: Path) -> N
     trackers.finish(())
     for tracker in (first, second):
         assert tracker.logged == [({"train/loss": 0.5, "eval/steps": 3.0}, 4)]
-        assert tracker.finished == [([present], False)]
+        assert tracker.finished == [([present], JobState.COMPLETED)]
 
 
 def test_params_are_the_flat_recipe_and_plan() -> None:
@@ -123,7 +123,7 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path: Path) -> None
     again = start_tensorboard(recipe, plan, folder, resumed_step=5)
     for step in range(6, 10):
         again.log({"train/loss": 10.0 + step}, step)
-    again.finish([], stopped=False)
+    again.finish([], JobState.COMPLETED)
     reader = EventAccumulator(str(folder.tensorboard))
     reader.Reload()
     shown = [(e.step, e.value) for e in reader.Scalars("train/loss")]
@@ -165,3 +165,23 @@ def test_pictures_and_sounds_reach_tensorboard_and_mlflow_as_media(tmp_path: Pat
     assert np.array_equal(np.asarray(Image.open(shown / "0.png")), pixels)
     heard, rate = soundfile.read(shown / "1.wav", dtype="float32")
     assert rate == 16000 and np.abs(heard - sound).max() < 1e-4
+
+
+@pytest.mark.parametrize(("ended", "status"), [(JobState.COMPLETED, "FINISHED"),
+                                               (JobState.STOPPED, "KILLED"),
+                                               (JobState.FAILED, "FAILED")])
+def test_mlflow_shows_how_the_run_ended(tmp_path: Path, ended: JobState, status: str) -> None:
+    """A crashed run is FAILED in MLflow, not left RUNNING; a stopped one KILLED (resumable)."""
+    from launcher.contract.events import EventLog
+    from launcher.contract.tracking import MlflowRuns
+    from launcher.trackers.mlflow_run import start_mlflow
+    from launcher.trackers.mlflow_sync import local_client
+
+    recipe, plan = quickstart_plan()
+    folder = RunFolder(tmp_path)
+    folder.logs.mkdir()
+    trackers = Trackers([start_mlflow(recipe, plan, folder, EventLog(folder.events, True))])
+    run_id = MlflowRuns.read(folder.mlflow_run).local_run_id
+    assert local_client(folder).get_run(run_id).info.status == "RUNNING"
+    trackers.finish((), ended)
+    assert local_client(folder).get_run(run_id).info.status == status
