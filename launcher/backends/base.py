@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from launcher.contract.events import Event, Hung, Stopped, read_events
+from launcher.contract.events import CheckpointFailed, Event, Hung, Stopped, read_events
 from launcher.contract.job import JobRecord
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder
@@ -102,6 +102,14 @@ def last_event(folder: RunFolder) -> Event | None:
     return last
 
 
+def restarts_said(record: JobRecord | None) -> str:
+    """"restarted 2 time(s), last after rank 1 was killed by SIGKILL"; "": none."""
+    if record is None or not record.restarts:
+        return ""
+    return (f"restarted {len(record.restarts)} time(s), last after "
+            f"{record.restarts[-1].cause.describe()}")
+
+
 def folder_state(folder: RunFolder) -> tuple[JobState, str] | None:
     """What the run folder says of a job that no longer runs, for when the scheduler does not
     know it (any more): COMPLETED (summary.json), FAILED (job.json's final state, or a hang as
@@ -115,6 +123,6 @@ def folder_state(folder: RunFolder) -> tuple[JobState, str] | None:
     last = last_event(folder)
     if isinstance(last, Stopped):
         return JobState.STOPPED, f"{last.describe()}; --resume continues it"
-    if isinstance(last, Hung):
+    if isinstance(last, Hung | CheckpointFailed):
         return JobState.FAILED, last.describe()
     return None

@@ -20,9 +20,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from launcher.backends.base import JobStatus, LogSource, folder_state, last_event
+from launcher.backends.base import (
+    JobStatus,
+    LogSource,
+    folder_state,
+    last_event,
+    restarts_said,
+)
 from launcher.contract.errors import UsageError
-from launcher.contract.events import Stopped
+from launcher.contract.events import CheckpointFailed, Hung, Stopped
 from launcher.contract.job import JobRecord, LocalProcess, utc_now
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder
@@ -82,16 +88,21 @@ class LocalBackend:
             return JobStatus(state, job=where, elapsed=_elapsed(record), detail=detail)
         alive = _group_alive(process.pid)  # before the exit code: a launcher that is not alive
         record = self._reaped(folder, record)  # has exited, so it is reaped here
-        elapsed = _elapsed(record)
+        elapsed, restarts = _elapsed(record), restarts_said(record)
         if alive and not self._lingering(folder):
-            return JobStatus(JobState.RUNNING, job=where, elapsed=elapsed)
+            return JobStatus(JobState.RUNNING, job=where, elapsed=elapsed, detail=restarts)
         code = record.exit_code
         if folder.summary.exists() and code in (None, 0):
-            return JobStatus(JobState.COMPLETED, job=where, elapsed=elapsed)
-        stopped = last_event(folder)
-        if isinstance(stopped, Stopped):
+            return JobStatus(JobState.COMPLETED, job=where, elapsed=elapsed, detail=restarts)
+        if record.final_state is not None:
+            return JobStatus(JobState.FAILED, job=where, elapsed=elapsed,
+                             detail=f"{record.final_state}: {record.final_reason}")
+        last = last_event(folder)
+        if isinstance(last, Stopped):
             return JobStatus(JobState.STOPPED, job=where, elapsed=elapsed,
-                             detail=f"{stopped.describe()}; --resume continues it")
+                             detail=f"{last.describe()}; --resume continues it")
+        if isinstance(last, Hung | CheckpointFailed):
+            return JobStatus(JobState.FAILED, job=where, elapsed=elapsed, detail=last.describe())
         if code == 0:  # an lr range test: no summary
             return JobStatus(JobState.COMPLETED, job=where, elapsed=elapsed)
         if code is not None:
@@ -108,6 +119,7 @@ class LocalBackend:
                 or record.process.pid != proc.pid or proc.poll() is None):
             return record
         self.exited[folder.path.resolve()] = time.monotonic()
+        record = JobRecord.read(folder.job)  # with what the supervisor wrote until it ended
         record = dataclasses.replace(record, exit_code=proc.returncode, ended=utc_now())
         record.write(folder.job)
         return record

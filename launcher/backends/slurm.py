@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 import launcher.backends.slurm_commands as slurm
-from launcher.backends.base import JobStatus, LogSource, folder_state
+from launcher.backends.base import JobStatus, LogSource, folder_state, restarts_said
 from launcher.contract.checkpoints import newest_step
 from launcher.contract.errors import LaunchError, UsageError
 from launcher.contract.job import JobRecord, utc_now
@@ -126,6 +126,7 @@ class SlurmBackend:
                 "folder does not say how it ended")
         if record and record.requeues:
             detail = "; ".join(filter(None, [detail, f"requeued {len(record.requeues)} time(s)"]))
+        detail = "; ".join(filter(None, [detail, restarts_said(record)]))
         plan = Plan.read(folder.plan)
         return JobStatus(state, job=f"job {job_id}", elapsed=info.elapsed,
                          nodes=f"{info.nodes or '-'} ({plan.nodes} node(s) x "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from launcher.contract.job import WorkerDeath, first_death
 from launcher.contract.records import ContractError, JsonRecord
 from launcher.contract.reports import Summary
 
@@ -144,6 +145,24 @@ class Stopped(Event):
                 f"{self.checkpoint}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CheckpointFailed(Event):
+    """The checkpoint of `step` could not be written (`reason`) and was removed; `newest` is
+    the newest complete checkpoint (relative to the run folder; None: there is none). The
+    ranks stopped."""
+
+    kind: ClassVar[str] = "checkpoint_failed"
+    step: int
+    reason: str
+    newest: str | None
+
+    def describe(self) -> str:
+        kept = (f"{self.newest} is the newest complete checkpoint" if self.newest
+                else "there is no complete checkpoint yet")
+        return (f"the checkpoint of step {self.step} could not be written ({self.reason}): "
+                f"removed, and training stopped; {kept}: make room, then --resume")
+
+
 @dataclass(frozen=True)
 class StalledRank:
     """A rank that made no progress: where it was, and whether its process still responds."""
@@ -191,9 +210,35 @@ class TrackingOffline(Event):
                 f"`{self.sync_command}`")
 
 
+@dataclass(frozen=True, kw_only=True)
+class WorkersDied(Event):
+    """Workers of node `node` died in attempt `attempt` (0: the launch itself); `restart`: the
+    supervisor restarts them from the checkpoint of `checkpoint_step`, else `reason` why not."""
+
+    kind: ClassVar[str] = "died"
+    node: int
+    attempt: int
+    deaths: tuple[WorkerDeath, ...]
+    restart: bool
+    checkpoint_step: int
+    reason: str = ""
+
+    def describe(self) -> str:
+        first = first_death(self.deaths)
+        others = len(self.deaths) - 1
+        said = first.describe() + (f" ({others} other worker(s) of node {self.node} ended "
+                                   "with it)" if others else "")
+        if self.restart:
+            return (f"{said}: restart {self.attempt + 1} from "
+                    + (f"the checkpoint of step {self.checkpoint_step}" if self.checkpoint_step
+                       else "step 0 (no checkpoint yet)"))
+        return f"{said}: not restarted, {self.reason}"
+
+
 EVENT_KINDS: dict[str, type[Event]] = {
     cls.kind: cls for cls in (Preprocessing, Started, TrainLogged, Evaluated, Generated,
-                              Checkpointed, Message, Ended, Stopped, Hung, TrackingOffline)
+                              Checkpointed, Message, Ended, Stopped, Hung, TrackingOffline,
+                              WorkersDied, CheckpointFailed)
 }
 
 

@@ -23,10 +23,53 @@ class LocalProcess:
 
 
 class FinalState(StrEnum):
-    """Why sft-launch ended a Slurm job instead of requeueing it once more."""
+    """Why sft-launch ended a job instead of requeueing or restarting it once more."""
 
     NO_PROGRESS = "NO_PROGRESS"  # no newer checkpoint than at the previous (re)start
     REQUEUE_LIMIT = "REQUEUE_LIMIT"  # slurm.max_requeues reached
+    RESTART_LIMIT = "RESTART_LIMIT"  # train.max_restarts reached
+
+
+# How the survivors of a dead worker end, so the least telling of causes: an exception (their
+# collective failed: exit code 1), or SIGTERM from the launcher stopping the rest (a stop
+# request, also TERM, ends a worker with exit code 75 instead).
+VICTIM_EXIT_CODE, VICTIM_SIGNAL = 1, "SIGTERM"
+
+
+@dataclass(frozen=True)
+class WorkerDeath:
+    """A worker process that ended otherwise than asked: its global rank, host and pid, and
+    how (`signal`: the name of the signal that killed it, else its exit code), when its node's
+    supervisor saw it (seconds since the epoch)."""
+
+    rank: int
+    host: str
+    pid: int
+    exit_code: int
+    signal: str | None
+    time: float
+
+    def describe(self) -> str:
+        how = (f"was killed by {self.signal}" if self.signal
+               else f"exited with code {self.exit_code}")
+        return f"rank {self.rank} (host {self.host}, pid {self.pid}) {how}"
+
+
+def first_death(deaths: tuple[WorkerDeath, ...]) -> WorkerDeath:
+    """The death that most likely caused the others: one unlike a survivor's (see above)
+    before those, then the earliest, then the lowest rank."""
+    return min(deaths, key=lambda d: (d.signal == VICTIM_SIGNAL or (
+        d.signal is None and d.exit_code == VICTIM_EXIT_CODE), d.time, d.rank))
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One restart in the same allocation: when, after which deaths, from which checkpoint."""
+
+    attempt: int  # 1 for the first restart
+    time: str
+    checkpoint_step: int
+    cause: WorkerDeath
 
 
 @dataclass(frozen=True)
@@ -55,5 +98,6 @@ class JobRecord(JsonRecord):
     ended: str | None = None
     start_step: int = 0  # the newest checkpoint's step at submission
     requeues: tuple[Requeue, ...] = ()
+    restarts: tuple[Restart, ...] = ()
     final_state: FinalState | None = None
     final_reason: str | None = None

@@ -153,6 +153,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # training or job failure
     USAGE = 2  # bad recipe, arguments or data; nothing launched
     REFUSED = 3  # a worker refused a launch that differs from plan.json
+    NOT_SAVED = 74  # a worker could not write a checkpoint (a full disk): make room, resume
     STOPPED = 75  # a worker stopped on a signal after a complete checkpoint: resume it
     HUNG = 124  # a worker saw a rank make no progress for train.hang_timeout_s
     INTERRUPTED = 130  # sft-launch was stopped by a signal (after the workers checkpointed)

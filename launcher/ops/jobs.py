@@ -13,7 +13,15 @@ from rich.markup import escape
 from launcher.backends import backend_for
 from launcher.backends.base import Backend, JobStatus
 from launcher.contract.errors import UsageError
-from launcher.contract.events import Evaluated, Hung, Started, Stopped, TrainLogged, read_events
+from launcher.contract.events import (
+    CheckpointFailed,
+    Evaluated,
+    Hung,
+    Started,
+    Stopped,
+    TrainLogged,
+    read_events,
+)
 from launcher.contract.plan import Plan
 from launcher.contract.reports import Summary
 from launcher.contract.run_folder import RunFolder
@@ -77,8 +85,8 @@ def launch(folder: RunFolder, backend: Backend, *, resume: bool, wait: bool,
         raise SystemExit(ExitCode.INTERRUPTED)
     failure = None
     if final.state is not JobState.COMPLETED or not folder.summary.exists():
-        hung = [e for e in new if isinstance(e, Hung)]
-        failure = hung[-1].describe() if hung else final.ended() + (
+        told = [e for e in new if isinstance(e, Hung | CheckpointFailed)]
+        failure = told[-1].describe() if told else final.ended() + (
             "" if folder.summary.exists() else ", no summary.json")
     report_end(folder, log, failure)
 

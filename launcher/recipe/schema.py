@@ -189,6 +189,8 @@ class TrainSettings(Section):
     activation_checkpointing: bool = False
     eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: at the end only).")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
+    save_every_minutes: float | None = Field(None, gt=0, description="Also checkpoint when "
+        "this many minutes passed since the last one: bounds the work a failure costs.")
     log_every: int = Field(10, gt=0, description="Log train metrics every N steps.")
     keep_checkpoints: int = Field(2, gt=0, description="Newest checkpoints kept on disk.")
     hang_timeout_s: int = Field(
@@ -196,6 +198,8 @@ class TrainSettings(Section):
         "seconds in training (start-up, preprocessing, evaluation and checkpointing get 4x); "
         "every live rank dumps its Python stacks into logs/. 0: off.",
     )
+    max_restarts: int = Field(3, ge=0, description="Restarts from the newest checkpoint, in "
+        "the same job, when a worker dies; none after one that made no newer checkpoint.")
     log_sample_ids: bool = Field(
         False, description="Write the ids of the examples each rank trains on, per step, to "
         "logs/samples-rank-<R>.jsonl (to audit the data order, e.g. across a resume).",

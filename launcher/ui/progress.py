@@ -15,6 +15,7 @@ from rich.table import Table
 
 from launcher.contract.errors import LaunchError
 from launcher.contract.events import (
+    CheckpointFailed,
     Evaluated,
     Event,
     Generated,
@@ -25,6 +26,7 @@ from launcher.contract.events import (
     Stopped,
     TrackingOffline,
     TrainLogged,
+    WorkersDied,
     read_events,
 )
 from launcher.contract.plan import Plan
@@ -77,7 +79,7 @@ def _apply(bar: Progress, task: Any, event: Event) -> None:
             bar.console.print(event.text)
         case Generated():  # model text: brackets are not rich markup
             bar.console.print(escape(event.describe()))
-        case TrackingOffline() | Hung():
+        case TrackingOffline() | Hung() | WorkersDied() | CheckpointFailed():
             bar.console.print(event.describe())
         case Stopped():
             bar.console.print(event.describe())

@@ -8,13 +8,21 @@ at another world size than it was written at.
 from __future__ import annotations
 
 import shutil
+import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 
-from launcher.contract.checkpoints import checkpoint_folders, newest_valid, write_manifest
-from launcher.contract.events import EventLog
+from launcher.contract.checkpoints import (
+    checkpoint_folders,
+    newest_step,
+    newest_valid,
+    write_manifest,
+)
+from launcher.contract.events import Checkpointed, CheckpointFailed, EventLog
 from launcher.contract.records import JsonRecord
 from launcher.contract.run_folder import RunFolder
 from launcher.worker.engines.base import Engine
@@ -38,26 +46,89 @@ class TrainerState(JsonRecord):
     last_loss: float | None = None
     first_step_s: float | None = None  # the first launch's start to its first step
 
+    def token_efficiency(self) -> float | None:
+        """Real tokens / tokens computed (padding lowers it; padding-free packing keeps 1.0)."""
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else None
 
-def save_checkpoint(engine: Engine, folder: RunFolder, state: TrainerState, keep: int) -> Path:
-    """Write `step-N` completely or not at all; keep the `keep` newest."""
+
+class CheckpointClock:
+    """`train.save_every_minutes` on rank 0's clock (never due elsewhere: the ranks agree on
+    it in the step's all-reduce)."""
+
+    def __init__(self, minutes: float | None, main: bool) -> None:
+        self.seconds = 60 * minutes if minutes and main else None
+        self.reset()
+
+    def reset(self) -> None:
+        """A checkpoint starts now."""
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds is not None and time.monotonic() - self.last >= self.seconds
+
+
+class CheckpointNotWritten(Exception):
+    """Some rank could not write its part of the checkpoint of `step` (a full disk, a quota):
+    what was written is removed, and the newest complete checkpoint stands."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(f"the checkpoint of step {step} could not be written ({reason})")
+        self.step, self.reason = step, reason
+
+
+def save_checkpoint(engine: Engine, folder: RunFolder, state: TrainerState, keep: int,
+                    events: EventLog) -> Path:
+    """Write `step-N` completely or not at all, and say so; keep the `keep` newest. A write
+    that fails on any rank fails on all of them: CheckpointNotWritten, nothing of it left on
+    disk, the newest complete checkpoint named in the event log."""
     accelerator = engine.accelerator
+    main = accelerator.is_main_process
     final, tmp = folder.checkpoint(state.step), folder.checkpoint_in_progress(state.step)
-    if accelerator.is_main_process and tmp.exists():
+    if main and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    engine.save(tmp)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state.write(tmp / STATE_FILE)
-        write_manifest(tmp, state.step, engine.plan.world_size)
+    failure = _failure(lambda: engine.save(tmp))
+    if main and failure is None:
+        failure = _failure(lambda: (state.write(tmp / STATE_FILE),
+                                    write_manifest(tmp, state.step, engine.plan.world_size)))
+    if failure is not None:  # a full disk often says only "unexpected pos" (torch.save)
+        free = shutil.disk_usage(folder.checkpoints).free
+        failure += f"; {free / 2**20:.1f} MiB free where checkpoints go on {socket.gethostname()}"
+    failures = gather_object([failure]) if engine.plan.world_size > 1 else [failure]
+    failure = next((f for f in failures if f is not None), None)
+    if failure is not None:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        newest = newest_step(folder.checkpoints)
+        events.write(CheckpointFailed(step=state.step, reason=failure, newest=folder.named(
+            folder.checkpoint(newest)) if newest else None))
+        raise CheckpointNotWritten(state.step, failure)
+    if main:
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
         for _, old in checkpoint_folders(folder.checkpoints)[keep:]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    events.write(Checkpointed(step=state.step))
     return final
+
+
+def _failure(write: Callable[[], object]) -> str | None:
+    """Why `write` could not write (a full disk, a quota, a vanished folder); None: it did.
+    torch.save says RuntimeError, and torch DCP raises its CheckpointException (no Exception)
+    on every rank when any failed."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        write()
+    except (OSError, RuntimeError) as err:
+        return f"{type(err).__name__}: {err}"
+    except CheckpointException as err:
+        cause = next((exc for exc, _trace in err.failures.values()), err)
+        return f"{type(cause).__name__}: {cause}"
+    return None
 
 
 def load_latest(engine: Engine, root: Path, events: EventLog) -> TrainerState | None:

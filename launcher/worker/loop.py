@@ -20,14 +20,20 @@ import torch
 from accelerate.utils import gather_object
 
 from launcher.contract.evaluation import Prediction
-from launcher.contract.events import Checkpointed, Evaluated, EventLog, Stopped, TrainLogged
+from launcher.contract.events import (
+    Evaluated,
+    EventLog,
+    Stopped,
+    TrainLogged,
+)
 from launcher.contract.heartbeat import Phase
 from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
 from launcher.tasks.base import evaluate_examples
 from launcher.trackers.base import Trackers
-from launcher.worker.checkpoint import TrainerState, save_checkpoint
+from launcher.worker.checkpoint import CheckpointClock, TrainerState, save_checkpoint
 from launcher.worker.engines.base import Engine
+from launcher.worker.faults import FaultPlan
 from launcher.worker.feed import StepInput, StepOrder, step_inputs
 from launcher.worker.generations import PromptGenerator
 from launcher.worker.metrics import Metrics, flatten, scalars
@@ -50,6 +56,7 @@ class StepResult:
     samples: int
     grad_norm: float
     stop: bool
+    checkpoint_due: bool = False  # train.save_every_minutes passed on rank 0's clock
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,9 @@ class TrainLoop:
         self.state, self.wall_before = TrainerState(), 0.0
         self.prompt_generator = PromptGenerator(self.task, self.data.eval, self.recipe,
                                                 self.plan, engine)
+        self.fault = FaultPlan(self.acc.process_index, self.folder.logs)
+        self.clock = CheckpointClock(self.recipe.train.save_every_minutes,
+                                     self.acc.is_main_process)
 
     def inputs(self, start: int, stop: int) -> Iterator[StepInput]:
         """The inputs of steps `start` .. `stop - 1`, collated ahead where the task decodes."""
@@ -107,8 +117,10 @@ class TrainLoop:
                 self._stop(state, checkpoint=True)
             if train.eval_every and state.step % train.eval_every == 0 and state.step < total:
                 self.log_eval(state.step)
-            if train.save_every and state.step % train.save_every == 0:
+            if (train.save_every and state.step % train.save_every == 0) or (
+                    result.checkpoint_due and state.step < total):
                 self.checkpoint(state)
+            self.fault.after_step(state.step)
         return self.log_eval(state.step, self.folder.predictions)
 
     def step(self, inputs: Iterator[StepInput]) -> StepResult:
@@ -137,13 +149,14 @@ class TrainLoop:
             self.held_bytes = self.engine.held_bytes()
         self.scheduler.step()
         state.real_tokens += step_input.tokens
-        # the sums over all ranks, in one reduce: loss, tokens, samples, stop requests
+        # the sums over all ranks, in one reduce: loss, tokens, samples, stops, checkpoint due
         counted = torch.tensor([float(step_input.tokens), float(step_input.samples),
-                                float(REQUEST.requested)], device=device)
+                                float(REQUEST.requested), float(self.clock.due())],
+                               device=device)
         stats = acc.reduce(torch.cat([loss_sum.float().reshape(1), counted]), "sum")
         result = StepResult(loss=float(stats[0]) / max(float(units.item()), 1.0), lr=lr,
                             tokens=int(stats[1]), samples=int(stats[2]), grad_norm=grad_norm,
-                            stop=float(stats[3]) > 0)
+                            stop=float(stats[3]) > 0, checkpoint_due=float(stats[4]) > 0)
         self.count(step_input, result, t0)
         if state.step % self.log_every == 0 or state.step == self.spec.total_steps:
             self.log_train(result, time.time() - t0)
@@ -168,11 +181,11 @@ class TrainLoop:
         self.window.append(result.loss)
 
     def checkpoint(self, state: TrainerState) -> None:
+        self.clock.reset()
         self.watchdog.progress(Phase.CHECKPOINT)
         state.wall_s = self.wall_s()
-        save_checkpoint(self.engine, self.folder, state,
-                        self.recipe.train.keep_checkpoints)
-        self.events.write(Checkpointed(step=state.step))
+        save_checkpoint(self.engine, self.folder, state, self.recipe.train.keep_checkpoints,
+                        self.events)
         self.watchdog.progress(Phase.TRAIN)
 
     def _stop(self, state: TrainerState, *, checkpoint: bool) -> None:
@@ -208,7 +221,7 @@ class TrainLoop:
             "train/epoch": epoch,
             "train/tokens_per_s": tokens_per_s,
             "train/samples_per_s": result.samples / max(step_s, 1e-9),
-            "train/token_efficiency": self.efficiency(),
+            "train/token_efficiency": state.token_efficiency(),
             "train/data_wait_share": (waited := self.data_wait_s / max(self.window_s, 1e-9)),
         }, step=state.step)
         self.data_wait_s = self.window_s = 0.0
@@ -281,12 +294,6 @@ class TrainLoop:
         sums = dict(zip(self.task.summed, totals[2:].tolist(), strict=True))
         return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
                                  [r[2] for r in rows], sums), rows
-
-    def efficiency(self) -> float | None:
-        """Real tokens / tokens computed (padding lowers it; padding-free packing keeps 1.0)."""
-        if not self.state.computed_tokens:
-            return None
-        return self.state.real_tokens / self.state.computed_tokens
 
     def wall_s(self) -> float:
         """Wall time of the run so far, over all its launches."""

@@ -21,7 +21,7 @@ from launcher.recipe.schema import Recipe
 from launcher.tasks.base import build_task
 from launcher.trackers.start import start_trackers
 from launcher.worker.allocator import keep_freed_blocks
-from launcher.worker.checkpoint import TrainerState, load_latest
+from launcher.worker.checkpoint import CheckpointNotWritten, TrainerState, load_latest
 from launcher.worker.engines import make_engine
 from launcher.worker.engines.base import Engine
 from launcher.worker.final import save_final, weights_fingerprint
@@ -81,12 +81,16 @@ def run(folder: RunFolder, recipe: Recipe, plan: Plan, *, resume: bool) -> ExitC
         code = ExitCode.OK
     except StopTraining:
         code = ExitCode.STOPPED
+    except CheckpointNotWritten as err:  # said in the event log; the previous one stands
+        print(f"sft-launch worker: {err}", flush=True)
+        code = ExitCode.NOT_SAVED
     except BaseException:  # a crash (torch's CheckpointException is no Exception): trackers
         tracker.finish((), JobState.FAILED)  # say FAILED; the heartbeat never says this rank
         raise  # is done (the other ranks' watchdogs name it)
     # The end of a run, written once.
+    ended = {ExitCode.OK: JobState.COMPLETED, ExitCode.STOPPED: JobState.STOPPED}
     tracker.finish((folder.summary, folder.report) if code is ExitCode.OK else (),
-                   JobState.COMPLETED if code is ExitCode.OK else JobState.STOPPED)
+                   ended.get(code, JobState.FAILED))
     accelerator.end_training()
     watchdog.stop()
     return code
@@ -159,7 +163,8 @@ def _train_and_save(loop: TrainLoop, state: TrainerState, report: RankReport) ->
 def _summary(loop: TrainLoop, state: TrainerState, report: RankReport,
              eval_metrics: Metrics) -> Summary:
     """summary.json of a completed run: its counters over every launch, speeds, final eval."""
-    plan, steps_per_epoch, efficiency = loop.plan, loop.spec.steps_per_epoch, loop.efficiency()
+    plan, steps_per_epoch = loop.plan, loop.spec.steps_per_epoch
+    efficiency = state.token_efficiency()
     return Summary(
         steps=state.step,
         epochs=round(state.step / steps_per_epoch, 4),

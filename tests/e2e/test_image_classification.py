@@ -63,9 +63,11 @@ mode = "offline"
     return paths
 
 
-def launch(recipe: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+def launch(recipe: Path, run_dir: Path, *extra: str, fault: str = "") -> subprocess.Popen:
+    """sft-launch on the local backend; `fault`: SFT_LAUNCH_FAULT for its workers."""
     return subprocess.Popen([*SFT_LAUNCH, recipe, "--backend", "local", "--run-dir", run_dir,
-                             "--quiet", *extra], cwd=REPO, env=cli_env(), text=True,
+                             "--quiet", *extra], cwd=REPO,
+                            env=cli_env(SFT_LAUNCH_FAULT=fault), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -145,7 +147,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(reference: Path,
     """Augmentation is a pure function of (seed, epoch, row): the resumed steps see the same
     pixels, so the weights are bitwise the reference's."""
     run_dir, untracked = tmp_path / "run", ("--set", "tracking.mode=disabled")
-    first = launch(setup["recipe"], run_dir, *untracked)
+    # Every rank freezes (SIGSTOP) once its checkpoint is written, so that kill -9 lands there.
+    first = launch(setup["recipe"], run_dir, *untracked, fault=f"STOP@{SAVE_EVERY}")
     wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step == SAVE_EVERY,
                    first)
     kill_everything(run_dir, first)

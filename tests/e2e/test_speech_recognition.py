@@ -54,10 +54,11 @@ def recipe(whisper_tiny_en: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return path
 
 
-def launch(recipe: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+def launch(recipe: Path, run_dir: Path, *extra: str, fault: str = "") -> subprocess.Popen:
+    """sft-launch on the local backend; `fault`: SFT_LAUNCH_FAULT for its workers."""
     return subprocess.Popen([*SFT_LAUNCH, recipe, "--backend", "local", "--run-dir", run_dir,
                              "--quiet", *SETTINGS, *extra], cwd=REPO,
-                            env=cli_env(), text=True, stdout=subprocess.PIPE,
+                            env=cli_env(SFT_LAUNCH_FAULT=fault), text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -140,7 +141,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(runs: dict[str, Path
                                                             recipe: Path,
                                                             tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    first = launch(recipe, run_dir)
+    # Every rank freezes (SIGSTOP) once its checkpoint is written, so that kill -9 lands there.
+    first = launch(recipe, run_dir, fault=f"STOP@{SAVE_EVERY}")
     wait_for_event(run_dir, lambda e: isinstance(e, Checkpointed) and e.step == SAVE_EVERY,
                    first)
     kill_everything(run_dir, first)

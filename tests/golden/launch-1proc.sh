@@ -9,6 +9,8 @@ export TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1  # Hub models and datasets were fetched into the cache when the run was planned
 export WANDB_DIR="$PWD"
 export WANDB_MODE=offline
-# One plain process: the worker itself, no launcher in between (`accelerate launch` with
-# accelerate.yaml starts the same process, 2.5 s later).
-exec /opt/venv/bin/python -m launcher.worker . "$@"
+# The supervisor starts the workers
+# and, when one dies, restarts them from the newest complete checkpoint (train.max_restarts).
+# One plain worker process: no launcher in between (`accelerate launch` with accelerate.yaml
+# starts the same process, 2.5 s later).
+exec /opt/venv/bin/python -m launcher.worker.supervisor . "$@"

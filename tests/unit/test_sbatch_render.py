@@ -162,9 +162,8 @@ def test_script_starts_one_launcher_per_node_with_its_own_rank(tmp_path: Path,
     port = str(20000 + JOB_ID % 20000)
     for node in (0, 1):
         assert node_args(stubbed, node) == [
-            "-m", "accelerate.commands.launch", "--config_file", "accelerate.yaml",
-            "--machine_rank", str(node), "--main_process_ip", "n1", "--main_process_port", port,
-            "-m", "launcher.worker", "."]
+            "-m", "launcher.worker.supervisor", ".", "--", "--config_file", "accelerate.yaml",
+            "--machine_rank", str(node), "--main_process_ip", "n1", "--main_process_port", port]
         env = dict(line.split("=", 1) for line in
                    (stubbed["calls"] / f"node-{node}.env").read_text().splitlines() if "=" in line)
         assert env["WANDB_MODE"] == "offline"
@@ -181,8 +180,9 @@ def test_rerun_after_requeue_resumes(tmp_path: Path, stubbed: dict[str, Path]) -
     folder = two_node_folder(tmp_path, stubbed["python"])
     subprocess.run(["bash", folder.job_script], env=job_env(stubbed, SLURM_RESTART_COUNT="1"),
                    check=True, cwd=tmp_path, timeout=30)
-    assert node_args(stubbed, 0)[-1] == "--resume"
-    assert node_args(stubbed, 1)[-1] == "--resume"
+    for node in (0, 1):
+        assert node_args(stubbed, node)[:4] == ["-m", "launcher.worker.supervisor", ".",
+                                                "--resume"]
 
 
 def usr1_during_srun(tmp_path: Path, stubbed: dict[str, Path],
@@ -226,7 +226,7 @@ def test_the_launchers_start_ignoring_usr1(tmp_path: Path,
     subprocess.run(["bash", folder.job_script], env=job_env(stubbed), check=True, cwd=tmp_path,
                    timeout=30)
     command = (stubbed["calls"] / "srun.args").read_text()
-    assert "trap \"\" USR1; exec \"$SFT_PYTHON\" -m accelerate.commands.launch" in command
+    assert "trap \"\" USR1; exec \"$SFT_PYTHON\" -m launcher.worker.supervisor" in command
 
 
 def test_setup_lines_run_before_the_launch(tmp_path: Path, stubbed: dict[str, Path]) -> None:

@@ -9,7 +9,8 @@ export TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1  # Hub models and datasets were fetched into the cache when the run was planned
 export WANDB_DIR="$PWD"
 export WANDB_MODE=offline
-exec /opt/venv/bin/python -m accelerate.commands.launch \
+# The supervisor starts the workers (`accelerate launch` with the options after --)
+# and, when one dies, restarts them from the newest complete checkpoint (train.max_restarts).
+exec /opt/venv/bin/python -m launcher.worker.supervisor . "$@" -- \
   --config_file accelerate.yaml \
-  --main_process_port "${SFT_LAUNCH_PORT:-35932}" \
-  -m launcher.worker . "$@"
+  --main_process_port "${SFT_LAUNCH_PORT:-35932}"

@@ -1,0 +1,210 @@
+"""Runs a node's workers and restarts them when one dies, without a person.
+
+`python -m launcher.worker.supervisor RUN_DIR [--resume] [-- ACCELERATE_ARGS...]`: one per node,
+started by launch.sh and job.sbatch.
+
+An attempt is `accelerate launch ACCELERATE_ARGS -m launcher.worker RUN_DIR [--resume]`, run in
+this process so that a failure comes back as torch elastic's record of which rank ended how
+(one plain worker process when there are no ACCELERATE_ARGS). Workers that stopped on request
+(a checkpoint, exit 75), refused the launch or their input end the supervisor with their code.
+Any other death (a signal, a crash) is logged (`WorkersDied`: the rank, host and cause) and the
+workers restart from the newest complete checkpoint, up to `train.max_restarts` times and only
+while restarts make progress (a newer checkpoint than at the previous restart); node 0 keeps
+the restarts, or why it gave up, in job.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.contract.checkpoints import newest_step
+from launcher.contract.events import EventLog, Stopped, WorkersDied, read_events
+from launcher.contract.job import (
+    VICTIM_SIGNAL,
+    FinalState,
+    JobRecord,
+    Restart,
+    WorkerDeath,
+    first_death,
+    utc_now,
+)
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import BackendKind, ExitCode
+
+# Worker exit codes that end the job as they are: asked to stop, a refused launch or input, a
+# hang that the watchdog already diagnosed, a checkpoint that found no room.
+FINAL_CODES = frozenset({ExitCode.STOPPED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.HUNG,
+                         ExitCode.NOT_SAVED})
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one attempt ended: its exit code, and the workers that died (none when it
+    completed or stopped as asked)."""
+
+    code: int
+    deaths: tuple[WorkerDeath, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether to restart after an attempt's deaths, and if not, why and as what."""
+
+    restart: bool
+    reason: str = ""
+    final_state: FinalState | None = None
+
+
+def verdict(restarts: int, max_restarts: int, step: int, step_at_restart: int | None) -> Verdict:
+    """Restart while `restarts` < `max_restarts` and the last restart (if any) was followed by
+    a newer checkpoint (`step`) than the one it resumed from (`step_at_restart`)."""
+    if restarts >= max_restarts:
+        return Verdict(False, f"train.max_restarts = {max_restarts} reached",
+                       FinalState.RESTART_LIMIT)
+    if step_at_restart is not None and step <= step_at_restart:
+        return Verdict(False, f"no newer checkpoint since the last restart (step "
+                       f"{step_at_restart}): the same failure would come back",
+                       FinalState.NO_PROGRESS)
+    return Verdict(True)
+
+
+class Supervisor:
+    """Runs attempts on one node until one ends without a death to restart from."""
+
+    def __init__(self, folder: RunFolder, accelerate_args: Sequence[str], max_restarts: int,
+                 node: int) -> None:
+        self.folder, self.accelerate_args = folder, list(accelerate_args)
+        self.max_restarts, self.node = max_restarts, node
+        self.events = EventLog(folder.events, True)
+        self.host = socket.gethostname()
+
+    def run(self, resume: bool) -> int:
+        restarts, step_at_restart = 0, None
+        while True:
+            attempt = self.attempt(resume or restarts > 0)
+            if not attempt.deaths:
+                return attempt.code
+            step = newest_step(self.folder.checkpoints)
+            decided = verdict(restarts, self.max_restarts, step, step_at_restart)
+            self.events.write(WorkersDied(node=self.node, attempt=restarts,
+                                          deaths=attempt.deaths, restart=decided.restart,
+                                          checkpoint_step=step, reason=decided.reason))
+            print(f"sft-launch supervisor (node {self.node}): "
+                  f"{first_death(attempt.deaths).describe()}", flush=True)
+            if self.node == 0:
+                self.record(restarts, step, attempt.deaths, decided)
+            if not decided.restart:
+                return attempt.code
+            restarts, step_at_restart = restarts + 1, step
+
+    def attempt(self, resume: bool) -> Attempt:
+        worker = ["-m", "launcher.worker", str(self.folder.path), *(["--resume"] * resume)]
+        if not self.accelerate_args:
+            return self._one_process(worker)
+        from accelerate.commands.launch import launch_command, launch_command_parser
+        from torch.distributed.elastic.multiprocessing.api import SignalException
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+        args = launch_command_parser().parse_args([*self.accelerate_args, *worker])
+        try:
+            launch_command(args)
+        except ChildFailedError as err:  # torch elastic's agent (several processes)
+            deaths = tuple(self._death(rank, f.pid, f.exitcode, float(f.timestamp))
+                           for rank, f in sorted(err.failures.items()))
+        except subprocess.CalledProcessError as err:  # accelerate's one-process launcher
+            deaths = (self._death(0, 0, err.returncode, time.time()),)
+        except SignalException as err:  # the agent was asked to stop and stopped the workers
+            events = list(read_events(self.folder.events))
+            stopped = bool(events) and isinstance(events[-1], Stopped)
+            return Attempt(ExitCode.STOPPED if stopped else 128 + int(err.sigval))
+        else:
+            return Attempt(ExitCode.OK)
+        code = _attempt_code(deaths)
+        return Attempt(code, () if code in FINAL_CODES else deaths)
+
+    def _one_process(self, worker: list[str]) -> Attempt:
+        """The worker as a child; a stop signal to this process is passed on to it."""
+        proc = subprocess.Popen([sys.executable, *worker])
+        previous = {signum: signal.signal(signum, lambda s, _f: proc.send_signal(s))
+                    for signum in FORWARDED}
+        try:
+            code = proc.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if code == 0 or code in FINAL_CODES:
+            return Attempt(code)
+        death = self._death(0, proc.pid, code, time.time())
+        return Attempt(_attempt_code((death,)), (death,))
+
+    def _death(self, rank: int, pid: int, returncode: int, when: float) -> WorkerDeath:
+        """A worker's end as torch elastic and subprocess report it (a signal: negative)."""
+        name = signal.Signals(-returncode).name if returncode < 0 else None
+        return WorkerDeath(rank=rank, host=self.host, pid=pid,
+                           exit_code=128 - returncode if returncode < 0 else returncode,
+                           signal=name, time=when)
+
+    def record(self, restarts: int, step: int, deaths: tuple[WorkerDeath, ...],
+               decided: Verdict) -> None:
+        """job.json: one more restart, or the final state and why (node 0 only)."""
+        folder = self.folder
+        record = JobRecord.read_if_exists(folder.job) or JobRecord(
+            backend=BackendKind.SLURM if "SLURM_JOB_ID" in os.environ else BackendKind.LOCAL,
+            submitted=True, time=utc_now())  # started by hand
+        cause = first_death(deaths)
+        if decided.restart:
+            restart = Restart(attempt=restarts + 1, time=utc_now(), checkpoint_step=step,
+                              cause=cause)
+            record = dataclasses.replace(record, restarts=(*record.restarts, restart))
+        else:
+            record = dataclasses.replace(record, final_state=decided.final_state,
+                                         final_reason=f"{cause.describe()}; {decided.reason}")
+        record.write(folder.job)
+
+
+def _attempt_code(deaths: tuple[WorkerDeath, ...]) -> int:
+    """The exit code an attempt's end is passed on with. Workers the launcher terminated once
+    another had ended (SIGTERM) say nothing; of the others: a hang's code, or a code they all
+    agree on that ends the job as it is (a stop, a refusal, no room for a checkpoint); else
+    the code of the first death among the crashes (a crash during a stop is a crash)."""
+    telling = tuple(d for d in deaths if d.signal != VICTIM_SIGNAL) or deaths
+    codes = {death.exit_code for death in telling}
+    if ExitCode.HUNG in codes:
+        return ExitCode.HUNG
+    if len(codes) == 1 and codes <= FINAL_CODES:
+        return codes.pop()
+    crashes = tuple(d for d in telling if d.exit_code not in FINAL_CODES) or telling
+    return first_death(crashes).exit_code or ExitCode.FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.worker.supervisor",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="the run folder written by sft-launch")
+    parser.add_argument("--resume", action="store_true",
+                        help="the first attempt continues from the newest complete checkpoint")
+    parser.epilog = "After --: the options of `accelerate launch` (none: one plain process)."
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, accelerate_args = parser.parse_args(argv[:split]), argv[split + 1:]
+    folder = RunFolder(args.run_dir.resolve())
+    from launcher.recipe.load import load_recipe
+
+    recipe = load_recipe(folder.recipe)
+    node = int(os.environ.get("SLURM_NODEID", "0"))
+    return Supervisor(folder, accelerate_args, recipe.train.max_restarts, node).run(args.resume)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

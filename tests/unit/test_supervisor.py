@@ -1,0 +1,45 @@
+"""The supervisor's rules: which death is named, when a restart is made, the exit code passed
+on (the restarts themselves run for real in tests/e2e/test_restarts.py)."""
+
+from __future__ import annotations
+
+from launcher.contract.job import FinalState, WorkerDeath, first_death
+from launcher.contract.vocabulary import ExitCode
+from launcher.worker.supervisor import _attempt_code, verdict
+
+
+def death(rank: int, code: int, signal: str | None = None, time: float = 100.0) -> WorkerDeath:
+    return WorkerDeath(rank=rank, host="n1", pid=1000 + rank, exit_code=code, signal=signal,
+                       time=time)
+
+
+def test_the_dead_rank_is_named_before_the_survivors_it_took_down() -> None:
+    killed, terminated, raised = death(3, 137, "SIGKILL"), death(0, 143, "SIGTERM"), death(1, 1)
+    assert first_death((terminated, raised, killed)) == killed
+    assert first_death((raised, death(2, 7))) == death(2, 7)  # an unusual exit code
+    assert first_death((death(1, 1, time=101), death(0, 1, time=102))).rank == 1  # earliest
+    assert first_death((terminated, raised)) == terminated  # same time: lowest rank
+    assert killed.describe() == "rank 3 (host n1, pid 1003) was killed by SIGKILL"
+    assert raised.describe() == "rank 1 (host n1, pid 1001) exited with code 1"
+
+
+def test_restarts_are_bounded_and_need_progress() -> None:
+    assert verdict(0, 3, step=4, step_at_restart=None).restart
+    assert verdict(1, 3, step=8, step_at_restart=4).restart
+    no_progress = verdict(1, 3, step=4, step_at_restart=4)
+    assert not no_progress.restart and no_progress.final_state is FinalState.NO_PROGRESS
+    limit = verdict(3, 3, step=20, step_at_restart=16)
+    assert not limit.restart and limit.final_state is FinalState.RESTART_LIMIT
+    assert "train.max_restarts = 3" in limit.reason
+    assert not verdict(0, 0, step=4, step_at_restart=None).restart
+
+
+def test_a_stop_or_a_refusal_is_passed_on_a_death_as_its_code() -> None:
+    assert _attempt_code((death(0, ExitCode.STOPPED), death(1, ExitCode.STOPPED))) == 75
+    assert _attempt_code((death(0, ExitCode.HUNG), death(1, 143, "SIGTERM"))) == 124
+    assert _attempt_code((death(0, ExitCode.REFUSED),)) == ExitCode.REFUSED
+    assert _attempt_code((death(0, 143, "SIGTERM"), death(1, 137, "SIGKILL"))) == 137
+    assert _attempt_code((death(0, 1), death(1, ExitCode.STOPPED))) == 1
+    # one worker ended on purpose, the launcher terminated the slower one: still on purpose
+    assert _attempt_code((death(0, 143, "SIGTERM"), death(1, ExitCode.STOPPED))) == 75
+    assert _attempt_code((death(0, 143, "SIGTERM"), death(1, ExitCode.NOT_SAVED))) == 74
