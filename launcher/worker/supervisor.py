@@ -38,6 +38,7 @@ from launcher.contract.job import (
     first_death,
     utc_now,
 )
+from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, ExitCode
 
@@ -46,6 +47,7 @@ from launcher.contract.vocabulary import BackendKind, ExitCode
 FINAL_CODES = frozenset({ExitCode.STOPPED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.HUNG,
                          ExitCode.NOT_SAVED})
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+REPORT_WAIT_S = 30.0  # node 0 waits this long for the other nodes' reports of an attempt
 
 
 @dataclass(frozen=True)
@@ -83,32 +85,44 @@ class Supervisor:
     """Runs attempts on one node until one ends without a death to restart from."""
 
     def __init__(self, folder: RunFolder, accelerate_args: Sequence[str], max_restarts: int,
-                 node: int) -> None:
+                 node: int, nodes: int) -> None:
         self.folder, self.accelerate_args = folder, list(accelerate_args)
-        self.max_restarts, self.node = max_restarts, node
+        self.max_restarts, self.node, self.nodes = max_restarts, node, nodes
         self.events = EventLog(folder.events, True)
         self.host = socket.gethostname()
 
     def run(self, resume: bool) -> int:
         restarts, step_at_restart = 0, None
         while True:
-            attempt = self.attempt(resume or restarts > 0)
+            started = time.time()
+            attempt = self.attempt(restarts, resume or restarts > 0)
             if not attempt.deaths:
                 return attempt.code
-            step = newest_step(self.folder.checkpoints)
-            decided = verdict(restarts, self.max_restarts, step, step_at_restart)
+            step = newest_step(self.folder.checkpoints)  # the same on every node: so is the
+            decided = verdict(restarts, self.max_restarts, step, step_at_restart)  # verdict
             self.events.write(WorkersDied(node=self.node, attempt=restarts,
                                           deaths=attempt.deaths, restart=decided.restart,
                                           checkpoint_step=step, reason=decided.reason))
-            print(f"sft-launch supervisor (node {self.node}): "
-                  f"{first_death(attempt.deaths).describe()}", flush=True)
             if self.node == 0:
-                self.record(restarts, step, attempt.deaths, decided)
+                deaths = self.every_nodes_deaths(restarts, started)
+                print(f"sft-launch supervisor: {first_death(deaths).describe()}", flush=True)
+                self.record(restarts, step, deaths, decided)
             if not decided.restart:
                 return attempt.code
             restarts, step_at_restart = restarts + 1, step
 
-    def attempt(self, resume: bool) -> Attempt:
+    def every_nodes_deaths(self, attempt: int, since: float) -> tuple[WorkerDeath, ...]:
+        """The deaths every node's supervisor reported for `attempt` (begun at `since`),
+        waiting up to REPORT_WAIT_S for the other nodes: the first death may be elsewhere."""
+        deadline = time.monotonic() + REPORT_WAIT_S
+        while True:
+            reported = [e for e in read_events(self.folder.events) if isinstance(e, WorkersDied)
+                        and e.attempt == attempt and e.time >= since]
+            if len({e.node for e in reported}) >= self.nodes or time.monotonic() > deadline:
+                return tuple(death for e in reported for death in e.deaths)
+            time.sleep(0.5)
+
+    def attempt(self, restarts: int, resume: bool) -> Attempt:
         worker = ["-m", "launcher.worker", str(self.folder.path), *(["--resume"] * resume)]
         if not self.accelerate_args:
             return self._one_process(worker)
@@ -116,7 +130,8 @@ class Supervisor:
         from torch.distributed.elastic.multiprocessing.api import SignalException
         from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-        args = launch_command_parser().parse_args([*self.accelerate_args, *worker])
+        options = _own_port(self.accelerate_args, restarts)
+        args = launch_command_parser().parse_args([*options, *worker])
         try:
             launch_command(args)
         except ChildFailedError as err:  # torch elastic's agent (several processes)
@@ -173,6 +188,15 @@ class Supervisor:
         record.write(folder.job)
 
 
+def _own_port(options: list[str], restarts: int) -> list[str]:
+    """Each restart rendezvouses at a port of its own (the first's + `restarts`): a node that
+    restarts first never meets the store of an attempt that has not ended everywhere."""
+    if not restarts or "--main_process_port" not in options:
+        return options
+    at = options.index("--main_process_port") + 1
+    return [*options[:at], str(int(options[at]) + restarts), *options[at + 1:]]
+
+
 def _attempt_code(deaths: tuple[WorkerDeath, ...]) -> int:
     """The exit code an attempt's end is passed on with. Workers the launcher terminated once
     another had ended (SIGTERM) say nothing; of the others: a hang's code, or a code they all
@@ -201,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = RunFolder(args.run_dir.resolve())
     from launcher.recipe.load import load_recipe
 
-    recipe = load_recipe(folder.recipe)
+    recipe, plan = load_recipe(folder.recipe), Plan.read(folder.plan)
     node = int(os.environ.get("SLURM_NODEID", "0"))
-    return Supervisor(folder, accelerate_args, recipe.train.max_restarts, node).run(args.resume)
+    return Supervisor(folder, accelerate_args, recipe.train.max_restarts, node,
+                      plan.nodes).run(args.resume)
 
 
 if __name__ == "__main__":

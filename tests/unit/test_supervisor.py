@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from launcher.contract.job import FinalState, WorkerDeath, first_death
 from launcher.contract.vocabulary import ExitCode
-from launcher.worker.supervisor import _attempt_code, verdict
+from launcher.worker.supervisor import _attempt_code, _own_port, verdict
 
 
 def death(rank: int, code: int, signal: str | None = None, time: float = 100.0) -> WorkerDeath:
@@ -43,3 +43,10 @@ def test_a_stop_or_a_refusal_is_passed_on_a_death_as_its_code() -> None:
     # one worker ended on purpose, the launcher terminated the slower one: still on purpose
     assert _attempt_code((death(0, 143, "SIGTERM"), death(1, ExitCode.STOPPED))) == 75
     assert _attempt_code((death(0, 143, "SIGTERM"), death(1, ExitCode.NOT_SAVED))) == 74
+
+
+def test_each_restart_meets_at_a_port_of_its_own() -> None:
+    options = ["--config_file", "accelerate.yaml", "--main_process_port", "29500"]
+    assert _own_port(options, 0) == options
+    assert _own_port(options, 2)[-1] == "29502" and _own_port(options, 2)[:3] == options[:3]
+    assert _own_port(["--config_file", "a.yaml"], 1) == ["--config_file", "a.yaml"]

@@ -1,0 +1,62 @@
+"""A worker lost on the real test cluster: kill -9 of node 2's worker after a checkpoint. The
+nodes' supervisors restart every worker in the same allocation from the newest checkpoint; the
+job ends COMPLETED by itself with the weights of the same job never interrupted, and says which
+rank died first, where, and of what."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from launcher.contract.events import Started, TrainLogged, WorkersDied
+from launcher.contract.heartbeat import Heartbeat
+from launcher.contract.run_folder import RunFolder
+from tests.helpers.processes import processes_in, wait_for_event, wait_gone
+from tests.helpers.run_folder import events, job, of_kind, rank_reports, summary
+from tests.slurm.jobs import QUICKSTART, SHORT, TWO_NODES, assert_ok, ended, job_log, sft
+
+pytestmark = pytest.mark.slurm
+SAVE_EVERY = 2
+SAVING = ["--set", f"train.save_every={SAVE_EVERY}", "--set", "train.keep_checkpoints=4"]
+
+
+@pytest.fixture(scope="module")
+def reference(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same 2-node job, never interrupted."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, "--wait", *SHORT, *SAVING))
+    return run_dir
+
+
+@pytest.mark.parametrize("trained", [SAVE_EVERY + 1, SAVE_EVERY + 2, SAVE_EVERY + 3])
+def test_a_worker_killed_on_node_2_is_restarted_and_the_job_completes(
+        env: dict[str, str], reference: Path, tmp_path: Path, trained: int) -> None:
+    """kill -9 once the job logged step `trained` (a step or so later: the kill is real)."""
+    run_dir = tmp_path / "run"
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *SAVING))
+    wait_for_event(run_dir, lambda e: isinstance(e, TrainLogged) and e.step >= trained)
+    victim = Heartbeat.read(RunFolder(run_dir).heartbeat(1))
+    os.kill(victim.pid, signal.SIGKILL)
+    state = ended(env, run_dir, timeout=600)
+    assert state.startswith("COMPLETED"), state
+    assert f"restarted 1 time(s), last after rank 1 (host n2, pid {victim.pid}) was killed by " \
+        "SIGKILL" in state, state
+    (restart,) = job(run_dir).restarts
+    assert (restart.cause.rank, restart.cause.host, restart.cause.signal) == (1, "n2", "SIGKILL")
+    died = of_kind(events(run_dir), WorkersDied)
+    assert sorted(e.node for e in died) == [0, 1] and all(e.restart for e in died)
+    assert f"sft-launch supervisor: rank 1 (host n2, pid {victim.pid})" in job_log(run_dir)
+    # the whole job again, from the newest checkpoint: only the steps since it redone
+    resumed_from = [e.step for e in of_kind(events(run_dir), Started)][-1]
+    assert resumed_from == restart.checkpoint_step >= SAVE_EVERY
+    logged = sorted(e.step for e in of_kind(events(run_dir), TrainLogged))
+    redone = sorted({s for s in logged if logged.count(s) == 2})
+    assert redone == list(range(resumed_from + 1, resumed_from + 1 + len(redone)))
+    assert sorted(set(logged)) == list(range(1, summary(run_dir).steps + 1))
+    assert len(redone) < 2 * SAVE_EVERY and max(redone, default=trained) >= trained
+    assert {r.final_weights_sha256 for r in rank_reports(run_dir)} == {
+        r.final_weights_sha256 for r in rank_reports(reference)}
+    assert not wait_gone(lambda: processes_in(run_dir), 30), "a worker was left running"
