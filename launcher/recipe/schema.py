@@ -193,6 +193,8 @@ class TrainSettings(Section):
         "this many minutes passed since the last one: bounds the work a failure costs.")
     log_every: int = Field(10, gt=0, description="Log train metrics every N steps.")
     keep_checkpoints: int = Field(2, gt=0, description="Newest checkpoints kept on disk.")
+    async_checkpoints: bool = Field(False, description="DDP, FSDP: write checkpoints in the "
+        "background once copied to host memory (one more host copy of the state).")
     hang_timeout_s: int = Field(
         900, ge=0, description="End the job when a rank makes no progress for this many "
         "seconds in training (start-up, preprocessing, evaluation and checkpointing get 4x); "

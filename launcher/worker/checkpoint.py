@@ -7,10 +7,12 @@ at another world size than it was written at.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,43 +78,113 @@ class CheckpointNotWritten(Exception):
         self.step, self.reason = step, reason
 
 
-def save_checkpoint(engine: Engine, folder: RunFolder, state: TrainerState, keep: int,
-                    events: EventLog) -> Path:
-    """Write `step-N` completely or not at all, and say so; keep the `keep` newest. A write
-    that fails on any rank fails on all of them: CheckpointNotWritten, nothing of it left on
-    disk, the newest complete checkpoint named in the event log."""
-    accelerator = engine.accelerator
-    main = accelerator.is_main_process
-    final, tmp = folder.checkpoint(state.step), folder.checkpoint_in_progress(state.step)
-    if main and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    failure = _failure(lambda: engine.save(tmp))
-    if main and failure is None:
-        failure = _failure(lambda: (state.write(tmp / STATE_FILE),
-                                    write_manifest(tmp, state.step, engine.plan.world_size)))
-    if failure is not None:  # a full disk often says only "unexpected pos" (torch.save)
-        free = shutil.disk_usage(folder.checkpoints).free
-        failure += f"; {free / 2**20:.1f} MiB free where checkpoints go on {socket.gethostname()}"
-    failures = gather_object([failure]) if engine.plan.world_size > 1 else [failure]
-    failure = next((f for f in failures if f is not None), None)
-    if failure is not None:
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
+@dataclass
+class _Pending:
+    """A checkpoint begun: the state it holds, where it is written, and how its writing ended
+    (None: it did; a Future of that when written in the background)."""
+
+    state: TrainerState
+    tmp: Path
+    outcome: Future | None
+    failure: str | None
+
+
+class Checkpointer:
+    """Writes `step-N` completely or not at all, one at a time, in the foreground or (where
+    the engine can, with `background`) in the background; says so in the event log and keeps
+    the `keep` newest. A write that fails on any rank fails on all of them: the checkpoint is
+    removed, the newest complete one named in the event log, CheckpointNotWritten raised."""
+
+    def __init__(self, engine: Engine, folder: RunFolder, keep: int, events: EventLog,
+                 background: bool) -> None:
+        self.engine, self.folder, self.keep, self.events = engine, folder, keep, events
+        self.background, self.pending = background, None
+
+    def save(self, state: TrainerState, *, wait: bool = False) -> None:
+        """Begin the checkpoint of `state` (every rank, after finishing the previous one);
+        in the background unless `wait` or the engine cannot: then it is complete on return."""
+        self.finish()
+        accelerator = self.engine.accelerator
+        tmp, state = self.folder.checkpoint_in_progress(state.step), dataclasses.replace(state)
+        if accelerator.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
-        newest = newest_step(folder.checkpoints)
-        events.write(CheckpointFailed(step=state.step, reason=failure, newest=folder.named(
-            folder.checkpoint(newest)) if newest else None))
-        raise CheckpointNotWritten(state.step, failure)
-    if main:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for _, old in checkpoint_folders(folder.checkpoints)[keep:]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    events.write(Checkpointed(step=state.step))
-    return final
+        written: list[Future | None] = [None]
+
+        def write() -> None:
+            written[0] = self.engine.save_async(tmp) if self.background and not wait else None
+            if written[0] is None:
+                self.engine.save(tmp)
+
+        failure, outcome = _failure(write), None
+        if written[0] is not None:  # the manifest is hashed in the background too
+            outcome = _then(written[0], lambda: self._describe(state, tmp))
+        self.pending = _Pending(state, tmp, outcome, failure)
+        if outcome is None:
+            self.finish()
+
+    def _describe(self, state: TrainerState, tmp: Path) -> str | None:
+        """Rank 0: the trainer state and the manifest (every file's hash) into `tmp`."""
+        if not self.engine.accelerator.is_main_process:
+            return None
+        return _failure(lambda: (state.write(tmp / STATE_FILE),
+                                 write_manifest(tmp, state.step, self.engine.plan.world_size)))
+
+    def written(self) -> bool:
+        """On rank 0: the background write has ended (the ranks agree on it in the step's
+        all-reduce, then all call `finish`)."""
+        pending = self.pending
+        return bool(pending and pending.outcome and pending.outcome.done()
+                    and self.engine.accelerator.is_main_process)
+
+    def finish(self) -> None:
+        """Every rank: wait for the checkpoint begun, then complete it (rename, the oldest
+        removed, `Checkpointed`) or remove it (CheckpointNotWritten)."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        engine, folder, state = self.engine, self.folder, pending.state
+        main = engine.accelerator.is_main_process
+        failure = pending.failure or (pending.outcome.result() if pending.outcome
+                                      else self._describe(state, pending.tmp))
+        if failure is not None:  # a full disk often says only "unexpected pos" (torch.save)
+            free = shutil.disk_usage(folder.checkpoints).free
+            failure += (f"; {free / 2**20:.1f} MiB free where checkpoints go on "
+                        f"{socket.gethostname()}")
+        failures = gather_object([failure]) if engine.plan.world_size > 1 else [failure]
+        failure = next((f for f in failures if f is not None), None)
+        if failure is not None:
+            if main:
+                shutil.rmtree(pending.tmp, ignore_errors=True)
+            engine.accelerator.wait_for_everyone()
+            newest = newest_step(folder.checkpoints)
+            self.events.write(CheckpointFailed(step=state.step, reason=failure, newest=(
+                folder.named(folder.checkpoint(newest)) if newest else None)))
+            raise CheckpointNotWritten(state.step, failure)
+        if main:
+            final = folder.checkpoint(state.step)
+            if final.exists():
+                shutil.rmtree(final)
+            pending.tmp.rename(final)
+            for _, old in checkpoint_folders(folder.checkpoints)[self.keep:]:
+                shutil.rmtree(old, ignore_errors=True)
+        engine.accelerator.wait_for_everyone()
+        self.events.write(Checkpointed(step=state.step))
+
+
+def _then(written: Future, describe: Callable[[], str | None]) -> Future:
+    """A future of why the background write, then `describe` (in the writer's thread), failed
+    (None: neither did); it always ends, whatever they raise."""
+    outcome: Future = Future()
+
+    def complete(done: Future) -> None:
+        try:
+            outcome.set_result(_failure(done.result) or describe())
+        except BaseException as err:  # never leave `finish` waiting
+            outcome.set_result(f"{type(err).__name__}: {err}")
+
+    written.add_done_callback(complete)
+    return outcome
 
 
 def _failure(write: Callable[[], object]) -> str | None:

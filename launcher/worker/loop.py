@@ -9,7 +9,6 @@ for it is measured (`train/data_wait_share`).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object
 
 from launcher.contract.evaluation import Prediction
 from launcher.contract.events import (
@@ -29,10 +27,10 @@ from launcher.contract.events import (
 from launcher.contract.heartbeat import Phase
 from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
-from launcher.tasks.base import evaluate_examples
 from launcher.trackers.base import Trackers
-from launcher.worker.checkpoint import CheckpointClock, TrainerState, save_checkpoint
+from launcher.worker.checkpoint import CheckpointClock, Checkpointer, TrainerState
 from launcher.worker.engines.base import Engine
+from launcher.worker.evaluation import EvalRow, evaluate_on_ranks
 from launcher.worker.faults import FaultPlan
 from launcher.worker.feed import StepInput, StepOrder, step_inputs
 from launcher.worker.generations import PromptGenerator
@@ -41,7 +39,6 @@ from launcher.worker.stopping import REQUEST, StopTraining
 from launcher.worker.trainable import Trainable, TrainingSpec
 from launcher.worker.watchdog import Watchdog
 
-EvalRow = tuple[int, Any, Any]  # an eval example's index, prediction and reference
 EXAMPLES = 16  # eval rows shown to the trackers with their pictures or sounds
 
 
@@ -57,6 +54,7 @@ class StepResult:
     grad_norm: float
     stop: bool
     checkpoint_due: bool = False  # train.save_every_minutes passed on rank 0's clock
+    checkpoint_written: bool = False  # the background write has ended on rank 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +93,8 @@ class TrainLoop:
         self.fault = FaultPlan(self.acc.process_index, self.folder.logs)
         self.clock = CheckpointClock(self.recipe.train.save_every_minutes,
                                      self.acc.is_main_process)
+        self.checkpointer = Checkpointer(engine, self.folder, self.recipe.train.keep_checkpoints,
+                                         self.events, self.recipe.train.async_checkpoints)
 
     def inputs(self, start: int, stop: int) -> Iterator[StepInput]:
         """The inputs of steps `start` .. `stop - 1`, collated ahead where the task decodes."""
@@ -113,6 +113,8 @@ class TrainLoop:
         inputs = self.inputs(state.step, total)
         while state.step < total:
             result = self.step(inputs)
+            if result.checkpoint_written:
+                self.checkpointer.finish()
             if result.stop:
                 self._stop(state, checkpoint=True)
             if train.eval_every and state.step % train.eval_every == 0 and state.step < total:
@@ -121,6 +123,7 @@ class TrainLoop:
                     result.checkpoint_due and state.step < total):
                 self.checkpoint(state)
             self.fault.after_step(state.step)
+        self.checkpointer.finish()
         return self.log_eval(state.step, self.folder.predictions)
 
     def step(self, inputs: Iterator[StepInput]) -> StepResult:
@@ -149,14 +152,15 @@ class TrainLoop:
             self.held_bytes = self.engine.held_bytes()
         self.scheduler.step()
         state.real_tokens += step_input.tokens
-        # the sums over all ranks, in one reduce: loss, tokens, samples, stops, checkpoint due
+        # the sums over all ranks, in one reduce: loss, tokens, samples, stops, checkpoints
         counted = torch.tensor([float(step_input.tokens), float(step_input.samples),
-                                float(REQUEST.requested), float(self.clock.due())],
-                               device=device)
+                                float(REQUEST.requested), float(self.clock.due()),
+                                float(self.checkpointer.written())], device=device)
         stats = acc.reduce(torch.cat([loss_sum.float().reshape(1), counted]), "sum")
         result = StepResult(loss=float(stats[0]) / max(float(units.item()), 1.0), lr=lr,
                             tokens=int(stats[1]), samples=int(stats[2]), grad_norm=grad_norm,
-                            stop=float(stats[3]) > 0, checkpoint_due=float(stats[4]) > 0)
+                            stop=float(stats[3]) > 0, checkpoint_due=float(stats[4]) > 0,
+                            checkpoint_written=float(stats[5]) > 0)
         self.count(step_input, result, t0)
         if state.step % self.log_every == 0 or state.step == self.spec.total_steps:
             self.log_train(result, time.time() - t0)
@@ -180,19 +184,19 @@ class TrainLoop:
                 handle.write(SampleIds(step=state.step, ids=tuple(step_input.ids)).to_line())
         self.window.append(result.loss)
 
-    def checkpoint(self, state: TrainerState) -> None:
+    def checkpoint(self, state: TrainerState, *, wait: bool = False) -> None:
+        """Begin the checkpoint of this step (`wait`: complete it before going on)."""
         self.clock.reset()
         self.watchdog.progress(Phase.CHECKPOINT)
         state.wall_s = self.wall_s()
-        save_checkpoint(self.engine, self.folder, state, self.recipe.train.keep_checkpoints,
-                        self.events)
+        self.checkpointer.save(state, wait=wait)
         self.watchdog.progress(Phase.TRAIN)
 
     def _stop(self, state: TrainerState, *, checkpoint: bool) -> None:
         """Checkpoint this step (unless no step ran), say so, and leave the loop."""
         signal_name = REQUEST.signal or "a signal on another rank"
         if checkpoint:
-            self.checkpoint(state)
+            self.checkpoint(state, wait=True)
         self.events.write(Stopped(step=state.step, signal=signal_name,
                                   checkpoint=self.folder.named(self.folder.checkpoint(state.step))
                                   if checkpoint else None))
@@ -261,29 +265,11 @@ class TrainLoop:
         names = self.data.label_names or []
         return names[value] if isinstance(value, int) and names else value
 
-    @torch.no_grad()
     def evaluate(self, predictions_file: Path | None = None) -> tuple[Metrics, list[EvalRow]]:
-        """Every rank evaluates its share; sums and predictions are combined across ranks (the
-        rows, by eval index, on rank 0)."""
+        """Every rank evaluates its share (see `evaluate_on_ranks`); the model trains on."""
         self.model.eval()
-        indices = list(range(self.acc.process_index, len(self.data.eval), self.plan.world_size))
-        micro, progress = self.plan.batch.micro, lambda: self.watchdog.progress(Phase.EVAL)
-        out = evaluate_examples(self.task, self.model, [self.data.eval[j] for j in indices],
-                                micro, self.acc.device, self.acc.autocast, progress)
-        strategy = self.plan.active_strategy
-        if strategy is not None and strategy.shards_parameters:  # every forward is collective:
-            most = math.ceil(math.ceil(len(self.data.eval) / self.plan.world_size) / micro)
-            for _ in range(most - math.ceil(len(indices) / micro)):  # as many as the busiest
-                evaluate_examples(self.task, self.model, [self.data.eval[0]], micro,
-                                  self.acc.device, self.acc.autocast, progress)
-        totals = self.acc.reduce(torch.tensor(
-            [out.loss_sum, float(out.count), *(out.sums.get(key, 0.0) for key in self.task.summed)],
-            device=self.acc.device), "sum")
-        rows = (list(zip(indices, out.predictions, out.references, strict=False))
-                if out.predictions else [])
-        if self.plan.world_size > 1:
-            rows = gather_object(rows)
-        rows.sort()
+        metrics, rows = evaluate_on_ranks(self.task, self.model, self.data.eval, self.acc,
+                                          self.plan, lambda: self.watchdog.progress(Phase.EVAL))
         self.model.train()
         self.watchdog.progress(Phase.TRAIN)
         if predictions_file is not None and rows and self.acc.is_main_process:
@@ -291,9 +277,7 @@ class TrainLoop:
                 for index, prediction, reference in rows:
                     handle.write(Prediction(index=index, prediction=self._named(prediction),
                                             reference=self._named(reference)).to_line())
-        sums = dict(zip(self.task.summed, totals[2:].tolist(), strict=True))
-        return self.task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in rows],
-                                 [r[2] for r in rows], sums), rows
+        return metrics, rows
 
     def wall_s(self) -> float:
         """Wall time of the run so far, over all its launches."""

@@ -47,6 +47,9 @@ from launcher.contract.vocabulary import BackendKind, ExitCode
 FINAL_CODES = frozenset({ExitCode.STOPPED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.HUNG,
                          ExitCode.NOT_SAVED})
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# A worker killed by a stop signal got it before installing its handler or while Python was
+# shutting down: a stop was asked for, nothing crashed.
+STOP_SIGNAL_NAMES = frozenset({"SIGUSR1", "SIGINT"})
 REPORT_WAIT_S = 30.0  # node 0 waits this long for the other nodes' reports of an attempt
 
 
@@ -98,6 +101,8 @@ class Supervisor:
             attempt = self.attempt(restarts, resume or restarts > 0)
             if not attempt.deaths:
                 return attempt.code
+            if self.folder.summary.exists():  # a worker died on its way out: the run is done
+                return ExitCode.OK
             step = newest_step(self.folder.checkpoints)  # the same on every node: so is the
             decided = verdict(restarts, self.max_restarts, step, step_at_restart)  # verdict
             self.events.write(WorkersDied(node=self.node, attempt=restarts,
@@ -200,10 +205,12 @@ def _own_port(options: list[str], restarts: int) -> list[str]:
 def _attempt_code(deaths: tuple[WorkerDeath, ...]) -> int:
     """The exit code an attempt's end is passed on with. Workers the launcher terminated once
     another had ended (SIGTERM) say nothing; of the others: a hang's code, or a code they all
-    agree on that ends the job as it is (a stop, a refusal, no room for a checkpoint); else
-    the code of the first death among the crashes (a crash during a stop is a crash)."""
+    agree on that ends the job as it is (a stop, also when its signal killed the worker; a
+    refusal; no room for a checkpoint); else the code of the first death among the crashes
+    (a crash during a stop is a crash)."""
     telling = tuple(d for d in deaths if d.signal != VICTIM_SIGNAL) or deaths
-    codes = {death.exit_code for death in telling}
+    codes = {ExitCode.STOPPED if death.signal in STOP_SIGNAL_NAMES else death.exit_code
+             for death in telling}
     if ExitCode.HUNG in codes:
         return ExitCode.HUNG
     if len(codes) == 1 and codes <= FINAL_CODES:

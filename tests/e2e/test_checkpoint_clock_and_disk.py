@@ -1,6 +1,8 @@
-"""Checkpoints against the clock and against a full disk: time-based checkpoints whatever the
-step count, and a checkpoint that finds no room on a real (tmpfs) filesystem removed, the
-previous one kept, the run stopped cleanly and resumable to the uninterrupted weights."""
+"""Checkpoints against the clock, in the background and against a full disk: time-based
+checkpoints whatever the step count; background checkpoints that a restart resumes from to the
+weights of a run without them; and a checkpoint that finds no room on a real (tmpfs)
+filesystem removed, the previous one kept, the run stopped cleanly and resumable to the
+uninterrupted weights."""
 
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ pytestmark = pytest.mark.slow
 STEPS, SAVE_EVERY = 8, 4
 
 
-def launch(run_dir: Path, model: Path, *extra: str,
-           resume: bool = False) -> subprocess.CompletedProcess:
+def launch(run_dir: Path, model: Path, *extra: str, resume: bool = False,
+           fault: str = "") -> subprocess.CompletedProcess:
     settings = [f"model.path='{model}'", "distributed.strategy=ddp",
                 "data.max_train_samples=240", "data.max_length=64", "data.eval_fraction=0.1",
                 f"train.max_steps={STEPS}", "train.global_batch_size=8", "train.log_every=1",
@@ -33,7 +35,7 @@ def launch(run_dir: Path, model: Path, *extra: str,
         [*SFT_LAUNCH, ALPACA, "--backend", "local", "--run-dir", run_dir, "--quiet",
          "--procs-per-node", "2", *(a for s in settings for a in ("--set", s)),
          *(["--resume"] if resume else [])],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
+        cwd=REPO, env=cli_env(SFT_LAUNCH_FAULT=fault), capture_output=True, text=True, timeout=900)
 
 
 def test_time_based_checkpoints_come_whatever_the_step_count(tiny_llama: Path,
@@ -46,6 +48,34 @@ def test_time_based_checkpoints_come_whatever_the_step_count(tiny_llama: Path,
     assert [e.step for e in of_kind(events(run_dir), Checkpointed)] == list(range(1, STEPS))
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert kept == [f"step-{STEPS - 1}"] and problem(run_dir / "checkpoints" / kept[0]) is None
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run, never interrupted and never checkpointed."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    done = launch(run_dir, tiny_llama)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return run_dir
+
+
+def test_background_checkpoints_resume_to_the_weights_of_foreground_ones(
+        reference: Path, tiny_llama: Path, tmp_path: Path) -> None:
+    saving = ("train.save_every=2", "train.keep_checkpoints=4")
+    background = tmp_path / "background"
+    # rank 1 killed after step 5: the supervisor restarts from the newest complete checkpoint
+    done = launch(background, tiny_llama, *saving, "train.async_checkpoints=true",
+                  fault="KILL@5:1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # A background checkpoint is complete from the first step that ends after its write:
+    # step 4's, begun 1 step before the kill, may not be.
+    (died,) = of_kind(events(background), WorkersDied)
+    assert died.checkpoint_step in (2, 4)
+    assert {e.step for e in of_kind(events(background), Checkpointed)} == {2, 4, 6, 8}
+    for step in (4, 6, 8):
+        assert problem(background / "checkpoints" / f"step-{step}") is None
+    assert {r.final_weights_sha256 for r in rank_reports(background)} == {
+        r.final_weights_sha256 for r in rank_reports(reference)}
 
 
 @pytest.fixture
@@ -62,12 +92,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", mount], check=False)
 
 
-def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(tiny_llama: Path,
-                                                                 small_disk: Path, run_cli,
-                                                                 tmp_path: Path) -> None:
-    reference = tmp_path / "reference"
-    done = launch(reference, tiny_llama)
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(reference: Path,
+                                                                 tiny_llama: Path,
+                                                                 small_disk: Path,
+                                                                 run_cli) -> None:
     one_checkpoint = sum(f.stat().st_size for f in (reference / "final").rglob("*")) * 3
     assert 1 << 20 < one_checkpoint < 3 << 20, "3 MiB holds one checkpoint, not two"
 

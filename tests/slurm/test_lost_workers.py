@@ -31,7 +31,8 @@ def reference(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     return run_dir
 
 
-@pytest.mark.parametrize("trained", [SAVE_EVERY + 1, SAVE_EVERY + 2, SAVE_EVERY + 3])
+# Two steps here (3 measured for the issue: steps 3, 4, 5), to keep `make test` short.
+@pytest.mark.parametrize("trained", [SAVE_EVERY + 1, SAVE_EVERY + 3])
 def test_a_worker_killed_on_node_2_is_restarted_and_the_job_completes(
         env: dict[str, str], reference: Path, tmp_path: Path, trained: int) -> None:
     """kill -9 once the job logged step `trained` (a step or so later: the kill is real)."""

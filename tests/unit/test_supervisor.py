@@ -43,6 +43,8 @@ def test_a_stop_or_a_refusal_is_passed_on_a_death_as_its_code() -> None:
     # one worker ended on purpose, the launcher terminated the slower one: still on purpose
     assert _attempt_code((death(0, 143, "SIGTERM"), death(1, ExitCode.STOPPED))) == 75
     assert _attempt_code((death(0, 143, "SIGTERM"), death(1, ExitCode.NOT_SAVED))) == 74
+    # Slurm's USR1 to a worker whose handler is gone (Python shutting down): a stop
+    assert _attempt_code((death(0, 138, "SIGUSR1"), death(1, ExitCode.STOPPED))) == 75
 
 
 def test_each_restart_meets_at_a_port_of_its_own() -> None:

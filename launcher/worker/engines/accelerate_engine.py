@@ -96,6 +96,12 @@ class AccelerateEngine(Engine):
             dcp_checkpoint.save(self.model, self.optimizer.optimizer, folder, self.scheduler,
                                 self.accelerator.scaler)
 
+    def save_async(self, folder):
+        if self.zero_stage:  # DeepSpeed's writer is synchronous here
+            return None
+        return dcp_checkpoint.save_async(self.model, self.optimizer.optimizer, folder,
+                                         self.scheduler, self.accelerator.scaler)
+
     def load(self, folder, saved_world_size):
         if not self.zero_stage:
             dcp_checkpoint.load(self.model, self.optimizer.optimizer, folder, self.scheduler,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ class Engine(ABC):
     @abstractmethod
     def save(self, folder: Path) -> None:
         """Every rank writes its part of a checkpoint into `folder`."""
+
+    def save_async(self, folder: Path) -> Future | None:
+        """`save` in the background, once the tensors are copied to host memory: a future
+        done when every rank's part is written; None where this engine cannot (then `save`)."""
+        return None
 
     @abstractmethod
     def load(self, folder: Path, saved_world_size: int) -> None:

@@ -9,6 +9,7 @@ scheduler and keeps its own RNG (the data order is a function of the step, not o
 from __future__ import annotations
 
 import random
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,37 @@ def save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path,
     """Every rank writes its part of `folder`."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(folder))
+    _save_extra(folder, scheduler, scaler)
+
+
+def save_async(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path,
+               scheduler: Any, scaler: Any = None) -> Future:
+    """`save` in the background: returns once the tensors are copied to host memory; the
+    future is done when every rank's files are written (failed: it raises, on every rank).
+    The writer's collectives go over a gloo group of their own, never the training's."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    future = dcp.async_save({"model": model_state, "optimizer": optimizer_state},
+                            checkpoint_id=str(folder), process_group=_writer_group())
+    _save_extra(folder, scheduler, scaler)
+    return future
+
+
+_WRITER_GROUP: list[Any] = []
+
+
+def _writer_group() -> Any:
+    """The background writer's process group (created by every rank at its first async save,
+    which all ranks reach at the same step); None without a process group."""
+    if not torch.distributed.is_initialized():
+        return None
+    if not _WRITER_GROUP:
+        _WRITER_GROUP.append(torch.distributed.new_group(backend="gloo"))
+    return _WRITER_GROUP[0]
+
+
+def _save_extra(folder: Path, scheduler: Any, scaler: Any) -> None:
+    """This rank's scheduler, RNG and loss scaler states (small: written at once)."""
+    folder.mkdir(parents=True, exist_ok=True)
     extra = {"scheduler": scheduler.state_dict(), "rng": _rng_state(),
              "scaler": scaler.state_dict() if scaler is not None else None}
     torch.save(extra, _extra_file(folder, _rank()))

@@ -82,6 +82,9 @@ class FsdpEngine(Engine):
     def save(self, folder):
         dcp_checkpoint.save(self.model, self.optimizer, folder, self.scheduler)
 
+    def save_async(self, folder):
+        return dcp_checkpoint.save_async(self.model, self.optimizer, folder, self.scheduler)
+
     def load(self, folder, saved_world_size):
         dcp_checkpoint.load(self.model, self.optimizer, folder, self.scheduler)
 

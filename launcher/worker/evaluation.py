@@ -1,0 +1,47 @@
+"""Evaluation over every rank: each its share of the eval rows, the sums and predictions
+combined (the rows, by eval index, on rank 0)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from launcher.contract.plan import Plan
+from launcher.tasks.base import Task, evaluate_examples
+from launcher.worker.metrics import Metrics
+
+EvalRow = tuple[int, Any, Any]  # an eval example's index, prediction and reference
+
+
+@torch.no_grad()
+def evaluate_on_ranks(task: Task, model: torch.nn.Module, rows: Sequence[Any],
+                      acc: Accelerator, plan: Plan,
+                      progress: Callable[[], None]) -> tuple[Metrics, list[EvalRow]]:
+    """The task's metrics over all `rows`, and every row's prediction (on rank 0, sorted; where
+    the task predicts). With sharded parameters every forward is collective, so a rank with
+    fewer rows runs as many forwards as the busiest."""
+    indices = list(range(acc.process_index, len(rows), plan.world_size))
+    micro = plan.batch.micro
+    out = evaluate_examples(task, model, [rows[j] for j in indices], micro, acc.device,
+                            acc.autocast, progress)
+    strategy = plan.active_strategy
+    if strategy is not None and strategy.shards_parameters:
+        most = math.ceil(math.ceil(len(rows) / plan.world_size) / micro)
+        for _ in range(most - math.ceil(len(indices) / micro)):
+            evaluate_examples(task, model, [rows[0]], micro, acc.device, acc.autocast, progress)
+    totals = acc.reduce(torch.tensor(
+        [out.loss_sum, float(out.count), *(out.sums.get(key, 0.0) for key in task.summed)],
+        device=acc.device), "sum")
+    predicted: list[EvalRow] = (list(zip(indices, out.predictions, out.references,
+                                         strict=False)) if out.predictions else [])
+    if plan.world_size > 1:
+        predicted = gather_object(predicted)
+    predicted.sort()
+    sums = dict(zip(task.summed, totals[2:].tolist(), strict=True))
+    return task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in predicted],
+                        [r[2] for r in predicted], sums), predicted
