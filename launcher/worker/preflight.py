@@ -6,7 +6,7 @@ rank gathers its host, versions, whether it sees the run folder rank 0 wrote int
 visible GPUs, then times an all-reduce (8 MiB float32) and point-to-point transfers around a ring
 (the node leaders' ring when there are nodes, else all ranks'); every rank gets the same verdict
 (`contract.preflight.decide`), rank 0 writes logs/preflight.json and prints the table. Exit 0
-when healthy, 2 when a node is bad. A group not complete within 60 s ends the job, rank 0 naming
+when healthy, 2 when a node is bad. A group not complete within 50 s ends the job, rank 0 naming
 the ranks that never wrote their `preflight-joined` mark.
 
 Test hook: SFT_LAUNCH_PREFLIGHT_FAKE_VERSION="RANK:PACKAGE=VERSION[,...]" makes rank RANK report
@@ -40,7 +40,8 @@ from launcher.contract.preflight import (
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import Device, ExitCode
 
-JOIN_TIMEOUT_S = 60.0
+JOIN_TIMEOUT_S = 50.0  # the watchdog's: it names who never joined before torch's 60 s run out
+GROUP_TIMEOUT_S = 60.0
 PAYLOAD_BYTES = 8 * 2**20
 REPETITIONS = 5
 PINGS = 10
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     dist.init_process_group(backend, rank=rank, world_size=world,
-                            timeout=timedelta(seconds=JOIN_TIMEOUT_S))
+                            timeout=timedelta(seconds=GROUP_TIMEOUT_S))
     token: list[str | None] = [None]
     if rank == 0:
         token = [folder.preflight_token.read_text(encoding="utf-8")]
