@@ -73,6 +73,12 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _env_int(*names: str, default: int = 0) -> int:
     for name in names:
         if os.environ.get(name, "").strip():
@@ -183,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(local_rank)
     watchdog = Watchdog(folder, plan, rank, world, backend)
     watchdog.timer.start()
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29500")
+    if "MASTER_PORT" not in os.environ:  # one plain process: a group of its own
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ["MASTER_PORT"] = str(_free_port())
     dist.init_process_group(backend, rank=rank, world_size=world,
                             timeout=timedelta(seconds=GROUP_TIMEOUT_S))
     token: list[str | None] = [None]
