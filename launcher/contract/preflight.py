@@ -4,7 +4,9 @@ Each rank measures itself (`RankCheck`); `decide` compares them and names every 
 a check: a version other than the majority's (a tie goes to rank 0's), a run folder that is not
 the one rank 0 wrote into, too little free disk for checkpoints or the cache, fewer visible GPUs
 than processes per node, or a bandwidth below a third of the nodes' median (with 3 or more
-nodes; with 2, below a third of the other node's). Torch-free, so that tests build cases by hand.
+nodes; with 2, below a third of the other node's: each node's figure is then the link it
+receives on, so only a one-way slow link is pinned on a node). Torch-free, so that tests build
+cases by hand.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ class RankCheck(JsonRecord):
     cache_free_bytes: int
     visible_devices: int | None  # GPUs this rank sees; None on CPU (not checked)
     allreduce_mb_s: float
-    p2p_mb_s: float  # the best of its ring links (node leaders' links when there are nodes)
+    # The better of its two ring links (of two: the one it receives on); between nodes only
+    # the node leaders (local rank 0) are in the ring, the others have 0.
+    p2p_mb_s: float
     latency_ms: float
 
 
 @dataclass(frozen=True)
 class NodeFigures:
-    """A node's figures: its slowest rank's bandwidths, its highest latency."""
+    """A node's figures: its slowest measured rank's bandwidths, its highest latency."""
 
     node: int
     host: str
@@ -159,8 +163,9 @@ def decide(ranks: list[RankCheck], *, procs_per_node: int, checkpoint_size: int,
 
 
 def _figures(node: int, members: list[RankCheck]) -> NodeFigures:
+    measured = [m.p2p_mb_s for m in members if m.p2p_mb_s > 0] or [0.0]  # leaders only
     return NodeFigures(node=node, host=members[0].host, ranks=tuple(m.rank for m in members),
-                       p2p_mb_s=min(m.p2p_mb_s for m in members),
+                       p2p_mb_s=min(measured),
                        allreduce_mb_s=min(m.allreduce_mb_s for m in members),
                        latency_ms=max(m.latency_ms for m in members))
 

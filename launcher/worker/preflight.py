@@ -156,8 +156,10 @@ def measure(dist, torch, device: str, rank: int, world: int, ring: list[int]) \
             links[(src, dst)] = (bandwidth, latency)
     gathered: list[dict | None] = [None] * world
     dist.all_gather_object(gathered, links)
+    # A rank's figure: the better of its two ring links (a node is blamed when both are slow);
+    # in a ring of two, the link it receives on (the other way is the other end's figure).
     mine = [figure for part in gathered for (src, dst), figure in (part or {}).items()
-            if rank in (src, dst)]
+            if dst == rank or (src == rank and len(ring) > 2)]
     if not mine:
         return allreduce, 0.0, 0.0
     return allreduce, max(f[0] for f in mine), min(f[1] for f in mine)

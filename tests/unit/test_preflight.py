@@ -64,6 +64,14 @@ def test_with_two_nodes_the_slower_is_named_below_a_third_of_the_other() -> None
     assert verdict(node(0), node(1, p2p=400.0)).healthy
 
 
+def test_between_nodes_only_the_leaders_links_count() -> None:
+    leader_only = [dataclasses.replace(r, p2p_mb_s=r.p2p_mb_s if r.rank % 2 == 0 else 0.0)
+                   for r in node(1, p2p=100.0)]
+    result = verdict(node(0), leader_only, node(2))
+    assert [f.p2p_mb_s for f in result.node_figures] == [1000.0, 100.0, 1000.0]
+    assert named(result) == [(1, "bandwidth")]
+
+
 def test_one_node_is_compared_with_nothing() -> None:
     assert verdict(node(0, p2p=1.0)).healthy
 
