@@ -26,6 +26,9 @@ from launcher.render.templates import environment
 # The preflight gives up after 60 s without a complete process group; measuring takes seconds.
 LOCAL_TIMEOUT_S = 240
 SLURM_TIMEOUT_S = 3600  # queueing included
+# torchrun's agents meet before any worker starts (static rendezvous: 600 s by default); a node
+# whose agent never comes ends the job after this, "1/2 clients joined" in the log.
+RENDEZVOUS_TIMEOUT_S = 60
 
 
 def preflight_command(plan: Plan, folder: RunFolder) -> list[str]:
@@ -35,7 +38,8 @@ def preflight_command(plan: Plan, folder: RunFolder) -> list[str]:
         return [sys.executable, *worker]
     port = os.environ.get("SFT_LAUNCH_PORT") or str(default_port(folder.path))
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            "accelerate.yaml", "--main_process_port", port, *worker]
+            "accelerate.yaml", "--main_process_port", port, "--rdzv_conf",
+            f"timeout={RENDEZVOUS_TIMEOUT_S}", *worker]
 
 
 def run_local(plan: Plan, folder: RunFolder) -> int:
@@ -62,6 +66,7 @@ def write_slurm_script(recipe: Recipe, plan: Plan, folder: RunFolder) -> None:
     text = environment().get_template("preflight.sbatch.j2").render(
         plan=plan, slurm=slurm, run_dir=run_dir, python=sys.executable,
         job_name=job_name(plan.recipe_name), deepspeed=plan.strategy.uses_deepspeed,
+        rendezvous_timeout_s=RENDEZVOUS_TIMEOUT_S,
         cpus_per_task=slurm.cpus_per_task or plan.procs_per_node * plan.threads_per_proc)
     folder.preflight_script.write_text(text, encoding="utf-8")
 

@@ -133,4 +133,5 @@ def test_doctors_slurm_script_runs_only_the_preflight_on_every_node(tmp_path: Pa
     script = folder.preflight_script.read_text()
     assert "#SBATCH --nodes=4" in script and "srun " in script
     assert "-m launcher.worker.preflight ." in script and "launcher.worker.supervisor" not in script
+    assert "--rdzv_conf timeout=60" in script  # a node whose agent never comes: a minute
     subprocess.run(["bash", "-n", folder.preflight_script], check=True)
