@@ -177,14 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     host = socket.gethostname()
     if rank == 0:
         folder.preflight_token.write_text(secrets.token_hex(16), encoding="utf-8")
-    joined = folder.preflight_joined(rank)
-    joined.parent.mkdir(parents=True, exist_ok=True)
-    joined.write_text(host, encoding="utf-8")
-
     import torch
     import torch.distributed as dist
 
-    gpu = plan.device is Device.CUDA and torch.cuda.is_available()
+    if plan.device is Device.CUDA and not torch.cuda.is_available():
+        # It cannot join an nccl group: it stays away, and rank 0 names it as never joined.
+        print(f"preflight: rank {rank} on {host}: the plan runs on GPUs and torch sees none",
+              file=sys.stderr, flush=True)
+        return ExitCode.USAGE
+    joined = folder.preflight_joined(rank)
+    joined.parent.mkdir(parents=True, exist_ok=True)
+    joined.write_text(host, encoding="utf-8")
+    gpu = plan.device is Device.CUDA
     backend = "nccl" if gpu else "gloo"
     device = f"cuda:{local_rank}" if gpu else "cpu"
     if gpu:
