@@ -120,3 +120,49 @@ def lr_find(
                   f"loss, {len(result.lrs)} steps); curve in {folder.lr_find}"
                   f" and {folder.lr_find.with_suffix('.png')}")
     console.print(f"use it: sft-launch {recipe_file} --set train.lr={result.suggested_lr:.3g}")
+
+
+DOCTOR_HELP = (
+    "Check the nodes before a run: plan the recipe, write a run folder and run only the "
+    "preflight (no model is loaded).\n\n"
+    "Every rank reports its host, Python/torch/transformers/accelerate/deepspeed versions, "
+    "whether it sees the same run folder, free disk for checkpoints and the cache, visible "
+    "GPUs; then an all-reduce and point-to-point transfers are timed. A node that fails a "
+    "check, or whose bandwidth is below a third of the nodes' median, is named.\n\n"
+    "Here: the processes of launch.sh (logs/preflight.log); on Slurm: preflight.sbatch, "
+    "submitted with sbatch --wait. The result: logs/preflight.json.\n\n"
+    "Examples:\n\n"
+    "  sft-launch doctor recipes/quickstart.toml --procs-per-node 2\n\n"
+    "  sft-launch doctor recipe.toml --nodes 4 --procs-per-node 8   # Slurm\n\n"
+    "Exit codes: 0 every node healthy, 2 a node is bad (or a bad recipe), 1 the preflight "
+    "itself failed."
+)
+
+
+@app.command("doctor", rich_help_panel=PANEL, help=DOCTOR_HELP)
+def doctor_command(
+    recipe_file: RecipeArg,
+    nodes: NodesOpt = None,
+    procs_per_node: PpnOpt = None,
+    backend: BackendOpt = "auto",
+    set_: SetOpt = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder (default: runs/<name>-<UTC time>).")
+    ] = None,
+) -> None:
+    from launcher.contract.errors import LaunchError
+    from launcher.contract.vocabulary import ExitCode
+    from launcher.ops.doctor import doctor
+    from launcher.ops.run_setup import write_new_run
+
+    recipe = recipe_with_cli(recipe_file, set_, nodes, procs_per_node)
+    chosen = choose_backend(backend, recipe, dry_run=False)
+    folder, plan = write_new_run(recipe, recipe_file, chosen, run_dir, resume=False,
+                                 check_tracking=False)
+    result, code = doctor(recipe, plan, folder)
+    if result is None:
+        raise LaunchError(f"the preflight wrote no result (exit code {code}); see "
+                          f"{folder.preflight_log if chosen is BackendKind.LOCAL else 'logs/'}")
+    console.print("\n".join(result.lines()), markup=False, highlight=False)
+    if not result.healthy:
+        raise typer.Exit(ExitCode.USAGE)

@@ -66,6 +66,30 @@ class RunFolder:
                  if p.stem.removeprefix("rank-").isdigit()]
         return [p for _, p in sorted(found)]
 
+    @property
+    def preflight(self) -> Path:
+        """The preflight's result (`PreflightResult`): `sft-launch doctor`."""
+        return self.logs / "preflight.json"
+
+    @property
+    def preflight_token(self) -> Path:
+        """The random token rank 0 writes and every rank reads back (one shared folder?)."""
+        return self.logs / "preflight-token"
+
+    def preflight_joined(self, rank: int) -> Path:
+        """Written by a rank before it joins the preflight's process group (who never came)."""
+        return self.logs / "preflight-joined" / f"rank-{rank}"
+
+    @property
+    def preflight_log(self) -> Path:
+        """The preflight processes' output."""
+        return self.logs / "preflight.log"
+
+    @property
+    def preflight_script(self) -> Path:
+        """Slurm: the batch script that runs only the preflight (`sft-launch doctor`)."""
+        return self.path / "preflight.sbatch"
+
     def heartbeat(self, rank: int) -> Path:
         return self.logs / "heartbeat" / f"rank-{rank}.json"
 
