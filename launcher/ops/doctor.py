@@ -20,7 +20,7 @@ from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind
 from launcher.recipe.schema import Recipe
 from launcher.render.run_folder import default_port
-from launcher.render.sbatch import _check_run_dir, job_name
+from launcher.render.sbatch import check_run_dir, job_name
 from launcher.render.templates import environment
 
 # The preflight gives up after 60 s without a complete process group; measuring takes seconds.
@@ -61,7 +61,7 @@ def run_local(plan: Plan, folder: RunFolder) -> int:
 def write_slurm_script(recipe: Recipe, plan: Plan, folder: RunFolder) -> None:
     """preflight.sbatch: the preflight on every node of the plan, as job.sbatch's srun."""
     run_dir = str(folder.path.resolve())
-    _check_run_dir(run_dir)
+    check_run_dir(run_dir)
     slurm = recipe.slurm
     text = environment().get_template("preflight.sbatch.j2").render(
         plan=plan, slurm=slurm, run_dir=run_dir, python=sys.executable,

@@ -25,7 +25,7 @@ def render_job_script(env: jinja2.Environment, context: dict[str, Any]) -> str:
     recipe: Recipe = context["recipe"]
     plan: Plan = context["plan"]
     _check_sbatch_values(recipe, plan)
-    _check_run_dir(context["run_dir"])
+    check_run_dir(context["run_dir"])
     slurm = recipe.slurm
     return env.get_template("job.sbatch.j2").render(
         context,
@@ -51,7 +51,8 @@ def _check_sbatch_values(recipe: Recipe, plan: Plan) -> None:
                               "use letters, digits and _ . , : + = @ / - only")
 
 
-def _check_run_dir(run_dir: str) -> None:
+def check_run_dir(run_dir: str) -> None:
+    """A UsageError for a run folder that #SBATCH lines cannot hold."""
     if SBATCH_PATH_UNSAFE.search(run_dir):
         raise UsageError(f"run folder {run_dir!r}: a Slurm job's folder cannot contain spaces, "
                          "quotes, backslashes, '#' or '%' (#SBATCH lines cannot hold them); "
@@ -63,7 +64,7 @@ def render_sweep_script(recipe: Recipe, plan: Plan, sweep_dir: Path, count: int,
     """A sweep's job array: the resources of its points (all the same), task N running
     point-N/job.sbatch."""
     _check_sbatch_values(recipe, plan)
-    _check_run_dir(str(sweep_dir))
+    check_run_dir(str(sweep_dir))
     slurm = recipe.slurm
     return environment().get_template("sweep.sbatch.j2").render(
         plan=plan, slurm=slurm, sweep_dir=str(sweep_dir), sweep_name=sweep_name,

@@ -150,8 +150,7 @@ class Supervisor:
             return Attempt(ExitCode.STOPPED if stopped else 128 + int(err.sigval))
         else:
             return Attempt(ExitCode.OK)
-        code = _attempt_code(deaths)
-        return Attempt(code, () if code in FINAL_CODES else deaths)
+        return _settled(deaths)
 
     def _one_process(self, worker: list[str]) -> Attempt:
         """The worker as a child; a stop signal to this process is passed on to it."""
@@ -163,10 +162,9 @@ class Supervisor:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        if code == 0 or code in FINAL_CODES:
-            return Attempt(code)
-        death = self._death(0, proc.pid, code, time.time())
-        return Attempt(_attempt_code((death,)), (death,))
+        if code == 0:
+            return Attempt(ExitCode.OK)
+        return _settled((self._death(0, proc.pid, code, time.time()),))
 
     def _death(self, rank: int, pid: int, returncode: int, when: float) -> WorkerDeath:
         """A worker's end as torch elastic and subprocess report it (a signal: negative)."""
@@ -200,6 +198,13 @@ def _own_port(options: list[str], restarts: int) -> list[str]:
         return options
     at = options.index("--main_process_port") + 1
     return [*options[:at], str(int(options[at]) + restarts), *options[at + 1:]]
+
+
+def _settled(deaths: tuple[WorkerDeath, ...]) -> Attempt:
+    """An attempt whose workers ended: passed on as it is when its code says so (a stop, a
+    refusal, a hang, no room), else with the deaths to restart after."""
+    code = _attempt_code(deaths)
+    return Attempt(code, () if code in FINAL_CODES else deaths)
 
 
 def _attempt_code(deaths: tuple[WorkerDeath, ...]) -> int:

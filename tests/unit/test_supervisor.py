@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from launcher.contract.job import FinalState, WorkerDeath, first_death
 from launcher.contract.vocabulary import ExitCode
-from launcher.worker.supervisor import _attempt_code, _own_port, verdict
+from launcher.worker.supervisor import Attempt, _attempt_code, _own_port, _settled, verdict
 
 
 def death(rank: int, code: int, signal: str | None = None, time: float = 100.0) -> WorkerDeath:
@@ -52,3 +52,11 @@ def test_each_restart_meets_at_a_port_of_its_own() -> None:
     assert _own_port(options, 0) == options
     assert _own_port(options, 2)[-1] == "29502" and _own_port(options, 2)[:3] == options[:3]
     assert _own_port(["--config_file", "a.yaml"], 1) == ["--config_file", "a.yaml"]
+
+
+def test_an_attempt_is_restarted_only_after_a_crash() -> None:
+    killed = death(0, 137, "SIGKILL")
+    assert _settled((killed,)) == Attempt(137, (killed,))
+    # one process killed by Ctrl-C before its handler was in place: a stop, not a crash
+    assert _settled((death(0, 130, "SIGINT"),)) == Attempt(ExitCode.STOPPED)
+    assert _settled((death(0, ExitCode.NOT_SAVED),)) == Attempt(ExitCode.NOT_SAVED)
