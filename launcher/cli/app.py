@@ -41,6 +41,9 @@ PpnOpt = Annotated[
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="The run folder.", show_default=False)]
+NewRunDirOpt = Annotated[
+    Path | None, typer.Option("--run-dir", help="Run folder (default: runs/<name>-<UTC time>).")
+]
 
 
 def recipe_with_cli(path: Path, sets: list[str] | None, nodes: int | None,

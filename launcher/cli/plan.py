@@ -11,6 +11,7 @@ import typer
 
 from launcher.cli.app import (
     BackendOpt,
+    NewRunDirOpt,
     NodesOpt,
     PpnOpt,
     RecipeArg,
@@ -146,9 +147,7 @@ def doctor_command(
     procs_per_node: PpnOpt = None,
     backend: BackendOpt = "auto",
     set_: SetOpt = None,
-    run_dir: Annotated[
-        Path | None, typer.Option(help="Run folder (default: runs/<name>-<UTC time>).")
-    ] = None,
+    run_dir: NewRunDirOpt = None,
 ) -> None:
     from launcher.contract.errors import LaunchError
     from launcher.contract.vocabulary import ExitCode

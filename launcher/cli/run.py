@@ -9,6 +9,7 @@ import typer
 
 from launcher.cli.app import (
     BackendOpt,
+    NewRunDirOpt,
     NodesOpt,
     PpnOpt,
     RecipeArg,
@@ -30,9 +31,7 @@ def launch(
     procs_per_node: PpnOpt = None,
     backend: BackendOpt = "auto",
     set_: SetOpt = None,
-    run_dir: Annotated[
-        Path | None, typer.Option(help="Run folder (default: runs/<name>-<UTC time>).")
-    ] = None,
+    run_dir: NewRunDirOpt = None,
     dry_run: Annotated[bool, typer.Option(help="Write the run folder, do not launch.")] = False,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --run-dir from its newest checkpoint.")
