@@ -21,11 +21,14 @@ import launcher.backends.slurm_commands as slurm
 from launcher.backends.base import JobStatus, LogSource, folder_state, restarts_said
 from launcher.contract.checkpoints import newest_step
 from launcher.contract.errors import LaunchError, UsageError
+from launcher.contract.events import EventLog
 from launcher.contract.job import JobRecord, utc_now
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder, SweepRecord
 from launcher.contract.vocabulary import BackendKind, JobState
+from launcher.data.cache_entry import cache_entry, is_complete
+from launcher.recipe.load import load_recipe
 
 if TYPE_CHECKING:
     from launcher.recipe.schema import Recipe
@@ -59,10 +62,11 @@ class Refused(Exception):
         self.message, self.job_id = message, job_id
 
 
-def sbatch(cwd: Path, script: str, args: list[str]) -> str:
-    """`sbatch --parsable SCRIPT ARGS` in `cwd`; the job id, or Refused with Slurm's reason."""
+def sbatch(cwd: Path, script: str, args: list[str], options: Sequence[str] = ()) -> str:
+    """`sbatch --parsable OPTIONS SCRIPT ARGS` in `cwd`; the job id, or Refused with Slurm's
+    reason."""
     try:
-        out = slurm.run(["sbatch", "--parsable", script, *args], cwd=cwd)
+        out = slurm.run(["sbatch", "--parsable", *options, script, *args], cwd=cwd)
     except slurm.SlurmCommandError as err:
         raise Refused(f"Slurm refused the job: {err.detail}") from None
     job_id = out.stdout.strip().split(";")[0]
@@ -93,13 +97,24 @@ class SlurmBackend:
         return None
 
     def submit(self, folder: RunFolder, *, resume: bool) -> str:
-        """`sbatch --parsable job.sbatch`; records job.json; returns the job id."""
+        """`sbatch --parsable job.sbatch`, after its data preparation job (prepare.sbatch,
+        unless the cache entry is complete), which it depends on; records job.json; returns
+        the job id(s)."""
+        prep_id = _submit_prep(folder)
+        options = [f"--dependency=afterok:{prep_id}", "--kill-on-invalid-dep=yes"] if prep_id \
+            else []
         try:
-            job_id = sbatch(folder.path, folder.job_script.name, ["--resume"] if resume else [])
+            job_id = sbatch(folder.path, folder.job_script.name, ["--resume"] if resume else [],
+                            options)
         except Refused as err:
+            if prep_id:
+                slurm.scancel(prep_id)
             _refused(folder, err.message, err.job_id)
         JobRecord(backend=self.kind, submitted=True, time=utc_now(), job_id=job_id,
-                  start_step=newest_step(folder.checkpoints)).write(folder.job)
+                  prep_job_id=prep_id, start_step=newest_step(folder.checkpoints)
+                  ).write(folder.job)
+        if prep_id:
+            return f"Slurm job {job_id}, after its data preparation job {prep_id}"
         return f"Slurm job {job_id}"
 
     def status(self, folder: RunFolder) -> JobStatus:
@@ -124,6 +139,8 @@ class SlurmBackend:
             state, detail = folder_state(folder) or (
                 JobState.UNKNOWN, f"Slurm does not know job {job_id} (any more), and the run "
                 "folder does not say how it ended")
+        if record and record.prep_job_id and info.job_state is not JobState.RUNNING:
+            detail = _prep_said(folder, record.prep_job_id, info) or detail
         if record and record.requeues:
             detail = "; ".join(filter(None, [detail, f"requeued {len(record.requeues)} time(s)"]))
         detail = "; ".join(filter(None, [detail, restarts_said(record)]))
@@ -149,6 +166,9 @@ class SlurmBackend:
         info = slurm.state(job_id)
         if not info.job_state.active:
             raise UsageError(f"job {job_id} already ended ({info.state}): nothing to cancel")
+        record = JobRecord.read_if_exists(folder.job)
+        if record and record.prep_job_id and slurm.state(record.prep_job_id).job_state.active:
+            slurm.scancel(record.prep_job_id)  # its data preparation, for nothing now
         slurm.scancel(job_id)
 
     def write_array(self, sweep: SweepFolder, points: Sequence[tuple[Recipe, Plan]],
@@ -206,6 +226,35 @@ class SlurmBackend:
             raise UsageError(f"{sweep.path}: the sweep was never submitted")
         slurm.scancel(record.job_id)
         return f"cancelled job array {record.job_id}"
+
+
+def _submit_prep(folder: RunFolder) -> str | None:
+    """Submit the run's data preparation job: its id; None when the run has none
+    (slurm.prep_job = false) or its cache entry is complete already."""
+    if not folder.prepare_script.exists():
+        return None
+    entry = cache_entry(load_recipe(folder.recipe), Plan.read(folder.plan))
+    if is_complete(entry):
+        EventLog(folder.events, True).message(
+            f"data preparation: skipped, the cache entry {entry} is complete")
+        return None
+    try:
+        return sbatch(folder.path, folder.prepare_script.name, [])
+    except Refused as err:
+        _refused(folder, f"data preparation job: {err.message}", err.job_id)
+
+
+def _prep_said(folder: RunFolder, prep_id: str, job: slurm.JobInfo) -> str:
+    """What the data preparation job says of a training job that has not run: it waits for
+    it, or it failed (and Slurm cancelled the training job, --kill-on-invalid-dep); "" else."""
+    if job.job_state is JobState.PENDING and job.reason == "Dependency":
+        return f"waiting for its data preparation job {prep_id}"
+    prep = slurm.state(prep_id)
+    if prep.known and prep.job_state not in (JobState.COMPLETED, JobState.PENDING,
+                                             JobState.RUNNING):
+        log = folder.prepare_log(prep_id).relative_to(folder.path)
+        return f"its data preparation job {prep_id} ended {prep.state}: see {log}"
+    return ""
 
 
 def job_of(folder: RunFolder) -> str | None:

@@ -1,4 +1,5 @@
-"""Commands about data: preview (the training examples as the model sees them, loss marked)."""
+"""Commands about data: preview (the training examples as the model sees them, loss marked) and
+prepare (the data preprocessed into the cache, alone)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,36 @@ def preview(
     drawn = picture or Path(f"{recipe.name or Path(recipe_file).stem}-preview.png")
     if preview_picture(splits.train[:rows], tokenizer, recipe, names, drawn):
         out.print(f"\npicture: {drawn}")
+
+
+PREPARE_HELP = (
+    "Preprocess the recipe's data into the cache now, on this machine, without training.\n\n"
+    "Tokenizes the text (or checks and indexes the images and recordings) exactly as a launch "
+    "would, into the cache every launch of the same data, tokenizer and settings reads: "
+    "$SFT_LAUNCH_CACHE, else ~/.cache/sft-launch. A complete entry is left as it is. A Slurm "
+    "launch does the same in a CPU job of its own before training (slurm.prep_job), skipped "
+    "when the entry is complete.\n\n"
+    "Examples:\n\n"
+    "  sft-launch prepare recipes/quickstart.toml\n\n"
+    "  SFT_LAUNCH_CACHE=/shared/cache sft-launch prepare recipe.toml --set data.max_length=1024"
+)
+
+
+@app.command(rich_help_panel=PANEL, help=PREPARE_HELP)
+def prepare(recipe_file: RecipeArg, set_: SetOpt = None) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    from launcher.contract.errors import LaunchError
+    from launcher.contract.vocabulary import BackendKind
+    from launcher.ops.run_setup import write_new_run
+
+    recipe = recipe_with_cli(recipe_file, set_, None, None)
+    with tempfile.TemporaryDirectory(prefix="sft-launch-prepare-") as tmp:
+        folder, _ = write_new_run(recipe, recipe_file, BackendKind.LOCAL, Path(tmp) / "run",
+                                  resume=False, check_tracking=False, quiet=True)
+        done = subprocess.run([sys.executable, "-m", "launcher.worker.prepare", "."],
+                              cwd=folder.path, stdin=subprocess.DEVNULL)
+    if done.returncode:
+        raise LaunchError(f"data preparation failed (exit code {done.returncode}): see above")

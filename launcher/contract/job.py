@@ -91,6 +91,7 @@ class JobRecord(JsonRecord):
     submitted: bool
     time: str
     job_id: str | None = None  # Slurm's job id
+    prep_job_id: str | None = None  # its data preparation job, which it depends on (Slurm)
     error: str | None = None
     cancelled_job_id: str | None = None  # accepted by Slurm, cancelled: it would never start
     process: LocalProcess | None = None  # local runs

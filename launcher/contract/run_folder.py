@@ -37,6 +37,14 @@ class RunFolder:
         return self.path / "job.sbatch"
 
     @property
+    def prepare_script(self) -> Path:
+        """A Slurm run's data preparation job (slurm.prep_job)."""
+        return self.path / "prepare.sbatch"
+
+    def prepare_log(self, job_id: str) -> Path:
+        return self.logs / f"prepare-{job_id}.out"
+
+    @property
     def job(self) -> Path:
         """job.json: the backend's record of the submission (`JobRecord`)."""
         return self.path / "job.json"

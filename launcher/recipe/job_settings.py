@@ -66,6 +66,21 @@ class SlurmSettings(Section):
     extra_sbatch: list[str] = Field(
         default_factory=list, description="Extra '#SBATCH' options, e.g. '--constraint=a100'."
     )
+    prep_job: bool = Field(
+        True, description="Tokenize and extract features in a CPU job of its own (prepare.sbatch, "
+        "one node), submitted first, writing the shared cache ($SFT_LAUNCH_CACHE, which every "
+        "node must see); the training job starts after it succeeds (--dependency=afterok) and "
+        "only reads the cache. Skipped when the cache entry is complete. false: the training "
+        "job's rank 0 tokenizes while the allocation waits.")
+    prep_partition: str | None = Field(
+        None, description="The data preparation job's partition (default: slurm.partition).")
+    prep_cpus: int | None = Field(
+        None, gt=0, description="CPUs of the data preparation job (default: the training job's "
+        "CPUs per node).")
+    prep_mem: str | None = Field(
+        None, description="Memory of the data preparation job (default: slurm.mem).")
+    prep_time: str | None = Field(
+        None, description="The data preparation job's time limit (default: slurm.time).")
     setup: list[str] = Field(
         default_factory=list,
         description="Shell lines run in the job before launch (module load, venv activation). "

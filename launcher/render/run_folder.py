@@ -13,7 +13,7 @@ from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, Offload, Strategy
 from launcher.planner.memory import deepspeed_buckets
 from launcher.recipe.schema import Recipe
-from launcher.render.sbatch import render_job_script
+from launcher.render.sbatch import render_job_script, render_prepare_script
 from launcher.render.templates import environment
 
 ACCELERATE_TEMPLATE = {Strategy.DDP: "ddp.yaml.j2", Strategy.FSDP: "fsdp.yaml.j2",
@@ -66,4 +66,7 @@ def write_run_folder(run_dir: Path, recipe: Recipe, plan: Plan,
         folder.launch_script.chmod(0o755)
     if job_script is not None:
         folder.job_script.write_text(job_script)
+        folder.prepare_script.unlink(missing_ok=True)  # a resumed run's, if it no longer has one
+        if recipe.slurm.prep_job:
+            folder.prepare_script.write_text(render_prepare_script(env, context))
     return folder

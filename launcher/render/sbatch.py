@@ -36,15 +36,28 @@ def render_job_script(env: jinja2.Environment, context: dict[str, Any]) -> str:
     )
 
 
+def render_prepare_script(env: jinja2.Environment, context: dict[str, Any]) -> str:
+    """The data preparation job of `context`'s run (one node's CPUs; slurm.prep_*); its values
+    are checked by `render_job_script`, which renders first."""
+    recipe: Recipe = context["recipe"]
+    plan: Plan = context["plan"]
+    slurm = recipe.slurm
+    return env.get_template("prepare.sbatch.j2").render(
+        context, slurm=slurm, job_name=job_name(plan.recipe_name),
+        partition=slurm.prep_partition or slurm.partition, mem=slurm.prep_mem or slurm.mem,
+        cpus=slurm.prep_cpus or slurm.cpus_per_task or plan.procs_per_node * plan.threads_per_proc,
+    )
+
+
 def job_name(recipe_name: str) -> str:
     """The recipe name cut down to characters that are safe in `#SBATCH` and comment lines."""
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", recipe_name)[:64] or "sft-launch"
 
 
 def _check_sbatch_values(recipe: Recipe, plan: Plan) -> None:
-    slurm = recipe.slurm
-    for key in ("partition", "account", "qos", "time", "mem"):
-        value = getattr(slurm, key)
+    for key in ("partition", "account", "qos", "time", "mem", "prep_partition", "prep_mem",
+                "prep_time"):
+        value = getattr(recipe.slurm, key)
         if value is not None and not SBATCH_VALUE.fullmatch(value):
             raise RecipeError(plan.recipe_file, f"slurm.{key}",
                               f"{value!r} cannot go into an #SBATCH line",

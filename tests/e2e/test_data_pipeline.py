@@ -69,7 +69,7 @@ def test_format_trains_end_to_end(run_cli, tiny_llama: Path, tmp_path: Path, nam
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
 
 
-def test_second_launch_reuses_the_preprocessed_data(run_cli, tiny_llama: Path,
+def test_second_launch_and_prepare_reuse_the_preprocessed_data(run_cli, tiny_llama: Path,
                                                     tmp_path: Path) -> None:
     env = cli_env(SFT_LAUNCH_CACHE=str(tmp_path / "cache"))
     recipe = write_recipe(tmp_path, "alpaca", tiny_llama)
@@ -80,17 +80,21 @@ def test_second_launch_reuses_the_preprocessed_data(run_cli, tiny_llama: Path,
         assert result.returncode == 0, result.stderr
         messages.append([e.text for e in of_kind(events(run_dir), Message)])
     assert any("encoding the data" in m for m in messages[0])
-    assert not any("reused" in m for m in messages[0])
-    assert any("reused the cached examples" in m for m in messages[1])
-    assert not any("tokenizing" in m for m in messages[1])
+    assert not any("cache hit" in m for m in messages[0])
+    assert any("cache hit, read the examples of" in m for m in messages[1])
+    assert not any("encoding the data" in m for m in messages[1])
     entries = list((tmp_path / "cache" / "preprocessed").iterdir())
     assert len(entries) == 1
     first, second = (summary(tmp_path / a) for a in ("first", "second"))
     assert first.eval["loss"] == second.eval["loss"]
-    # Another max_length is another entry: the key covers the settings.
-    result = run_cli(recipe, "--backend", "local", "--run-dir", tmp_path / "third", "--quiet",
-                     "--set", "data.max_length=64", env=env)
-    assert result.returncode == 0, result.stderr
+    # `sft-launch prepare` finds the entry the launches wrote; another max_length is another
+    # entry (the key covers the settings), which it writes.
+    again = run_cli("prepare", recipe, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"cache hit: {entries[0]} is complete already" in again.stdout
+    other = run_cli("prepare", recipe, "--set", "data.max_length=64", env=env)
+    assert other.returncode == 0, other.stderr
+    assert "encoding the data" in other.stdout and "examples cached in" in other.stdout
     assert len(list((tmp_path / "cache" / "preprocessed").iterdir())) == 2
 
 

@@ -98,8 +98,9 @@ def local_run_folder(recipe_name: str, tmp: Path, *settings: str) -> dict[str, s
             .replace(str(REPO), "<REPO>") for name in RUN_FOLDER_FILES}
 
 
-def job_script(golden: str, tmp: Path) -> tuple[str, Path]:
-    """A golden job.sbatch (run folder path replaced by <RUN_DIR>) and the script itself."""
+def job_script(golden: str, tmp: Path, script: str = "job.sbatch") -> tuple[str, Path]:
+    """A golden job.sbatch, or another `script` of the run folder (prepare.sbatch), its run
+    folder path replaced by <RUN_DIR>, and the script itself."""
     text, cpus = SLURM_CASES[golden]
     (tmp / "recipe.toml").write_text(text)
     with this_machine(cpus):
@@ -107,8 +108,8 @@ def job_script(golden: str, tmp: Path) -> tuple[str, Path]:
         plan = make_plan(recipe, recipe_file=str(tmp / "recipe.toml"), backend=BackendKind.SLURM,
                          gpus_here=0)
         folder = write_run_folder(tmp / "run", recipe, plan, python=PYTHON)
-    return folder.job_script.read_text().replace(str(folder.path.resolve()), "<RUN_DIR>"), (
-        folder.job_script)
+    path = folder.path / script
+    return path.read_text().replace(str(folder.path.resolve()), "<RUN_DIR>"), path
 
 
 def sweep_script(tmp: Path) -> str:
@@ -135,6 +136,9 @@ def rendered(tmp: Path) -> dict[str, str]:
     for index, golden in enumerate(SLURM_CASES):
         (tmp / f"slurm-{index}").mkdir()
         texts[golden] = job_script(golden, tmp / f"slurm-{index}")[0]
+    (tmp / "prepare").mkdir()
+    texts["prepare-4node-gpu.sbatch"] = job_script("job-4node-gpu.sbatch", tmp / "prepare",
+                                                   "prepare.sbatch")[0]
     (tmp / "sweep").mkdir()
     texts["sweep.sbatch"] = sweep_script(tmp / "sweep")
     return texts
