@@ -152,15 +152,19 @@ start_slurmctld() {
 
 start_slurmds() {
     local nodes=$1 n
-    for ((n = 1; n <= nodes; n++)); do
-        # Not `ip netns exec`: it remounts /sys and slurmd then fails to init its cgroup plugin.
-        # shellcheck disable=SC2016  # $1.. are expanded by the inner sh
-        nsenter --net="/run/netns/${NS_PREFIX}n$n" \
-            unshare --uts --mount --propagation private \
-            sh -c 'hostname "$1" && mount --bind "$2" /etc/hosts && exec slurmd -f "$3" -N "$1"' \
-            sh "n$n" "$HOSTS_FILE" "$CONF" </dev/null >>"$LOG_DIR/slurmd-n$n.log" 2>&1 \
-            || die "slurmd n$n failed to start; see $LOG_DIR/slurmd-n$n.log"
-    done
+    for ((n = 1; n <= nodes; n++)); do start_slurmd "$n"; done
+}
+
+# start_slurmd N: node nN's slurmd in its namespaces.
+start_slurmd() {
+    local n=$1
+    # Not `ip netns exec`: it remounts /sys and slurmd then fails to init its cgroup plugin.
+    # shellcheck disable=SC2016  # $1.. are expanded by the inner sh
+    nsenter --net="/run/netns/${NS_PREFIX}n$n" \
+        unshare --uts --mount --propagation private \
+        sh -c 'hostname "$1" && mount --bind "$2" /etc/hosts && exec slurmd -f "$3" -N "$1"' \
+        sh "n$n" "$HOSTS_FILE" "$CONF" </dev/null >>"$LOG_DIR/slurmd-n$n.log" 2>&1 \
+        || die "slurmd n$n failed to start; see $LOG_DIR/slurmd-n$n.log"
 }
 
 wait_nodes_idle() {

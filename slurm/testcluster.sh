@@ -5,6 +5,7 @@
 #   slurm/testcluster.sh down             stop everything and delete all state (safe when down)
 #   slurm/testcluster.sh status           print daemon health and sinfo; exit 0 if healthy
 #   slurm/testcluster.sh env              print the export line for a running cluster
+#   slurm/testcluster.sh revive N         bring node nN back after a test took it down
 #
 # Each node nX is a slurmd in its own network namespace (own veth + address on a bridge),
 # its own UTS namespace (hostname nX) and a private copy of the mount namespace in which
@@ -235,13 +236,29 @@ cmd_env() {
     env_line
 }
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+# revive N: node nN's slurmd started again if it is gone, the node returned to service, idle.
+cmd_revive() {
+    local n=${1:-} deadline=$((SECONDS + UP_TIMEOUT_NODES))
+    [[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= $(recorded_nodes))) || die "revive: no node n$n"
+    pid_alive "$RUN_DIR/slurmd-n$n.pid" slurmd || start_slurmd "$n"
+    while ((SECONDS < deadline)); do
+        case $(timeout 10 sinfo -h -n "n$n" -o '%t' 2>/dev/null) in
+            idle) log "n$n is back"; return 0 ;;
+            down* | drain* | drng* | fail*) scontrol update nodename="n$n" state=resume 2>/dev/null || true ;;
+        esac
+        sleep 1
+    done
+    die "n$n did not come back within ${UP_TIMEOUT_NODES}s; see $LOG_DIR/slurmd-n$n.log"
+}
+
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
 
 case ${1:-} in
     up) shift; cmd_up "$@" ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
+    revive) shift; cmd_revive "$@" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

@@ -141,8 +141,12 @@ class SlurmBackend:
                 "folder does not say how it ended")
         if record and record.prep_job_id and info.job_state is not JobState.RUNNING:
             detail = _prep_said(folder, record.prep_job_id, info) or detail
+        if record and record.exclusions:
+            detail = "; ".join(filter(None, [detail, record.exclusions[-1].describe() + " them"]))
         if record and record.requeues:
-            detail = "; ".join(filter(None, [detail, f"requeued {len(record.requeues)} time(s)"]))
+            last = record.requeues[-1].cause
+            detail = "; ".join(filter(None, [detail, f"requeued {len(record.requeues)} time(s)"
+                                             + (f", last: {last}" if last else "")]))
         detail = "; ".join(filter(None, [detail, restarts_said(record)]))
         plan = Plan.read(folder.plan)
         return JobStatus(state, job=f"job {job_id}", elapsed=info.elapsed,

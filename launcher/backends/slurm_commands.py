@@ -153,3 +153,20 @@ def run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess
     return out
 
 
+
+
+def hostnames(nodelist: str) -> tuple[str, ...]:
+    """A Slurm node list ("n[1-3]") as host names."""
+    return tuple(run(["scontrol", "show", "hostnames", nodelist]).stdout.split())
+
+
+def node_said(node: str) -> str:
+    """What Slurm says of a node: its state and reason ("DOWN+NOT_RESPONDING: Not
+    responding"); "unknown to Slurm" when it cannot say."""
+    try:
+        line = run(["scontrol", "show", "node", node, "--oneliner"]).stdout
+    except LaunchError:
+        return "unknown to Slurm"
+    reason = re.search(r"\bReason=(.*?)(?: \[[^]]*\])?(?= [A-Za-z]+=|$)", line.strip())
+    return ": ".join(filter(None, [_fields(line).get("State", "?"),
+                                   reason.group(1) if reason else ""]))

@@ -28,6 +28,7 @@ class FinalState(StrEnum):
     NO_PROGRESS = "NO_PROGRESS"  # no newer checkpoint than at the previous (re)start
     REQUEUE_LIMIT = "REQUEUE_LIMIT"  # slurm.max_requeues reached
     RESTART_LIMIT = "RESTART_LIMIT"  # train.max_restarts reached
+    PREFLIGHT = "PREFLIGHT"  # the preflight named a bad node (or a node never joined): no training
 
 
 # How the survivors of a dead worker end, so the least telling of causes: an exception (their
@@ -79,8 +80,34 @@ class Requeue:
 
     restart: int
     time: str
-    signal: str
+    signal: str  # what stopped the allocation: USR1, TERM; NODE_FAIL (Slurm's own requeue)
     checkpoint_step: int
+    cause: str = ""  # Slurm's own requeue: the node(s) lost and what Slurm says of them
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One start of a Slurm job (each requeue starts it again): its restart count, when, and
+    on which nodes."""
+
+    restart: int
+    time: str
+    nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A job the preflight ended, resubmitted without the nodes it named
+    (slurm.exclude_bad_nodes): which job, which nodes, why."""
+
+    job_id: str
+    nodes: tuple[str, ...]
+    reason: str
+    time: str
+
+    def describe(self) -> str:
+        return (f"job {self.job_id}'s preflight named {', '.join(self.nodes)} ({self.reason}): "
+                "resubmitted without")
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,8 @@ class JobRecord(JsonRecord):
     ended: str | None = None
     start_step: int = 0  # the newest checkpoint's step at submission
     requeues: tuple[Requeue, ...] = ()
+    allocations: tuple[Allocation, ...] = ()  # Slurm: every start of the job
     restarts: tuple[Restart, ...] = ()
+    exclusions: tuple[Exclusion, ...] = ()  # resubmissions without nodes the preflight named
     final_state: FinalState | None = None
     final_reason: str | None = None

@@ -25,6 +25,9 @@ CHECKPOINT_BYTES_PER_PARAMETER = 12
 CHECKPOINTS_NEEDED = 2
 SLOW_FACTOR = 3  # a node slower than the median (or the other node) / 3 is named
 VERSIONED = ("python", "torch", "transformers", "accelerate", "deepspeed")
+# torchrun's agents meet before any preflight process starts (static rendezvous: 600 s by
+# default); a node whose agent never comes ends the preflight after this, "1/2 clients joined".
+RENDEZVOUS_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`sft-launch doctor`: run only the preflight of a planned run folder, here or on Slurm.
 
 Here: the process layout of launch.sh (`accelerate launch` with the run's accelerate.yaml, or one
-plain process), output in logs/preflight.log. On Slurm (untested in this project's CI): a
+plain process), output in logs/preflight.log. On Slurm: a
 `preflight.sbatch` that starts the preflight under srun like job.sbatch starts the workers,
 submitted with `sbatch --wait`. Either way the answer is logs/preflight.json.
 """
@@ -14,7 +14,7 @@ import sys
 
 from launcher.contract.errors import LaunchError
 from launcher.contract.plan import Plan
-from launcher.contract.preflight import PreflightResult
+from launcher.contract.preflight import RENDEZVOUS_TIMEOUT_S, PreflightResult
 from launcher.contract.records import ContractError
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind
@@ -26,9 +26,6 @@ from launcher.render.templates import environment
 # The preflight gives up after 60 s without a complete process group; measuring takes seconds.
 LOCAL_TIMEOUT_S = 240
 SLURM_TIMEOUT_S = 3600  # queueing included
-# torchrun's agents meet before any worker starts (static rendezvous: 600 s by default); a node
-# whose agent never comes ends the job after this, "1/2 clients joined" in the log.
-RENDEZVOUS_TIMEOUT_S = 60
 
 
 def preflight_command(plan: Plan, folder: RunFolder) -> list[str]:
@@ -72,7 +69,7 @@ def write_slurm_script(recipe: Recipe, plan: Plan, folder: RunFolder) -> None:
 
 
 def run_slurm(recipe: Recipe, plan: Plan, folder: RunFolder) -> int:
-    """Submit preflight.sbatch and wait for its end (UNTESTED here: no cluster in the tests)."""
+    """Submit preflight.sbatch and wait for its end."""
     write_slurm_script(recipe, plan, folder)
     folder.preflight.unlink(missing_ok=True)
     try:

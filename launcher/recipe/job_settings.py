@@ -66,6 +66,13 @@ class SlurmSettings(Section):
     extra_sbatch: list[str] = Field(
         default_factory=list, description="Extra '#SBATCH' options, e.g. '--constraint=a100'."
     )
+    preflight: bool = Field(
+        True, description="A job on several nodes first runs the preflight of `sft-launch "
+        "doctor` (versions, shared run folder, disk, GPUs, links' bandwidth) and ends within a "
+        "minute, nothing trained, naming a node that fails a check (status PREFLIGHT).")
+    exclude_bad_nodes: bool = Field(
+        False, description="When the preflight names bad nodes, submit the job again, once, "
+        "excluding them (sbatch --exclude), instead of ending it.")
     prep_job: bool = Field(
         True, description="Tokenize and extract features in a CPU job of its own (prepare.sbatch, "
         "one node), submitted first, writing the shared cache ($SFT_LAUNCH_CACHE, which every "

@@ -10,6 +10,7 @@ import jinja2
 
 from launcher.contract.errors import RecipeError, UsageError
 from launcher.contract.plan import Plan
+from launcher.contract.preflight import RENDEZVOUS_TIMEOUT_S
 from launcher.recipe.schema import Recipe
 from launcher.render.templates import environment
 
@@ -33,6 +34,8 @@ def render_job_script(env: jinja2.Environment, context: dict[str, Any]) -> str:
         job_name=job_name(plan.recipe_name),
         cpus_per_task=slurm.cpus_per_task or plan.procs_per_node * plan.threads_per_proc,
         deepspeed=plan.strategy.uses_deepspeed,
+        preflight=slurm.preflight and plan.nodes > 1,
+        rendezvous_timeout_s=RENDEZVOUS_TIMEOUT_S,
     )
 
 

@@ -3,7 +3,8 @@
 `python -m launcher.worker.preflight RUN_DIR`, one process per rank, started like the workers
 (`accelerate launch`: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK, GROUP_RANK). Each
 rank gathers its host, versions, whether it sees the run folder rank 0 wrote into, free disk and
-visible GPUs, then times an all-reduce (8 MiB float32) and point-to-point transfers around a ring
+visible GPUs, then times an all-reduce (8 MiB float32; 1 MiB on links so slow that 8 MiB would
+keep the job from ending within a minute) and point-to-point transfers around a ring
 (the node leaders' ring when there are nodes, else all ranks'); every rank gets the same verdict
 (`contract.preflight.decide`), rank 0 writes logs/preflight.json and prints the table. Exit 0
 when healthy, 2 when a node is bad. A group not complete within 50 s ends the job, rank 0 naming
@@ -24,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +45,8 @@ from launcher.contract.vocabulary import Device, ExitCode
 JOIN_TIMEOUT_S = 50.0  # the watchdog's: it names who never joined before torch's 60 s run out
 GROUP_TIMEOUT_S = 60.0
 PAYLOAD_BYTES = 8 * 2**20
+PROBE_BYTES = 2**20
+SLOW_PROBE_S = 0.05  # 1 MiB all-reduced in 50 ms or more: below ~40 MB/s, measure with 1 MiB
 REPETITIONS = 5
 PINGS = 10
 FAKE_VERSION = "SFT_LAUNCH_PREFLIGHT_FAKE_VERSION"
@@ -114,12 +118,28 @@ class Watchdog:
         os._exit(ExitCode.USAGE)
 
 
+def _payload_bytes(dist, torch, device: str, sync: Callable[[], None]) -> int:
+    """PAYLOAD_BYTES, or PROBE_BYTES when a PROBE_BYTES all-reduce takes SLOW_PROBE_S or more on
+    some rank (a slow link: 8 MiB at 20 Mbit/s takes 3.4 s a transfer, and the preflight must
+    end within a minute); every rank gets the same answer (the slowest's time, all-reduced)."""
+    probe = torch.ones(PROBE_BYTES // 4, dtype=torch.float32, device=device)
+    dist.all_reduce(probe)  # warm-up: the first collective sets up the links
+    sync()
+    start = time.perf_counter()
+    dist.all_reduce(probe)
+    sync()
+    took = torch.tensor([time.perf_counter() - start], dtype=torch.float64, device=device)
+    dist.all_reduce(took, op=dist.ReduceOp.MAX)
+    return PROBE_BYTES if took.item() >= SLOW_PROBE_S else PAYLOAD_BYTES
+
+
 def measure(dist, torch, device: str, rank: int, world: int, ring: list[int]) \
         -> tuple[float, float, float]:
     """(all-reduce bus MB/s, best ring link MB/s, ring link latency ms) of this rank; a rank
     outside `ring` gets 0 for the last two."""
-    payload = torch.ones(PAYLOAD_BYTES // 4, dtype=torch.float32, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    size = _payload_bytes(dist, torch, device, sync)
+    payload = torch.ones(size // 4, dtype=torch.float32, device=device)
     dist.all_reduce(payload)  # warm-up
     sync()
     start = time.perf_counter()
@@ -127,7 +147,7 @@ def measure(dist, torch, device: str, rank: int, world: int, ring: list[int]) \
         dist.all_reduce(payload)
     sync()
     took = (time.perf_counter() - start) / REPETITIONS
-    allreduce = 2 * (world - 1) / world * PAYLOAD_BYTES / took / 1e6
+    allreduce = 2 * (world - 1) / world * size / took / 1e6
     links: dict[tuple[int, int], tuple[float, float]] = {}  # (src, dst): MB/s, ms
     tiny = torch.zeros(1, dtype=torch.float32, device=device)
     for i, src in enumerate(ring if len(ring) > 1 else []):
@@ -146,7 +166,7 @@ def measure(dist, torch, device: str, rank: int, world: int, ring: list[int]) \
             for _ in range(REPETITIONS):
                 dist.recv(payload, src)
             sync()
-            bandwidth = PAYLOAD_BYTES / ((time.perf_counter() - start) / REPETITIONS) / 1e6
+            bandwidth = size / ((time.perf_counter() - start) / REPETITIONS) / 1e6
             start = time.perf_counter()
             for _ in range(PINGS):
                 dist.send(tiny, src)

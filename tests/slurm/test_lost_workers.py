@@ -1,12 +1,14 @@
 """A worker lost on the real test cluster: kill -9 of node 2's worker after a checkpoint. The
 nodes' supervisors restart every worker in the same allocation from the newest checkpoint; the
 job ends COMPLETED by itself with the weights of the same job never interrupted, and says which
-rank died first, where, and of what."""
+rank died first, where, and of what. A whole node lost (its slurmd and processes killed): Slurm
+requeues the job, which completes on the nodes left, the same weights, and says which node."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from launcher.contract.heartbeat import Heartbeat
 from launcher.contract.run_folder import RunFolder
 from tests.helpers.processes import processes_in, wait_for_event, wait_gone
 from tests.helpers.run_folder import events, job, of_kind, rank_reports, summary
-from tests.slurm.jobs import QUICKSTART, SHORT, TWO_NODES, assert_ok, ended, job_log, sft
+from tests.slurm.jobs import QUICKSTART, REPO, SHORT, TWO_NODES, assert_ok, ended, job_log, sft
 
 pytestmark = pytest.mark.slurm
 SAVE_EVERY = 2
@@ -61,3 +63,34 @@ def test_a_worker_killed_on_node_2_is_restarted_and_the_job_completes(
     assert {r.final_weights_sha256 for r in rank_reports(run_dir)} == {
         r.final_weights_sha256 for r in rank_reports(reference)}
     assert not wait_gone(lambda: processes_in(run_dir), 30), "a worker was left running"
+
+
+def test_a_node_lost_mid_run_is_left_behind_and_the_job_completes(
+        env: dict[str, str], reference: Path, tmp_path: Path) -> None:
+    """n2's slurmd and every process on it killed (-9) after a checkpoint: Slurm marks n2 down
+    (SlurmdTimeout, 60 s here) and requeues the job (`--requeue`), which resumes on two other
+    nodes and completes with the weights of the job never interrupted."""
+    run_dir = tmp_path / "run"
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *SAVING))
+    wait_for_event(run_dir, lambda e: isinstance(e, TrainLogged) and e.step >= SAVE_EVERY + 1)
+    first = job(run_dir).allocations
+    assert [a.nodes for a in first] == [("n1", "n2")], first
+    try:
+        subprocess.run(["bash", "-c", "ip netns pids sft-n2 | xargs -r kill -9"], check=True,
+                       timeout=30)
+        state = ended(env, run_dir, timeout=600)
+    finally:
+        subprocess.run(["bash", str(REPO / "slurm" / "testcluster.sh"), "revive", "2"],
+                       timeout=120)
+    assert state.startswith("COMPLETED"), state
+    record = job(run_dir)
+    (requeue,) = record.requeues
+    assert requeue.signal == "NODE_FAIL" and "node n2 failed (DOWN" in requeue.cause, requeue
+    assert f"requeued 1 time(s), last: {requeue.cause}" in state, state
+    assert [a.restart for a in record.allocations] == [0, 1]
+    assert "n2" not in record.allocations[1].nodes
+    resumed_from = [e.step for e in of_kind(events(run_dir), Started)][-1]
+    assert resumed_from == requeue.checkpoint_step >= SAVE_EVERY
+    assert "n2" not in {r.hostname for r in rank_reports(run_dir)}
+    assert {r.final_weights_sha256 for r in rank_reports(run_dir)} == {
+        r.final_weights_sha256 for r in rank_reports(reference)}
