@@ -43,7 +43,8 @@ BESIDE = ("", "images", "JPEGImages")  # where an annotation's image is looked f
 class Image:
     """One image's boxes as read, and where each came from."""
 
-    path: Path | None
+    name: str  # as the annotation names it
+    path: Path | None  # where it was found
     origin: Origin
     boxes: list[list[float]] = field(default_factory=list)
     classes: list[str | int] = field(default_factory=list)
@@ -58,7 +59,7 @@ def read_boxes(paths: list[str | Path], columns: Mapping[str, str], on_bad_row: 
     images: list[Image] = []
     for path in map(Path, paths):
         if not labelled and path.is_dir() and not _xml_files(path):
-            images += [Image(file.resolve(), Origin(str(file), 0, "file"))
+            images += [Image(file.name, file.resolve(), Origin(str(file), 0, "file"))
                        for file in sorted(path.iterdir())
                        if file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith(".")]
             continue
@@ -115,8 +116,8 @@ def _voc(file: Path) -> Image:
     name = (root.findtext("filename") or "").strip()
     if not name:
         raise DataError(origin, "no <filename>: the XML does not name its image")
-    image = Image(_find(name, file.parent, ((root.findtext("folder") or "").strip(),)),
-                  Origin(f"{file} ({name})", 0, "file"))
+    image = Image(name, _find(name, file.parent, ((root.findtext("folder") or "").strip(),)),
+                  origin)
     for number, obj in enumerate(root.iter("object"), 1):
         where = Origin(str(file), number, "row")
         box = obj.find("bndbox")
@@ -139,9 +140,9 @@ def _coco(path: Path) -> list[Image]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         categories = {c["id"]: str(c["name"]) for c in data.get("categories", [])}
-        images = {entry["id"]: Image(_find(entry["file_name"], path.parent),
-                                     Origin(f"{path} ({entry['file_name']})", 0, "file"))
-                  for entry in data["images"]}
+        images = {entry["id"]: Image(entry["file_name"], _find(entry["file_name"], path.parent),
+                                     Origin(str(path), index, "row"))
+                  for index, entry in enumerate(data["images"])}
     except (ValueError, KeyError, TypeError) as err:
         raise DataError(origin, f"not a COCO file with images and categories ({err})") from None
     for index, ann in enumerate(data.get("annotations", [])):
@@ -182,7 +183,7 @@ def _table(path: Path, columns: Mapping[str, str], on_bad_row: BadRowPolicy,
             name = str(_field(record.data, "image", columns, record.origin))
             image = images.get(name)
             if image is None:
-                image = images[name] = Image(_find(name, path.parent), record.origin)
+                image = images[name] = Image(name, _find(name, path.parent), record.origin)
             keys = [_field(record.data, k, columns, record.origin)
                     for k in ("xmin", "ymin", "xmax", "ymax")]
             image.boxes.append(_numbers(keys, record.origin, "box"))
@@ -213,8 +214,8 @@ def _checked(image: Image, names: LabelMap | None) -> dict[str, Any]:
     """The canonical row: the image found, each box inside it (clipped within EDGE_SLACK) with
     xmin < xmax and ymin < ymax, each class a label of `names`."""
     if image.path is None:
-        raise DataError(image.origin, "annotation for a missing image: no such file beside "
-                        "the annotations (nor in images/ or JPEGImages/ there)")
+        raise DataError(image.origin, f"annotation for a missing image {image.name}: no such "
+                        "file beside the annotations (nor in images/ or JPEGImages/ there)")
     width, height = image_size(image.path)
     boxes, labels = [], []
     for box, label, where in zip(image.boxes, image.classes, image.origins, strict=True):
