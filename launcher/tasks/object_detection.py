@@ -55,7 +55,7 @@ class ObjectDetection(Task):
                           for box, c in zip(row.get("boxes", []), row.get("label", []),
                                             strict=True))
         return Preview([Segment(origin(row["image"]), False)], 0, None,
-                       f"{image.width}x{image.height}, {len(row.get('boxes', []))} boxes"
+                       f"{image.width}x{image.height}, {counted(len(row.get('boxes', [])))}"
                        + (f": {boxes}" if boxes else ""))
 
     @classmethod
@@ -74,8 +74,9 @@ class ObjectDetection(Task):
                 image, boxes, classes = augment_boxes(
                     image, boxes, classes, Augmentation(**settings.model_dump()),
                     augmentation_seed(recipe.train.seed, 0, index))
-            pictures.append(drawn(image, boxes, [label_name(names, c) for c in classes]))
-            captions.append(f"{Path(origin(row['image'])).name}: {len(boxes)} boxes")
+            pictures.append(drawn(image, boxes, [label_name(names, c) for c in classes],
+                                  (side, side)))
+            captions.append(counted(len(boxes)))
         contact_sheet(pictures, captions, out, (side, side))
         return True
 
@@ -217,6 +218,10 @@ class ObjectDetection(Task):
         if references:
             scores.update(coco_scores(predictions, references, getattr(self, "names", [])))
         return scores
+
+
+def counted(boxes: int) -> str:
+    return f"{boxes} box" if boxes == 1 else f"{boxes} boxes"
 
 
 def target_sizes(images: list[Any], processed: Any) -> torch.Tensor:

@@ -12,7 +12,7 @@ from PIL import Image
 from launcher.data.encode.boxes import MIN_KEPT, augment_boxes
 from launcher.data.encode.images import Augmentation, augment, augmentation_seed
 from launcher.data.formats import load_rows
-from tests.unit.test_detection_data import RACCOON
+from tests.helpers.image_folders import RACCOON
 
 PAINT = np.array([1, 254, 3], dtype=np.uint8)
 SETTINGS = Augmentation(crop_scale=(0.2, 1.0), hflip=True, color_jitter=0.0)

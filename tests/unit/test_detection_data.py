@@ -13,8 +13,8 @@ import pytest
 from launcher.data.errors import DataError
 from launcher.data.formats import load_rows
 from tests.conftest import REPO
+from tests.helpers.image_folders import RACCOON
 
-RACCOON = REPO.parent / "shared" / "data" / "raccoon"
 COCO = REPO.parent / "shared" / "data" / "labelme-voc" / "instance_coco" / "annotations.json"
 HEADER = "filename,width,height,class,xmin,ymin,xmax,ymax\n"
 

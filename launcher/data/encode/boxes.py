@@ -10,7 +10,7 @@ with it); the flip mirrors the boxes. PIL and numpy only: the image processor re
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from launcher.data.encode.images import ENHANCERS, Augmentation, crop_box
 
@@ -58,13 +58,13 @@ def _cut(boxes: list[Box], classes: list[int], crop: tuple[int, int, int, int]
     return kept, labels
 
 
-def drawn(image: Image.Image, boxes: list[Box], captions: list[str]) -> Image.Image:
-    """A copy of `image` with each box outlined and captioned."""
-    out = image.copy()
+def drawn(image: Image.Image, boxes: list[Box], captions: list[str],
+          cell: tuple[int, int]) -> Image.Image:
+    """`image` fitted into `cell` (width, height), each box outlined in red and captioned."""
+    out = ImageOps.contain(image, cell)
+    scale = out.width / image.width
     draw = ImageDraw.Draw(out)
-    width = max(1, round(max(out.size) / 200))
     for (x0, y0, x1, y1), caption in zip(boxes, captions, strict=True):
-        draw.rectangle((x0, y0, x1, y1), outline=(255, 0, 0), width=width)
-        draw.text((x0 + 2, y0 + 2), caption, fill=(255, 255, 0))
+        draw.rectangle((x0 * scale, y0 * scale, x1 * scale, y1 * scale), outline=(255, 0, 0))
+        draw.text((x0 * scale + 2, y0 * scale + 2), caption, fill=(255, 255, 0))
     return out
-
