@@ -115,8 +115,7 @@ class ObjectDetection(Task):
         config); which of `MODEL_INPUTS` its forward takes (DETR a pixel mask, YOLOS not)."""
         self.names = names = list(encoded.label_names or [])
         model = pretrained(AutoModelForObjectDetection, self.recipe, self.plan, meta,
-                           new_head=True, num_labels=len(names),
-                           id2label=dict(enumerate(names)),
+                           new_head=True, id2label=dict(enumerate(names)),
                            label2id={n: i for i, n in enumerate(names)})
         self.accepts = frozenset(inspect.signature(model.forward).parameters) & set(MODEL_INPUTS)
         return model
