@@ -164,10 +164,15 @@ def _coco(path: Path) -> list[Image]:
 def _coco_box(ann: dict[str, Any], where: Origin) -> list[float]:
     """[xmin, ymin, xmax, ymax] of `bbox` ([x, y, w, h]), else of its polygons' points."""
     if ann.get("bbox") is not None:
-        x, y, w, h = _numbers(list(ann["bbox"]), where, "bbox [x, y, w, h]")
+        box = ann["bbox"]
+        if not isinstance(box, list) or len(box) != 4:
+            raise DataError(where, f"bbox must be [x, y, w, h], got {describe(box)}")
+        x, y, w, h = _numbers(box, where, "bbox [x, y, w, h]")
         return [x, y, x + w, y + h]
-    points = [v for polygon in ann.get("segmentation") or [] for v in polygon]
-    if not points or not isinstance(ann["segmentation"], list):
+    polygons = ann.get("segmentation")
+    points = ([v for polygon in polygons if isinstance(polygon, list) for v in polygon]
+              if isinstance(polygons, list) else [])
+    if not points:
         raise DataError(where, "an annotation with neither bbox nor polygons")
     xs, ys = _numbers(points[0::2], where, "polygon"), _numbers(points[1::2], where, "polygon")
     return [min(xs), min(ys), max(xs), max(ys)]

@@ -18,8 +18,7 @@ Canonical rows:
 - classification: ``{"text": str, "text_pair": str | None, "label": int}`` ("classification").
 - token classification: ``{"tokens": list[str], "tags": list[int]}`` ("conll", or "tokens" for
   JSON-like rows ``{"tokens": [...], "tags": [...]}``).
-- object detection: ``{"image": str, "boxes": [[xmin, ymin, xmax, ymax], ...], "label": [int,
-  ...]}`` ("detection": Pascal VOC XML, box tables, COCO JSON; see `launcher.data.boxes`).
+- object detection: an image, its boxes and their labels ("detection", `launcher.data.boxes`).
 - images and recordings: ``{"image" | "audio": str | bytes, "label": int}`` ("image", "audio"):
   a folder with one subfolder per class, or rows whose ``image``/``audio`` is a file path
   (relative to the data file's folder), a file's bytes, or a Hub Image/Audio feature.
