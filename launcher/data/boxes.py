@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ BESIDE = ("", "images", "JPEGImages")  # where an annotation's image is looked f
 
 
 @dataclass
-class Image:
+class Annotated:
     """One image's boxes as read, and where each came from."""
 
     name: str  # as the annotation names it
@@ -49,6 +49,20 @@ class Image:
     boxes: list[list[float]] = field(default_factory=list)
     classes: list[str | int] = field(default_factory=list)
     origins: list[Origin] = field(default_factory=list)
+    error: DataError | None = None  # its first bad box: the whole image is refused or skipped
+
+    def add(self, read: Callable[[], tuple[list[float], str | int]], where: Origin) -> None:
+        """One box and its class, as `read` returns them; a `DataError` marks the image."""
+        if self.error is not None:
+            return
+        try:
+            box, label = read()
+        except DataError as err:
+            self.error = err
+            return
+        self.boxes.append(box)
+        self.classes.append(label)
+        self.origins.append(where)
 
 
 def read_boxes(paths: list[str | Path], columns: Mapping[str, str], on_bad_row: BadRowPolicy,
@@ -56,38 +70,42 @@ def read_boxes(paths: list[str | Path], columns: Mapping[str, str], on_bad_row: 
                ) -> tuple[list[dict[str, Any]], list[DataError], LabelMap | None]:
     """Canonical rows of every file of `paths`, the bad ones skipped, and the label map."""
     skipped: list[DataError] = []
-    images: list[Image] = []
+    images: list[Annotated] = []
     for path in map(Path, paths):
         if not labelled and path.is_dir() and not _xml_files(path):
-            images += [Image(file.name, file.resolve(), Origin(str(file), 0, "file"))
+            images += [Annotated(file.name, file.resolve(), Origin(str(file), 0, "file"))
                        for file in sorted(path.iterdir())
                        if file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith(".")]
             continue
         images += _read(path, columns, on_bad_row, skipped)
-    if not labelled:
-        return [{"image": str(image.path)} for image in images], skipped, label_map
     names = label_map
-    if names is None and any(image.classes for image in images):
+    if labelled and names is None and any(image.classes for image in images):
         names = LabelMap.build(c for image in images for c in image.classes)
     rows = []
     for image in images:
         try:
-            rows.append(_checked(image, names))
+            rows.append(_checked(image, names) if labelled else {"image": str(_found(image))})
         except DataError as err:
             handle_bad_row(err, on_bad_row, skipped)
     return rows, skipped, names
 
 
 def _read(path: Path, columns: Mapping[str, str], on_bad_row: BadRowPolicy,
-          skipped: list[DataError]) -> list[Image]:
+          skipped: list[DataError]) -> list[Annotated]:
     if path.is_dir() or path.suffix.lower() == ".xml":
         files = _xml_files(path) if path.is_dir() else [path]
         if not files:
             raise ValueError(f"{path}: a folder without Pascal VOC .xml files (nor an "
                              "Annotations/ folder of them)")
-        return [_voc(file) for file in files]
+        images = []
+        for file in files:
+            try:
+                images.append(_voc(file))
+            except DataError as err:
+                handle_bad_row(err, on_bad_row, skipped)
+        return images
     if path.suffix.lower() == ".json" and _is_coco(path):
-        return _coco(path)
+        return _coco(path, on_bad_row, skipped)
     return _table(path, columns, on_bad_row, skipped)
 
 
@@ -107,7 +125,7 @@ def _find(name: str, folder: Path, extra: tuple[str, ...] = ()) -> Path | None:
     return None
 
 
-def _voc(file: Path) -> Image:
+def _voc(file: Path) -> Annotated:
     origin = Origin(str(file), 0, "file")
     try:
         root = ElementTree.parse(file).getroot()
@@ -116,16 +134,15 @@ def _voc(file: Path) -> Image:
     name = (root.findtext("filename") or "").strip()
     if not name:
         raise DataError(origin, "no <filename>: the XML does not name its image")
-    image = Image(name, _find(name, file.parent, ((root.findtext("folder") or "").strip(),)),
-                  origin)
+    folder = (root.findtext("folder") or "").strip()
+    image = Annotated(name, _find(name, file.parent, (folder,)), origin)
     for number, obj in enumerate(root.iter("object"), 1):
         where = Origin(str(file), number, "row")
         box = obj.find("bndbox")
         values = [box.findtext(k) if box is not None else None
                   for k in ("xmin", "ymin", "xmax", "ymax")]
-        image.boxes.append(_numbers(values, where, "object"))
-        image.classes.append((obj.findtext("name") or "").strip())
-        image.origins.append(where)
+        image.add(lambda values=values, obj=obj, where=where: (
+            _numbers(values, where, "object"), (obj.findtext("name") or "").strip()), where)
     return image
 
 
@@ -135,30 +152,34 @@ def _is_coco(path: Path) -> bool:
     return text.lstrip().startswith(b"{") and b'"images"' in text
 
 
-def _coco(path: Path) -> list[Image]:
+def _coco(path: Path, on_bad_row: BadRowPolicy, skipped: list[DataError]) -> list[Annotated]:
     origin = Origin(str(path), 0, "file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         categories = {c["id"]: str(c["name"]) for c in data.get("categories", [])}
-        images = {entry["id"]: Image(entry["file_name"], _find(entry["file_name"], path.parent),
-                                     Origin(str(path), index, "row"))
+        images = {entry["id"]: Annotated(entry["file_name"],
+                                         _find(entry["file_name"], path.parent),
+                                         Origin(str(path), index, "row"))
                   for index, entry in enumerate(data["images"])}
     except (ValueError, KeyError, TypeError) as err:
         raise DataError(origin, f"not a COCO file with images and categories ({err})") from None
     for index, ann in enumerate(data.get("annotations", [])):
         where = Origin(str(path), index, "row")
         if not isinstance(ann, dict) or ann.get("image_id") not in images:
-            raise DataError(where, f"annotation {describe(ann)} names no image of the file's "
-                            f"images (ids {sorted(images)[:10]}...)")
-        if ann.get("category_id") not in categories:
-            raise DataError(where, f"category_id {ann.get('category_id')!r} is not one of the "
-                            f"categories {sorted(categories)}")
-        box = _coco_box(ann, where)
-        image = images[ann["image_id"]]
-        image.boxes.append(box)
-        image.classes.append(categories[ann["category_id"]])
-        image.origins.append(where)
+            handle_bad_row(DataError(where, f"annotation {describe(ann)} names no image of the "
+                                     f"file's images (ids {sorted(images)[:10]}...)"),
+                           on_bad_row, skipped)
+            continue
+        images[ann["image_id"]].add(lambda ann=ann, where=where: (
+            _coco_box(ann, where), _category(ann, categories, where)), where)
     return list(images.values())
+
+
+def _category(ann: dict[str, Any], categories: dict[Any, str], where: Origin) -> str:
+    if ann.get("category_id") not in categories:
+        raise DataError(where, f"category_id {ann.get('category_id')!r} is not one of the "
+                        f"categories {sorted(categories)}")
+    return categories[ann["category_id"]]
 
 
 def _coco_box(ann: dict[str, Any], where: Origin) -> list[float]:
@@ -179,23 +200,22 @@ def _coco_box(ann: dict[str, Any], where: Origin) -> list[float]:
 
 
 def _table(path: Path, columns: Mapping[str, str], on_bad_row: BadRowPolicy,
-           skipped: list[DataError]) -> list[Image]:
+           skipped: list[DataError]) -> list[Annotated]:
     result = read_records(path, None, on_bad_row)
     skipped.extend(result.skipped)
-    images: dict[str, Image] = {}
+    images: dict[str, Annotated] = {}
     for record in result.records:
         try:
             name = str(_field(record.data, "image", columns, record.origin))
             image = images.get(name)
             if image is None:
-                image = images[name] = Image(name, _find(name, path.parent), record.origin)
-            keys = [_field(record.data, k, columns, record.origin)
-                    for k in ("xmin", "ymin", "xmax", "ymax")]
-            image.boxes.append(_numbers(keys, record.origin, "box"))
-            image.classes.append(_field(record.data, "label", columns, record.origin))
-            image.origins.append(record.origin)
-        except DataError as err:
+                image = images[name] = Annotated(name, _find(name, path.parent), record.origin)
+        except DataError as err:  # no image named: the row alone is refused or skipped
             handle_bad_row(err, on_bad_row, skipped)
+            continue
+        image.add(lambda data=record.data, where=record.origin: (
+            _numbers([_field(data, k, columns, where) for k in ("xmin", "ymin", "xmax", "ymax")],
+                     where, "box"), _field(data, "label", columns, where)), record.origin)
     return list(images.values())
 
 
@@ -215,13 +235,21 @@ def _numbers(values: list[Any], where: Origin, what: str) -> list[float]:
         raise DataError(where, f"{what}: expected numbers, got {describe(values)}") from None
 
 
-def _checked(image: Image, names: LabelMap | None) -> dict[str, Any]:
-    """The canonical row: the image found, each box inside it (clipped within EDGE_SLACK) with
-    xmin < xmax and ymin < ymax, each class a label of `names`."""
+def _found(image: Annotated) -> Path:
+    """Where the image is; a `DataError` when it is not there."""
     if image.path is None:
         raise DataError(image.origin, f"annotation for a missing image {image.name}: no such "
                         "file beside the annotations (nor in images/ or JPEGImages/ there)")
-    width, height = image_size(image.path)
+    return image.path
+
+
+def _checked(image: Annotated, names: LabelMap | None) -> dict[str, Any]:
+    """The canonical row: the image found, each box inside it (clipped within EDGE_SLACK) with
+    xmin < xmax and ymin < ymax, each class a label of `names`; its first bad box raised."""
+    if image.error is not None:
+        raise image.error
+    path = _found(image)
+    width, height = image_size(path)
     boxes, labels = [], []
     for box, label, where in zip(image.boxes, image.classes, image.origins, strict=True):
         x0, y0, x1, y1 = box
@@ -229,7 +257,7 @@ def _checked(image: Image, names: LabelMap | None) -> dict[str, Any]:
             raise DataError(where, f"box {box}: xmax must exceed xmin and ymax ymin")
         if min(x0, y0) < -EDGE_SLACK or x1 > width + EDGE_SLACK or y1 > height + EDGE_SLACK:
             raise DataError(where, f"box {box} lies outside the {width}x{height} image "
-                            f"{image.path.name}")
+                            f"{path.name}")
         boxes.append([max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)])
         try:
             labels.append(names.id_of(label) if names is not None else label)
@@ -240,10 +268,10 @@ def _checked(image: Image, names: LabelMap | None) -> dict[str, Any]:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of the upright image (EXIF orientation applied), from its header."""
-    from PIL import Image as PILImage
+    from PIL import Image
 
     try:
-        with PILImage.open(path) as opened:
+        with Image.open(path) as opened:
             width, height = opened.size
             turned = opened.getexif().get(0x0112, 1) in (5, 6, 7, 8)
     except Exception as err:

@@ -131,3 +131,22 @@ def test_a_coco_annotation_of_no_image_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=rf"^{tmp_path / 'coco.json'}:row 2: annotation .* "
                        r"names no image of the file's images"):
         load_rows([tmp_path / "coco.json"], "detection")
+
+
+def test_under_skip_a_bad_box_drops_its_whole_image(tmp_path: Path) -> None:
+    """An image with one bad box is not trained on with its other boxes alone (that would
+    teach the model its object is background)."""
+    path = table(tmp_path, "a.jpg,650,417,raccoon,1,1,20,20", "a.jpg,650,417,raccoon,x,1,20,20",
+                 "b.jpg,650,417,raccoon,1,1,20,20")
+    shutil.copy(tmp_path / "images" / "a.jpg", tmp_path / "images" / "b.jpg")
+    with pytest.raises(DataError, match=rf"^{path}:3: box: expected numbers"):
+        load_rows([path], "detection")
+    loaded = load_rows([path], "detection", on_bad_row="skip")
+    assert [Path(r["image"]).name for r in loaded.rows] == ["b.jpg"]
+    assert len(loaded.skipped) == 1
+
+
+def test_rows_to_predict_name_a_missing_image(tmp_path: Path) -> None:
+    path = table(tmp_path, "gone.jpg,650,417,raccoon,1,1,20,20")
+    with pytest.raises(DataError, match=rf"^{path}:2: annotation for a missing image gone.jpg"):
+        load_rows([path], "detection", labelled=False)
