@@ -52,6 +52,9 @@ class Task(ABC):
     decodes = False  # `collate` reads and decodes files: it runs in DataLoader workers
     summed: tuple[str, ...] = ()  # counts `evaluate` returns in `sums`, added over all ranks
     augments = False  # training examples come to `collate` with an "augment_seed"
+    # The model's forward reduces over ranks (DETR-style detectors' loss sums the box count):
+    # in evaluation every rank runs as many forwards as the busiest.
+    collective_forward = False
 
     def __init__(self, recipe: Recipe, plan: Plan) -> None:
         self.recipe = recipe

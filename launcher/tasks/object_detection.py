@@ -36,6 +36,7 @@ class ObjectDetection(Task):
     """Images -> boxes with labels, any checkpoint `AutoModelForObjectDetection` loads."""
 
     decodes = True
+    collective_forward = True  # the loss all-reduces the batch's box count over the ranks
     accepts: frozenset[str] = frozenset(MODEL_INPUTS)  # set by `load_model`
 
     @property
@@ -165,7 +166,8 @@ class ObjectDetection(Task):
         return len(examples)
 
     def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-        """The model's loss (a mean over the batch's images) times its images."""
+        """The model's loss (normalised by the boxes of the batch, averaged over the ranks)
+        times the batch's images, which the loop sums into a mean over images."""
         images = len(batch["labels"])
         return self.forward(model, batch).loss * images, images
 

@@ -33,15 +33,15 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_yolos(tmp_path_factory.mktemp("detection") / "yolos")
 
 
-def train(model: Path, run_dir: Path, procs: int, steps: int) -> Path:
+def train(model: Path, run_dir: Path, procs: int, steps: int, *sets: str) -> Path:
     """The shipped recipe on the tiny model, `procs` processes, `steps` steps of 8 images."""
     result = subprocess.run(
-        [*SFT_LAUNCH, RECIPE, "--backend", "local", "--run-dir", run_dir, "--quiet",
+        [*SFT_LAUNCH, RECIPE, "--backend", "local", "--run-dir", run_dir, "--quiet", *sets,
          "--set", f"model.path='{model}'", "--set", f"distributed.procs_per_node={procs}",
          "--set", f"train.max_steps={steps}", "--set", "train.lr=1e-3",
          "--set", "train.log_every=1", "--set", "train.warmup_ratio=0",
          "--set", "tracking.mode=disabled"],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return run_dir
 
@@ -86,7 +86,10 @@ def test_one_process_loss_falls_and_map_is_pycocotools(model: Path, tmp_path: Pa
 
 def test_two_processes_finish_and_predict_writes_coco_detections(
         model: Path, tmp_path: Path, run_cli) -> None:
-    run_dir = train(model, tmp_path / "two", 2, 4)
+    # 9 eval images: 2 forwards on rank 0, 1 on rank 1, but the loss all-reduces the box
+    # count in each forward: the task's `collective_forward` evens them (else: a hang).
+    run_dir = train(model, tmp_path / "two", 2, 4, "--set", "data.max_eval_samples=9")
+    assert summary(run_dir).data.eval_rows == 9
     reports = rank_reports(run_dir)
     assert {r.world_size for r in reports} == {2}
     assert len({r.final_weights_sha256 for r in reports}) == 1
