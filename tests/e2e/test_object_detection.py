@@ -1,7 +1,7 @@
 """Object detection end to end on the real raccoon photos through recipes/detect-raccoons.toml
 (a tiny random-init YOLOS in place of YOLOS-tiny): the loss falls on 1 process and the in-run
 mAP is pycocotools' on the written predictions; 2 processes (ddp) finish with mAP in the summary
-and `sft-launch predict` writes COCO detections; `preview` draws the augmented boxes."""
+and `sft-launch predict` writes COCO detections."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from launcher.contract.evaluation import Prediction
 from launcher.contract.events import TrainLogged
@@ -108,15 +106,3 @@ def test_two_processes_finish_and_predict_writes_coco_detections(
             assert detection["image_id"] == row.index and detection["score"] >= 0.5
             assert len(detection["bbox"]) == 4 and detection["bbox"][2] > 0
 
-
-def test_preview_draws_the_augmented_boxes(model: Path, tmp_path: Path, run_cli) -> None:
-    out = tmp_path / "sheet.png"
-    result = run_cli("preview", RECIPE, "--set", f"model.path='{model}'", "--rows", "4",
-                     "--picture", out)
-    assert result.returncode == 0, result.stderr
-    assert f"picture: {out}" in result.stdout and "1 box: raccoon [" in result.stdout
-    with Image.open(out) as sheet:
-        assert sheet.size == (4 * 64, 64 + 20)
-        pixels = np.asarray(sheet.convert("RGB")).astype(int)
-    red = (pixels[..., 0] == 255) & (pixels[..., 1] == 0) & (pixels[..., 2] == 0)
-    assert all(red[:64, 64 * i:64 * (i + 1)].sum() > 20 for i in range(4))  # a box on each
