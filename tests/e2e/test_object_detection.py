@@ -36,7 +36,7 @@ def train(model: Path, run_dir: Path, procs: int, steps: int, *sets: str) -> Pat
     result = subprocess.run(
         [*SFT_LAUNCH, RECIPE, "--backend", "local", "--run-dir", run_dir, "--quiet", *sets,
          "--set", f"model.path='{model}'", "--set", f"distributed.procs_per_node={procs}",
-         "--set", f"train.max_steps={steps}", "--set", "train.lr=1e-3",
+         "--set", f"train.max_steps={steps}", "--set", "train.lr=1e-2",
          "--set", "train.log_every=1", "--set", "train.warmup_ratio=0",
          "--set", "tracking.mode=disabled"],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
@@ -68,7 +68,7 @@ def cocoeval_map(rows: list[Prediction]) -> float:
 def test_one_process_loss_falls_and_map_is_pycocotools(model: Path, tmp_path: Path) -> None:
     run_dir = train(model, tmp_path / "one", 1, 8)
     losses = [e.loss for e in of_kind(events(run_dir), TrainLogged)]
-    assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2]), losses
+    assert len(losses) == 8 and sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses
     done = summary(run_dir)
     assert done.data.eval_rows == 16 and done.data.train_rows == 144
     rows = Prediction.read_lines(RunFolder(run_dir).predictions)
