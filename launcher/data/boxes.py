@@ -16,8 +16,9 @@ upright image), "label": [class name or id, ...]}``; label names become ids thro
 
 Boxes up to `EDGE_SLACK` pixels outside the image are clipped (VOC counts from 1); any other
 bad box, an unknown class, a missing image or an annotation of no image is a `DataError`
-naming the file and row (the whole image skipped under ``on_bad_row = "skip"``). Rows without
-labels (to predict) come from a folder of images, or any of the sources with boxes left out.
+naming the file and row (under ``on_bad_row = "skip"`` the whole image is skipped, or the
+annotation alone when it names no image). Rows without labels (to predict) come from a folder
+of images, or any of the sources with boxes left out.
 """
 
 from __future__ import annotations
