@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from launcher.contract.records import JsonRecord
 
@@ -24,9 +25,11 @@ class EvalReport(JsonRecord):
 @dataclass(frozen=True)
 class Prediction(JsonRecord):
     """One line of `predictions-<name>.jsonl`, by row of the data file (0-based `index`): a
-    label name, a tag per word or a generated text; `reference` is what the file says (None
-    from `predict`, or for a conversation that does not end with an answer)."""
+    label name, a tag per word, a generated text or detections (COCO's: ``image_id`` the
+    index, ``category_id``, ``bbox`` [x, y, w, h], ``score``, and the ``label`` name);
+    `reference` is what the file says (None from `predict`, or for a conversation that does
+    not end with an answer)."""
 
     index: int
-    prediction: str | list[str]
-    reference: str | list[str] | None = None
+    prediction: str | list[str] | list[dict[str, Any]]
+    reference: str | list[str] | list[dict[str, Any]] | None = None

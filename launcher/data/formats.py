@@ -18,6 +18,7 @@ Canonical rows:
 - classification: ``{"text": str, "text_pair": str | None, "label": int}`` ("classification").
 - token classification: ``{"tokens": list[str], "tags": list[int]}`` ("conll", or "tokens" for
   JSON-like rows ``{"tokens": [...], "tags": [...]}``).
+- object detection: an image, its boxes and their labels ("detection", `launcher.data.boxes`).
 - images and recordings: ``{"image" | "audio": str | bytes, "label": int}`` ("image", "audio"):
   a folder with one subfolder per class, or rows whose ``image``/``audio`` is a file path
   (relative to the data file's folder), a file's bytes, or a Hub Image/Audio feature.
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.data.boxes import read_boxes
 from launcher.data.errors import BadRowPolicy, DataError, handle_bad_row
 from launcher.data.fields import Fields, RowError
 from launcher.data.files import Record, describe, read_records
@@ -62,12 +64,14 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "image": ("image", "label"),
     "audio": ("audio", "label"),
     "transcript": ("audio", "text"),
+    "detection": ("image", "xmin", "ymin", "xmax", "ymax", "label"),
 }
 FORMATS: tuple[str, ...] = tuple(FIELDS)  # the one list of formats (the recipe schema's too)
 LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags", "image": "label",
             "audio": "label"}
 FOLDER_READERS = {"image": "imagefolder", "audio": "audiofolder",  # files, by class subfolder
                   "transcript": "audiofolder"}  # a folder of recordings (to transcribe)
+GROUPED = {"detection": read_boxes}  # formats whose rows gather several records (boxes)
 
 
 @dataclass
@@ -105,6 +109,8 @@ def load_rows(
         raise ValueError(
             f"columns {unknown} are not fields of format {fmt!r} (fields: {list(FIELDS[fmt])})"
         )
+    if fmt in GROUPED:  # several records per row (an image's boxes): their own reader
+        return LoadedRows(*GROUPED[fmt](list(paths), columns, on_bad_row, label_map, labelled))
     normalise = _NORMALISERS[fmt]
     loaded = LoadedRows()
     records: list[Record] = []

@@ -152,8 +152,16 @@ def predict_file(run_dir: Path, source: Source, max_new_tokens: int) -> tuple[Pa
     task = make_task(run)
     predicted, _ = infer(task, run, encoded(task.prompts, rows, run), max_new_tokens)
     path = run.folder.predictions_on(source.name)
-    write_predictions(path, [Prediction(index=i, prediction=p) for i, p in enumerate(predicted)])
+    write_predictions(path, [Prediction(index=i, prediction=keyed(p, i))
+                             for i, p in enumerate(predicted)])
     return path, len(rows)
+
+
+def keyed(prediction: Any, index: int) -> Any:
+    """Detections (dicts) with their row's index as COCO's ``image_id``; others as they are."""
+    if isinstance(prediction, list) and prediction and isinstance(prediction[0], dict):
+        return [{"image_id": index, **detection} for detection in prediction]
+    return prediction
 
 
 def make_task(run: Run) -> Task:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from launcher.data.encode.media import Media
 from launcher.data.encode.preview import Preview
 
-Batch = dict[str, torch.Tensor]
+Batch = dict[str, Any]  # tensors; object detection's "labels": a dict of tensors per image
 Row = dict[str, Any]  # a canonical row (launcher.data.formats)
 Example = dict[str, Any]  # a tokenized row, as `collate` takes it
 
@@ -52,6 +52,9 @@ class Task(ABC):
     decodes = False  # `collate` reads and decodes files: it runs in DataLoader workers
     summed: tuple[str, ...] = ()  # counts `evaluate` returns in `sums`, added over all ranks
     augments = False  # training examples come to `collate` with an "augment_seed"
+    # The model's forward reduces over ranks (DETR-style detectors' loss sums the box count):
+    # in evaluation every rank runs as many forwards as the busiest.
+    collective_forward = False
 
     def __init__(self, recipe: Recipe, plan: Plan) -> None:
         self.recipe = recipe
@@ -178,7 +181,13 @@ def batches(task: Task, examples: Sequence[Example], size: int,
     """`examples` in order, `size` at a time, collated by the task, on `device`."""
     for start in range(0, len(examples), size):
         chunk = [examples[i] for i in range(start, min(start + size, len(examples)))]
-        yield {key: value.to(device) for key, value in task.collate(chunk).items()}
+        yield on_device(task.collate(chunk), device)
+
+
+def on_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch's tensors on `device`, those of a list of dicts (detection targets) too."""
+    return {key: [{k: t.to(device) for k, t in item.items()} for item in value]
+            if isinstance(value, list) else value.to(device) for key, value in batch.items()}
 
 
 def evaluate_examples(task: Task, model: torch.nn.Module, examples: Sequence[Example],

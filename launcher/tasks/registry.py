@@ -66,6 +66,16 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         head=Head.LM, architectures=("ForCausalLM", "LMHeadModel"),
         peft_task_type="CAUSAL_LM", predicts="the generated text", labelled=False,
         groups_by_length=False, packs=True, generates_text=True),
+    TaskSpec(
+        kind="object_detection",
+        summary="an image -> boxes with labels: any transformers detector (DETR, Conditional "
+        "DETR, YOLOS)",
+        implementation="launcher.tasks.object_detection:ObjectDetection",
+        formats=("detection",), main_metric="map", higher_is_better=True,
+        head=Head.NONE, architectures=("ForObjectDetection",),
+        peft_task_type=None, lora_head=("class_labels_classifier", "bbox_predictor"),
+        predicts="COCO detections: label, category_id, bbox [x, y, w, h], score",
+        labelled=True, groups_by_length=False, counts_tokens=False),
 )}
 
 

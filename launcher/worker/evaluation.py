@@ -23,14 +23,15 @@ def evaluate_on_ranks(task: Task, model: torch.nn.Module, rows: Sequence[Any],
                       acc: Accelerator, plan: Plan,
                       progress: Callable[[], None]) -> tuple[Metrics, list[EvalRow]]:
     """The task's metrics over all `rows`, and every row's prediction (on rank 0, sorted; where
-    the task predicts). With sharded parameters every forward is collective, so a rank with
-    fewer rows runs as many forwards as the busiest."""
+    the task predicts). With sharded parameters (or a loss that reduces over ranks: the task's
+    `collective_forward`) every forward is collective, so a rank with fewer rows runs as many
+    forwards as the busiest."""
     indices = list(range(acc.process_index, len(rows), plan.world_size))
     micro = plan.batch.micro
     out = evaluate_examples(task, model, [rows[j] for j in indices], micro, acc.device,
                             acc.autocast, progress)
     strategy = plan.active_strategy
-    if strategy is not None and strategy.shards_parameters:
+    if task.collective_forward or (strategy is not None and strategy.shards_parameters):
         most = math.ceil(math.ceil(len(rows) / plan.world_size) / micro)
         for _ in range(most - math.ceil(len(indices) / micro)):
             evaluate_examples(task, model, [rows[0]], micro, acc.device, acc.autocast, progress)

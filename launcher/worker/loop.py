@@ -27,6 +27,7 @@ from launcher.contract.events import (
 from launcher.contract.heartbeat import Phase
 from launcher.contract.reports import SampleIds
 from launcher.contract.run_folder import RunFolder
+from launcher.tasks.base import on_device
 from launcher.trackers.base import Trackers
 from launcher.worker.checkpoint import CheckpointClock, Checkpointer, TrainerState
 from launcher.worker.engines.base import Engine
@@ -139,7 +140,7 @@ class TrainLoop:
         loss_sum = torch.zeros((), device=device)
         micro = step_input.micro
         for i, part in enumerate(micro):
-            batch = {k: v.to(device) for k, v in part.batch.items()}
+            batch = on_device(part.batch, device)
             state.computed_tokens += part.computed
             with self.engine.micro_step(last=i == len(micro) - 1), acc.autocast():
                 summed, _ = self.task.loss_sum(self.model, batch)  # forward: the summed loss

@@ -17,3 +17,4 @@ def copy_images(source: Path, out: Path, start: int, count: int) -> Path:
         for image in sorted((source / label).iterdir())[start:start + count]:
             shutil.copy(image, out / label / image.name)
     return out
+RACCOON = REPO.parent / "shared" / "data" / "raccoon"  # images/, annotations/ (VOC), a CSV

@@ -100,3 +100,38 @@ def build_tiny_wav2vec2_ctc(out: Path, seed: int = 0, vocab: tuple[str, ...] = C
     Wav2Vec2ForCTC(config).save_pretrained(out)
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out)
     return out
+
+
+def build_tiny_yolos(out: Path, seed: int = 0) -> Path:
+    """A 2-layer YOLOS (a ViT with 10 detection tokens, hidden 32, patches of 16) and its
+    processor, images resized to 64 px on the short side (96 at most on the long)."""
+    import torch
+    from transformers import YolosConfig, YolosForObjectDetection
+    from transformers.models.yolos.image_processing_pil_yolos import YolosImageProcessorPil
+
+    torch.manual_seed(seed)
+    config = YolosConfig(image_size=[64, 96], patch_size=16, hidden_size=32,
+                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         num_detection_tokens=10, num_labels=3)
+    YolosForObjectDetection(config).save_pretrained(out)
+    YolosImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(out)
+    return out
+
+
+def build_tiny_detr(out: Path, seed: int = 0) -> Path:
+    """A 1+1-layer DETR (d_model 32, 10 queries) on a 2-stage ResNet of transformers' own (no
+    timm), and its processor (a pixel mask for the padding), 64 px on the short side."""
+    import torch
+    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+    from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
+
+    torch.manual_seed(seed)
+    backbone = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                            layer_type="basic", out_features=["stage2"])
+    config = DetrConfig(use_timm_backbone=False, backbone_config=backbone,
+                        use_pretrained_backbone=False, d_model=32, encoder_layers=1,
+                        decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_labels=3)
+    DetrForObjectDetection(config).save_pretrained(out)
+    DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(out)
+    return out

@@ -23,10 +23,10 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
 def test_every_format_has_a_reader_and_the_recipe_takes_it() -> None:
     from typing import get_args
 
-    from launcher.data.formats import _NORMALISERS
+    from launcher.data.formats import _NORMALISERS, GROUPED
     from launcher.recipe.schema import DataFormat
 
-    assert len(FORMATS) >= 8 and set(_NORMALISERS) == set(FORMATS)
+    assert len(FORMATS) >= 8 and set(_NORMALISERS) | set(GROUPED) == set(FORMATS)
     assert get_args(DataFormat) == FORMATS
 
 
