@@ -51,7 +51,8 @@ def test_a_node_with_a_slow_link_is_named_and_the_job_ends_within_a_minute(env, 
     run_dir = tmp_path / "run"
     with slowed(2, "20mbit"):
         launched = sft(env, QUICKSTART, "--nodes", 3, "--procs-per-node", 1, "--run-dir",
-                       run_dir, "--wait", *SHORT, "--set", f"slurm.extra_sbatch={NODES_1_TO_3}")
+                       run_dir, "--wait", *SHORT, "--set", f"slurm.extra_sbatch={NODES_1_TO_3}",
+                       "--set", "train.global_batch_size=33")
     said = launched.stdout + launched.stderr
     assert launched.returncode != 0, said
     record = job(run_dir)
