@@ -21,6 +21,7 @@ Canonical rows:
 - images and recordings: ``{"image" | "audio": str | bytes, "label": int}`` ("image", "audio"):
   a folder with one subfolder per class, or rows whose ``image``/``audio`` is a file path
   (relative to the data file's folder), a file's bytes, or a Hub Image/Audio feature.
+- segmentation: ``{"image": ..., "mask": ...}`` ("segmentation"): files as above; masks: class ids.
 
 Labels and tags become ids through a `LabelMap` built from the rows loaded (the training files)
 or passed in (for eval files). With ``labelled=False`` (to predict) rows need
@@ -62,12 +63,14 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "image": ("image", "label"),
     "audio": ("audio", "label"),
     "transcript": ("audio", "text"),
+    "segmentation": ("image", "mask"),
 }
 FORMATS: tuple[str, ...] = tuple(FIELDS)  # the one list of formats (the recipe schema's too)
 LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags", "image": "label",
             "audio": "label"}
 FOLDER_READERS = {"image": "imagefolder", "audio": "audiofolder",  # files, by class subfolder
-                  "transcript": "audiofolder"}  # a folder of recordings (to transcribe)
+                  "transcript": "audiofolder",  # a folder of recordings (to transcribe)
+                  "segmentation": "maskfolder"}  # images and their masks, by file stem
 
 
 @dataclass
@@ -254,6 +257,11 @@ def _file(row: Fields, name: str, target: str | None = "label") -> dict[str, Any
     return {name: value, **({"label": _label(row)} if row.labelled and target else {})}
 
 
+def _segmentation(row: Fields) -> dict[str, Any]:  # an image and, labelled, its mask
+    row.require("image", *row.label_fields("mask"))
+    return {**_file(row, "image", None), **(_file(row, "mask", None) if row.labelled else {})}
+
+
 def _classification(row: Fields) -> dict[str, Any]:
     row.require("text", *row.label_fields("label"))
     if not row.labelled:
@@ -288,4 +296,5 @@ _NORMALISERS: dict[str, Callable[[Fields], dict[str, Any]]] = {
     "image": _image,
     "audio": _audio,
     "transcript": _transcript,
+    "segmentation": _segmentation,
 }

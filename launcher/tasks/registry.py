@@ -66,6 +66,15 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         head=Head.LM, architectures=("ForCausalLM", "LMHeadModel"),
         peft_task_type="CAUSAL_LM", predicts="the generated text", labelled=False,
         groups_by_length=False, packs=True, generates_text=True),
+    TaskSpec(
+        kind="semantic_segmentation",
+        summary="an image -> a class per pixel: any transformers segmenter (SegFormer, "
+        "MobileNetV2 DeepLabV3), masks of class ids (VOC palette PNGs)",
+        implementation="launcher.tasks.semantic_segmentation:SemanticSegmentation",
+        formats=("segmentation",), main_metric="mean_iou", higher_is_better=True,
+        head=Head.NONE, architectures=("ForSemanticSegmentation",),
+        peft_task_type=None, predicts="a mask PNG (class ids) per image", labelled=True,
+        groups_by_length=False, probed=True, counts_tokens=False),
 )}
 
 

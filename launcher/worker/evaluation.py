@@ -36,7 +36,7 @@ def evaluate_on_ranks(task: Task, model: torch.nn.Module, rows: Sequence[Any],
             evaluate_examples(task, model, [rows[0]], micro, acc.device, acc.autocast, progress)
     totals = acc.reduce(torch.tensor(
         [out.loss_sum, float(out.count), *(out.sums.get(key, 0.0) for key in task.summed)],
-        device=acc.device), "sum")
+        dtype=torch.float64, device=acc.device), "sum")  # pixel counts beyond 2**24: exact
     predicted: list[EvalRow] = (list(zip(indices, out.predictions, out.references,
                                          strict=False)) if out.predictions else [])
     if plan.world_size > 1:
