@@ -14,6 +14,12 @@ import torch.nn.functional as F
 from launcher.data.encode.masks import IGNORE
 
 
+def confusion(truth: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
+    """The confusion matrix (true class by row), flat, of one mask's pixels not `IGNORE`."""
+    valid = truth != IGNORE
+    return torch.bincount(truth[valid] * classes + predicted[valid], minlength=classes ** 2)
+
+
 def scores(confusion: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Mean IoU, pixel accuracy, mean accuracy, and per class its IoU, accuracy and pixels in
     the masks, of a confusion matrix (true class by row); classes in neither the masks nor the

@@ -46,7 +46,7 @@ from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
 from launcher.tasks.decoded_classification import file_example, origin, refuse_or_skip
-from launcher.tasks.pixel_scores import image_loss, scores, upsampled
+from launcher.tasks.pixel_scores import confusion, image_loss, scores, upsampled
 from launcher.tasks.pretrained import pretrained
 
 
@@ -139,13 +139,14 @@ class SemanticSegmentation(Task):
         """Each row's image (and mask) checked: decodable, the same size, known class ids."""
         examples = []
         for done, row in enumerate(rows, 1):
-            try:
+            try:  # a bad mask is named by its file, a bad image by its own
                 image = open_rgb(row["image"], origin(row["image"]))
                 if "mask" in row:
                     mask, _ = open_mask(row["mask"], origin(row["mask"]))
                     check_mask(mask, image.size, self.classes(), origin(row["mask"]))
             except (ImageError, MaskError) as err:
-                refuse_or_skip(err, row["image"], self.recipe.data.on_bad_row, skipped)
+                bad = row["mask"] if isinstance(err, MaskError) else row["image"]
+                refuse_or_skip(err, bad, self.recipe.data.on_bad_row, skipped)
                 continue
             examples.append({**file_example(row["image"]),
                              **({f"mask_{k}": v for k, v in file_example(row["mask"]).items()}
@@ -158,14 +159,12 @@ class SemanticSegmentation(Task):
         """The checkpoint with a head of the data's classes (named in its config), and the
         training masks' palette (`mask_palette` in the config, for `predict`'s PNGs)."""
         self.names = names = list(encoded.label_names or [])
-        first = encoded.train[0] if encoded.train else None
-        changes = {}
-        if first is not None and (palette := open_mask(*mask_source(first))[1]) is not None:
-            changes["mask_palette"] = palette
         model = pretrained(AutoModelForSemanticSegmentation, self.recipe, self.plan, meta,
                            new_head=True, num_labels=len(names),
                            id2label=dict(enumerate(names)),
-                           label2id={n: i for i, n in enumerate(names)}, **changes)
+                           label2id={n: i for i, n in enumerate(names)})
+        if encoded.train and (palette := open_mask(*mask_source(encoded.train[0]))[1]):
+            model.config.mask_palette = palette  # saved with the config; `predict` reads it
         self.palette = getattr(model.config, "mask_palette", None)
         return model
 
@@ -252,21 +251,18 @@ class SemanticSegmentation(Task):
         """The images' summed loss and the confusion matrix of their pixels."""
         n, labels = len(self.names), batch["labels"]
         loss, count = self.loss_sum(model, batch)
-        confusion = torch.zeros(n * n, dtype=torch.long, device=labels.device)
-        for i, predicted in enumerate(self.masks(model, batch)):
-            truth = labels[i, :predicted.shape[0], :predicted.shape[1]]
-            valid = truth != IGNORE
-            confusion += torch.bincount(truth[valid] * n + predicted[valid], minlength=n * n)
+        cells = sum(confusion(labels[i, :mask.shape[0], :mask.shape[1]], mask, n)
+                    for i, mask in enumerate(self.masks(model, batch)))
         return EvalOutput(loss_sum=float(loss), count=count,
-                          sums=dict(zip(self.summed, map(float, confusion.tolist()), strict=True)))
+                          sums=dict(zip(self.summed, map(float, cells.tolist()), strict=True)))
 
     def metrics(self, loss_sum: float, count: int, predictions: list[Any],
                 references: list[Any], sums: dict[str, float] | None = None) -> dict[str, Any]:
         """Mean IoU (over the classes present in the masks or the predictions), pixel accuracy,
         mean class accuracy, and per-class IoU; the same figures as `evaluate`'s mean_iou."""
         n = len(self.names)
-        confusion = np.array([(sums or {}).get(key, 0.0) for key in self.summed]).reshape(n, n)
-        return {"loss": loss_sum / max(count, 1), **scores(confusion, self.names)}
+        cells = np.array([(sums or {}).get(key, 0.0) for key in self.summed]).reshape(n, n)
+        return {"loss": loss_sum / max(count, 1), **scores(cells, self.names)}
 
     def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,
                 synced: bool = False) -> list[np.ndarray]:
