@@ -73,7 +73,8 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         implementation="launcher.tasks.semantic_segmentation:SemanticSegmentation",
         formats=("segmentation",), main_metric="mean_iou", higher_is_better=True,
         head=Head.NONE, architectures=("ForSemanticSegmentation",),
-        peft_task_type=None, predicts="a mask PNG (class ids) per image", labelled=True,
+        peft_task_type=None, lora_head=("decode_head", "segmentation_head"),
+        predicts="a mask PNG (class ids) per image", labelled=True,
         groups_by_length=False, probed=True, counts_tokens=False),
 )}
 
