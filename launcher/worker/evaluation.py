@@ -24,7 +24,11 @@ def evaluate_on_ranks(task: Task, model: torch.nn.Module, rows: Sequence[Any],
                       progress: Callable[[], None]) -> tuple[Metrics, list[EvalRow]]:
     """The task's metrics over all `rows`, and every row's prediction (on rank 0, sorted; where
     the task predicts). With sharded parameters every forward is collective, so a rank with
-    fewer rows runs as many forwards as the busiest."""
+    fewer rows runs as many forwards as the busiest. A DDP model is evaluated through its
+    module: DDP's forward broadcasts the buffers (batch norm statistics), a collective that a
+    rank with fewer eval batches would never join."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     indices = list(range(acc.process_index, len(rows), plan.world_size))
     micro = plan.batch.micro
     out = evaluate_examples(task, model, [rows[j] for j in indices], micro, acc.device,
