@@ -18,7 +18,7 @@ from PIL import Image
 
 from launcher.contract.errors import UsageError
 from launcher.contract.reports import DataStats
-from launcher.data.encode.images import Augmentation
+from launcher.data.encode.images import Augmentation, augmentation_seed
 from launcher.data.encode.masks import IGNORE, augment_pair, open_mask, resize_pair
 from launcher.data.errors import DataError
 from launcher.data.formats import load_rows
@@ -222,3 +222,46 @@ def test_segformer_and_deeplab_train_and_score_through_the_same_code(
     stem = Path(task.encoded.eval[0]["path"]).stem
     mask = open_mask(str(VOC / "SegmentationClass" / f"{stem}.png"), "")[0]
     assert out.count == 1 and sum(out.sums.values()) == (mask != IGNORE).sum()  # every pixel
+
+
+def test_an_hf_dataset_of_image_and_mask_features_gives_the_same_pairs(task: Task,
+                                                                      tmp_path: Path) -> None:
+    """A Hub-style folder (parquet, two Image features) read through `datasets`: each mask
+    reaches the task with its class ids and palette."""
+    import datasets
+
+    rows = voc_rows()
+    features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image()})
+    datasets.Dataset.from_dict({"image": [r["image"] for r in rows],
+                                "mask": [r["mask"] for r in rows]}, features=features
+                               ).to_parquet(str(tmp_path / "train.parquet"))
+    loaded = load_rows([f"hf:{tmp_path}"], "segmentation").rows
+    assert len(loaded) == 3 and all(isinstance(r["mask"], bytes) for r in loaded)
+    for row, file_row in zip(loaded, rows, strict=True):
+        values, palette = open_mask(row["mask"], "hub mask")
+        original, original_palette = open_mask(file_row["mask"], "")
+        assert np.array_equal(values, original) and palette == original_palette
+    assert len(task.encode(loaded)) == 3
+
+
+def test_preview_names_the_classes_and_draws_masks_over_their_images(task: Task,
+                                                                    tmp_path: Path) -> None:
+    """The text preview: the size and the classes in the mask; the picture: each image at the
+    model's size, tinted where its mask has a class, untouched where it is ignored."""
+    rows, names = voc_rows(), task.encoded.label_names
+    note = type(task).preview(rows[0], task.tokenizer, task.recipe, names).note
+    assert note == "500x338, classes: _background_, bottle, person"
+    out = tmp_path / "sheet.png"
+    assert type(task).preview_picture(rows, task.tokenizer, task.recipe, names, out)
+    with Image.open(out) as sheet:
+        assert sheet.size == (4 * 64, 64 + 20)
+        cell = np.asarray(sheet.convert("RGB"))[:64, :64].astype(int)
+    image, mask = augment_pair(Image.open(rows[0]["image"]).convert("RGB"),
+                               open_mask(rows[0]["mask"], "")[0],
+                               Augmentation(**task.recipe.data.augment.model_dump()),
+                               augmentation_seed(task.recipe.train.seed, 0, 0))
+    plain, small = resize_pair(image, mask, (64, 64))
+    plain = np.asarray(plain).astype(int)
+    assert np.array_equal(cell[small == IGNORE], plain[small == IGNORE])
+    tinted = (small != IGNORE) & (small != 0)  # a class with a colour (background: black)
+    assert tinted.any() and (np.abs(cell - plain).sum(-1)[tinted] > 0).mean() > 0.9
