@@ -73,7 +73,7 @@ class SemanticSegmentation(Task):
     @classmethod
     def preview(cls, row: Row, tokenizer: Any, recipe: Recipe, names: list[str]) -> Preview:
         """The image's source and size, and the classes its mask holds."""
-        image = open_rgb(row["image"], origin(row["image"]))
+        image, names = open_rgb(row["image"], origin(row["image"])), names or named_classes(recipe)
         note = f"{image.width}x{image.height}"
         if "mask" in row:
             mask, _ = open_mask(row["mask"], origin(row["mask"]))
@@ -87,7 +87,7 @@ class SemanticSegmentation(Task):
                         names: list[str], out: Path) -> bool:
         """A contact sheet: each image and its mask augmented as in the first epoch, at the
         processor's size, the mask's classes tinted over the image (ignored pixels not)."""
-        settings = recipe.data.augment
+        settings, names = recipe.data.augment, names or named_classes(recipe)
         size, pictures, captions = model_size(tokenizer), [], []
         for index, row in enumerate(rows):
             image = open_rgb(row["image"], origin(row["image"]))
@@ -118,11 +118,9 @@ class SemanticSegmentation(Task):
     def label_names(self, rows: list[Row]) -> list[str]:
         """`task.label_names`, the first source's class_names.txt, `task.num_labels`, or the
         largest class id in the masks."""
-        task, first = self.recipe.task, self.recipe.data.train[0]
-        names = task.label_names or (None if is_hub_data(first) else class_names_beside(first))
-        if names:
-            return list(names)
-        count = task.num_labels or 1 + max(
+        if names := named_classes(self.recipe):
+            return names
+        count = self.recipe.task.num_labels or 1 + max(
             (int(v) for row in rows for v in np.unique(open_mask(row["mask"], origin(
                 row["mask"]))[0]) if v != IGNORE), default=1)
         return [str(i) for i in range(count)]
@@ -284,6 +282,14 @@ class SemanticSegmentation(Task):
             path.write_bytes(mask_png(mask, self.palette))
             paths.append(str(path))
         return paths
+
+
+def named_classes(recipe: Recipe) -> list[str]:
+    """The class names a recipe gives: `task.label_names`, else the first training source's
+    class_names.txt; none otherwise (`preview` shows the ids then)."""
+    first = recipe.data.train[0]
+    names = recipe.task.label_names or (None if is_hub_data(first) else class_names_beside(first))
+    return list(names or [])
 
 
 def mask_source(example: Example) -> tuple[str | bytes, str]:

@@ -265,3 +265,25 @@ def test_preview_names_the_classes_and_draws_masks_over_their_images(task: Task,
     assert np.array_equal(cell[small == IGNORE], plain[small == IGNORE])
     tinted = (small != IGNORE) & (small != 0)  # a class with a colour (background: black)
     assert tinted.any() and (np.abs(cell - plain).sum(-1)[tinted] > 0).mean() > 0.9
+
+
+def test_jsonl_rows_name_their_files_and_a_colour_mask_is_refused(task: Task,
+                                                                  tmp_path: Path) -> None:
+    """Rows of a data file: paths relative to it; a missing mask file names the file and line;
+    an RGB mask (colours, not class ids) names the mask."""
+    voc = copy_voc(tmp_path / "voc")
+    rgb = voc / "SegmentationClass" / "rgb.png"
+    Image.open(voc / "SegmentationClass" / "2011_000003.png").convert("RGB").save(rgb)
+    lines = ['{"image": "voc/JPEGImages/2011_000003.jpg", '
+             '"mask": "voc/SegmentationClass/2011_000003.png"}',
+             '{"image": "voc/JPEGImages/2011_000006.jpg", "mask": "voc/SegmentationClass/rgb.png"}',
+             '{"image": "voc/JPEGImages/2011_000025.jpg", "mask": "voc/gone.png"}']
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"^{data}:3: mask file not found: {tmp_path}/voc/gone"):
+        load_rows([data], "segmentation")
+    data.write_text("\n".join(lines[:2]) + "\n")
+    rows = load_rows([data], "segmentation").rows
+    assert rows[0]["mask"] == str(voc / "SegmentationClass" / "2011_000003.png")
+    with pytest.raises(UsageError, match=f"^bad data: {rgb}: a RGB mask: colours do not say"):
+        task.encode(rows)
