@@ -41,7 +41,8 @@ def train(model: Path, run_dir: Path, *sets: str) -> None:
 
 def test_one_process_learns_and_scores_mean_iou(model: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    train(model, run_dir, "distributed.procs_per_node=1", "train.max_steps=8")
+    train(model, run_dir, "distributed.procs_per_node=1", "train.max_steps=8",
+          "train.micro_batch_size=1")  # 2 micro-batches a step; the probe of the 2-process run
     losses = [e.loss for e in of_kind(events(run_dir), TrainLogged)]
     assert len(losses) == 8 and losses[-1] < losses[0], losses
     done = summary(run_dir)
