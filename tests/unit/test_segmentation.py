@@ -217,6 +217,12 @@ def test_segformer_and_deeplab_train_and_score_through_the_same_code(
     loss, images = model_task.loss_sum(model.train(), train)
     loss.backward()
     assert images == 2 and torch.isfinite(loss)
+    with torch.no_grad():  # per-image means, summed: a batch splits into micro-batches exactly
+        model.eval()
+        pair = model_task.loss_sum(model, train)[0]
+        parts = [model_task.loss_sum(model, {k: v[i:i + 1] for k, v in train.items()})[0]
+                 for i in range(2)]
+    assert float(pair) == pytest.approx(float(sum(parts)), rel=1e-5)
     with torch.no_grad():
         out = model_task.evaluate(model.eval(), model_task.collate(list(task.encoded.eval)))
     stem = Path(task.encoded.eval[0]["path"]).stem
