@@ -19,6 +19,11 @@ any process starts. Readers, chosen by file extension unless named explicitly:
 - ``conll``: one ``token<TAB or space>tag`` per line (extra middle columns are ignored), sentences
   split by blank or whitespace-only lines, ``-DOCSTART-`` lines skipped. A record is
   ``{"tokens": [...], "tags": [...]}`` whose origin is the line of its first token.
+- ``maskfolder`` (a folder): images and their segmentation masks in two subfolders (`MASK_FOLDERS`:
+  VOC's ``JPEGImages`` and ``SegmentationClass``, or ``images`` and ``masks``), paired by file
+  stem; a record is ``{"image": path, "mask": path}`` whose origin is the image (or the mask with
+  no image). An image without a mask, or a mask without an image, is a bad row. A folder with
+  neither subfolder gives its own images, unlabelled (to predict).
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ from typing import Any
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.hub_data import HubData, is_hub_data
 
-READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll", "imagefolder", "audiofolder")
+READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll", "imagefolder", "audiofolder",
+           "maskfolder")
 _BY_SUFFIX = {f".{name}": name for name in READERS}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+MASK_FOLDERS = (("JPEGImages", "SegmentationClass"), ("images", "masks"))  # (images, masks)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ def read_records(
         "conll": _read_conll,
         "imagefolder": lambda folder: _read_folder(folder, "image", IMAGE_SUFFIXES),
         "audiofolder": lambda folder: _read_folder(folder, "audio", AUDIO_SUFFIXES),
+        "maskfolder": _read_mask_folder,
     }
     result = ReadResult()
     for item in readers[reader_for(path, reader)](str(path)):
@@ -256,3 +264,27 @@ def _files(folder: Path, suffixes: tuple[str, ...], recursive: bool) -> list[Pat
     found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in found if p.is_file() and p.suffix.lower() in suffixes
                   and not p.name.startswith("."))
+
+
+def _read_mask_folder(path: str) -> Iterator[Record | DataError]:
+    """Images and masks of the first `MASK_FOLDERS` pair present, paired by file stem, in
+    sorted order; without one, the folder's own images, unlabelled."""
+    root = Path(path)
+    pair = next(((root / i, root / m) for i, m in MASK_FOLDERS if (root / i).is_dir()), None)
+    if pair is None:
+        yield from (Record({"image": str(file)}, Origin(str(file), 0, "file"))
+                    for file in _files(root, IMAGE_SUFFIXES, recursive=False))
+        return
+    images = {p.stem: p for p in _files(pair[0], IMAGE_SUFFIXES, recursive=False)}
+    masks = ({p.stem: p for p in _files(pair[1], IMAGE_SUFFIXES, recursive=False)}
+             if pair[1].is_dir() else {})
+    for stem in sorted(images.keys() | masks.keys()):
+        image, mask = images.get(stem), masks.get(stem)
+        if image is None:
+            yield DataError(Origin(str(mask), 0, "file"), f"a mask with no image: no {stem}.* "
+                            f"in {pair[0]}; add the image or remove the mask")
+        elif mask is None:
+            yield DataError(Origin(str(image), 0, "file"), f"an image with no mask: no "
+                            f"{stem}.png in {pair[1]}; add its mask or remove the image")
+        else:
+            yield Record({"image": str(image), "mask": str(mask)}, Origin(str(image), 0, "file"))

@@ -22,11 +22,12 @@ Canonical rows:
 - images and recordings: ``{"image" | "audio": str | bytes, "label": int}`` ("image", "audio"):
   a folder with one subfolder per class, or rows whose ``image``/``audio`` is a file path
   (relative to the data file's folder), a file's bytes, or a Hub Image/Audio feature.
+- segmentation: ``{"image": ..., "mask": ...}`` ("segmentation"): files as above; masks: class ids.
 
 Labels and tags become ids through a `LabelMap` built from the rows loaded (the training files)
-or passed in (for eval files). With ``labelled=False`` (to predict) rows need
-no label: classification and token rows have none, and a conversation may lack its answer
-(alpaca ``output``, ``completion``). ``columns`` renames fields: ``{"instruction":
+or passed in (for eval files). With ``labelled=False`` (to predict) rows need no label:
+classification and token rows have none, and a conversation may lack its answer (alpaca
+``output``, ``completion``). ``columns`` renames fields: ``{"instruction":
 "prompt_text"}`` reads the canonical ``instruction`` field from the ``prompt_text`` column.
 """
 
@@ -65,12 +66,14 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "audio": ("audio", "label"),
     "transcript": ("audio", "text"),
     "detection": ("image", "xmin", "ymin", "xmax", "ymax", "label"),
+    "segmentation": ("image", "mask"),
 }
 FORMATS: tuple[str, ...] = tuple(FIELDS)  # the one list of formats (the recipe schema's too)
 LABELLED = {"classification": "label", "conll": "tags", "tokens": "tags", "image": "label",
             "audio": "label"}
 FOLDER_READERS = {"image": "imagefolder", "audio": "audiofolder",  # files, by class subfolder
-                  "transcript": "audiofolder"}  # a folder of recordings (to transcribe)
+                  "transcript": "audiofolder",  # a folder of recordings (to transcribe)
+                  "segmentation": "maskfolder"}  # images and their masks, by file stem
 GROUPED = {"detection": read_boxes}  # formats whose rows gather several records (boxes)
 
 
@@ -83,16 +86,10 @@ class LoadedRows:
     label_map: LabelMap | None = None
 
 
-def load_rows(
-    paths: Sequence[str | Path],
-    fmt: str,
-    columns: Mapping[str, str] | None = None,
-    on_bad_row: BadRowPolicy = "error",
-    label_map: LabelMap | None = None,
-    reader: str | None = None,
-    labelled: bool = True,
-    role: str = "train",
-) -> LoadedRows:
+def load_rows(paths: Sequence[str | Path], fmt: str, columns: Mapping[str, str] | None = None,
+              on_bad_row: BadRowPolicy = "error", label_map: LabelMap | None = None,
+              reader: str | None = None, labelled: bool = True, role: str = "train"
+              ) -> LoadedRows:
     """Read `paths` in order and normalise each record of format `fmt` to its canonical row.
 
     A bad row raises `DataError` (file and line) under "error", or is skipped and kept in
@@ -260,6 +257,11 @@ def _file(row: Fields, name: str, target: str | None = "label") -> dict[str, Any
     return {name: value, **({"label": _label(row)} if row.labelled and target else {})}
 
 
+def _segmentation(row: Fields) -> dict[str, Any]:  # an image and, labelled, its mask
+    row.require("image", *row.label_fields("mask"))
+    return {**_file(row, "image", None), **(_file(row, "mask", None) if row.labelled else {})}
+
+
 def _classification(row: Fields) -> dict[str, Any]:
     row.require("text", *row.label_fields("label"))
     if not row.labelled:
@@ -294,4 +296,5 @@ _NORMALISERS: dict[str, Callable[[Fields], dict[str, Any]]] = {
     "image": _image,
     "audio": _audio,
     "transcript": _transcript,
+    "segmentation": _segmentation,
 }

@@ -133,6 +133,7 @@ def score(run: Run, source: Source, fmt: str, rows: list[Row],
                            examples)
     metrics = task.metrics(out.loss_sum, out.count, out.predictions, out.references, out.sums)
     predictions = run.folder.predictions_on(source.name)
+    predicted = task.written(predicted, rows, predictions.with_suffix(""))
     write_predictions(predictions, [
         Prediction(index=i, prediction=p, reference=task.reference(row))
         for i, (p, row) in enumerate(zip(predicted, rows, strict=True))])
@@ -152,6 +153,7 @@ def predict_file(run_dir: Path, source: Source, max_new_tokens: int) -> tuple[Pa
     task = make_task(run)
     predicted, _ = infer(task, run, encoded(task.prompts, rows, run), max_new_tokens)
     path = run.folder.predictions_on(source.name)
+    predicted = task.written(predicted, rows, path.with_suffix(""))
     write_predictions(path, [Prediction(index=i, prediction=keyed(p, i))
                              for i, p in enumerate(predicted)])
     return path, len(rows)

@@ -66,6 +66,9 @@ class TaskSettings(Section):
     num_labels: int | None = Field(
         None, gt=1, description="Classification labels; inferred from the training data if unset."
     )
+    label_names: list[str] | None = Field(
+        None, description="Semantic segmentation: the class names, by mask value (0, 1, ...); "
+        "default: class_names.txt beside the data, else 0..n-1.")
     chat_template: str | None = Field(
         None,
         description="Chat tasks: 'chatml', a Jinja template, or unset for the tokenizer's "

@@ -118,6 +118,12 @@ class Task(ABC):
         (greedy, at most `max_new_tokens`: causal LM only), for a `collate`d batch of `prompts`.
         `synced`: every rank generates together (a sharded model), to the longest's end."""
 
+    def written(self, predicted: list[Any], rows: list[Row], folder: Path) -> list[Any]:
+        """What `predictions-<name>.jsonl` holds of each row's prediction: the prediction
+        itself; a task whose predictions are pictures (masks) writes them into `folder` and
+        gives their paths."""
+        return predicted
+
     def generation_prompts(self, eval_examples: Sequence[Example]) -> list[tuple[Example, Any]]:
         """The prompts `train.generation_prompts` names, with their references: tasks that
         generate text (causal LM) have some; the others none."""

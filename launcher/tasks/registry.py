@@ -76,6 +76,16 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         peft_task_type=None, lora_head=("class_labels_classifier", "bbox_predictor"),
         predicts="COCO detections: label, category_id, bbox [x, y, w, h], score",
         labelled=True, groups_by_length=False, counts_tokens=False),
+    TaskSpec(
+        kind="semantic_segmentation",
+        summary="an image -> a class per pixel: any transformers segmenter (SegFormer, "
+        "MobileNetV2 DeepLabV3), masks of class ids (VOC palette PNGs)",
+        implementation="launcher.tasks.semantic_segmentation:SemanticSegmentation",
+        formats=("segmentation",), main_metric="mean_iou", higher_is_better=True,
+        head=Head.NONE, architectures=("ForSemanticSegmentation",),
+        peft_task_type=None, lora_head=("decode_head", "segmentation_head"),
+        predicts="a mask PNG (class ids) per image", labelled=True,
+        groups_by_length=False, probed=True, counts_tokens=False),
 )}
 
 

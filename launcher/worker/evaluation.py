@@ -25,7 +25,11 @@ def evaluate_on_ranks(task: Task, model: torch.nn.Module, rows: Sequence[Any],
     """The task's metrics over all `rows`, and every row's prediction (on rank 0, sorted; where
     the task predicts). With sharded parameters (or a loss that reduces over ranks: the task's
     `collective_forward`) every forward is collective, so a rank with fewer rows runs as many
-    forwards as the busiest."""
+    forwards as the busiest. A DDP model is evaluated through its module: DDP's forward
+    broadcasts the buffers (batch norm statistics), a collective that a rank with fewer eval
+    batches would never join."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     indices = list(range(acc.process_index, len(rows), plan.world_size))
     micro = plan.batch.micro
     out = evaluate_examples(task, model, [rows[j] for j in indices], micro, acc.device,
@@ -37,7 +41,7 @@ def evaluate_on_ranks(task: Task, model: torch.nn.Module, rows: Sequence[Any],
             evaluate_examples(task, model, [rows[0]], micro, acc.device, acc.autocast, progress)
     totals = acc.reduce(torch.tensor(
         [out.loss_sum, float(out.count), *(out.sums.get(key, 0.0) for key in task.summed)],
-        device=acc.device), "sum")
+        dtype=torch.float64, device=acc.device), "sum")  # pixel counts beyond 2**24: exact
     predicted: list[EvalRow] = (list(zip(indices, out.predictions, out.references,
                                          strict=False)) if out.predictions else [])
     if plan.world_size > 1:

@@ -135,3 +135,41 @@ def build_tiny_detr(out: Path, seed: int = 0) -> Path:
     DetrForObjectDetection(config).save_pretrained(out)
     DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(out)
     return out
+
+
+def build_tiny_segformer(out: Path, image_size: int = 64, labels: int = 21, seed: int = 0
+                         ) -> Path:
+    """A SegFormer of one block per stage (hidden 8..32, 48k parameters) and its processor,
+    `image_size` square: what `nvidia/segformer-b0-*` checkpoints load as, tiny."""
+    import torch
+    from transformers import (
+        SegformerConfig,
+        SegformerForSemanticSegmentation,
+        SegformerImageProcessor,
+    )
+
+    torch.manual_seed(seed)
+    config = SegformerConfig(depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1],
+                             hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 2, 2],
+                             mlp_ratios=[2, 2, 2, 2], decoder_hidden_size=32, num_labels=labels)
+    SegformerForSemanticSegmentation(config).save_pretrained(out)
+    SegformerImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(out)
+    return out
+
+
+def build_tiny_deeplab(out: Path, image_size: int = 64, labels: int = 21, seed: int = 0) -> Path:
+    """MobileNetV2's DeepLabV3 (depth x0.25) and its processor (shortest edge, centre crop)."""
+    import torch
+    from transformers import (
+        MobileNetV2Config,
+        MobileNetV2ForSemanticSegmentation,
+        MobileNetV2ImageProcessor,
+    )
+
+    torch.manual_seed(seed)
+    config = MobileNetV2Config(depth_multiplier=0.25, image_size=image_size, num_labels=labels)
+    MobileNetV2ForSemanticSegmentation(config).save_pretrained(out)
+    MobileNetV2ImageProcessor(size={"shortest_edge": image_size},
+                              crop_size={"height": image_size, "width": image_size}
+                              ).save_pretrained(out)
+    return out
