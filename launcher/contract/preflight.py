@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from launcher.contract.plan import Plan
 from launcher.contract.records import JsonRecord
@@ -47,6 +47,8 @@ class RankCheck(JsonRecord):
     # the node leaders (local rank 0) are in the ring, the others have 0.
     p2p_mb_s: float
     latency_ms: float
+    # On GPUs: NCCL's version and every NCCL_* variable in force on this rank (printed).
+    nccl: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,13 @@ class PreflightResult(JsonRecord):
             out.append(f"BAD node {finding.node} ({finding.host}, rank(s) "
                        f"{', '.join(map(str, finding.ranks)) or '?'}): {finding.check}: "
                        f"{finding.detail}")
+        settings: dict[str, list[str]] = {}  # the NCCL settings in force, and their nodes
+        for rank in self.ranks:
+            if rank.nccl:
+                said = ", ".join(f"{key}={value}" for key, value in sorted(rank.nccl.items()))
+                settings.setdefault(said, []).append(rank.host)
+        for said, hosts in settings.items():
+            out.append(f"NCCL on {', '.join(sorted(set(hosts)))}: {said}")
         if self.healthy:
             out.append("healthy: every node passed every check")
         return out

@@ -69,6 +69,13 @@ def versions(rank: int) -> dict[str, str]:
     return found
 
 
+def nccl_settings(torch) -> dict[str, str]:
+    """NCCL's version and the NCCL_* environment variables in force."""
+    version = torch.cuda.nccl.version()
+    return {"version": ".".join(map(str, version)) if isinstance(version, tuple)
+            else str(version), **{k: v for k, v in os.environ.items() if k.startswith("NCCL_")}}
+
+
 def free_bytes(path: Path) -> int:
     """Free bytes on the file system of `path`, or of its nearest existing parent."""
     path = path.resolve()
@@ -241,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         rank=rank, node=node, host=host, versions=versions(rank), shared_folder=seen == token[0],
         checkpoint_free_bytes=free_bytes(folder.checkpoints), cache_free_bytes=free_bytes(
             cache_base()), visible_devices=torch.cuda.device_count() if gpu else None,
-        allreduce_mb_s=allreduce, p2p_mb_s=p2p, latency_ms=latency)
+        allreduce_mb_s=allreduce, p2p_mb_s=p2p, latency_ms=latency,
+        nccl=nccl_settings(torch) if gpu else {})
     everyone: list[dict | None] = [None] * world
     dist.all_gather_object(everyone, check.to_dict())
     result = decide([RankCheck.from_dict(c) for c in everyone], procs_per_node=plan.procs_per_node,

@@ -135,3 +135,15 @@ def test_doctors_slurm_script_runs_only_the_preflight_on_every_node(tmp_path: Pa
     assert "-m launcher.worker.preflight ." in script and "launcher.worker.supervisor" not in script
     assert "--rdzv_conf timeout=60" in script  # a node whose agent never comes: a minute
     subprocess.run(["bash", "-n", folder.preflight_script], check=True)
+
+
+def test_the_nccl_settings_in_force_are_printed_with_their_nodes() -> None:
+    same = {"version": "2.21.5", "NCCL_SOCKET_IFNAME": "ib0"}
+    result = verdict(node(0, nccl=same), node(1, nccl=same),
+                     node(2, nccl={**same, "NCCL_IB_DISABLE": "1"}))
+    lines = result.lines()
+    assert "NCCL on node-0, node-1: NCCL_SOCKET_IFNAME=ib0, version=2.21.5" in lines
+    assert ("NCCL on node-2: NCCL_IB_DISABLE=1, NCCL_SOCKET_IFNAME=ib0, version=2.21.5"
+            in lines)
+    assert not any(line.startswith("NCCL") for line in verdict(node(0), node(1)).lines())
+    assert PreflightResult.from_dict(result.to_dict()) == result
