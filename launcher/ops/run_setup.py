@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from rich.markup import escape
 
 from launcher.contract.errors import RecipeError, UsageError
 from launcher.contract.plan import LrRange, Plan
+from launcher.contract.preflight import CHECKPOINTS_NEEDED, checkpoint_bytes
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, TrackerKind, TrackingMode
 from launcher.data.splits import load_splits
@@ -58,9 +60,28 @@ def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_d
     if resume:
         plan = resumed_plan(RunFolder(folder_path), plan)
     folder = write_run_folder(folder_path, recipe, plan)
+    if backend is BackendKind.LOCAL and lr_find is None:
+        check_room_here(folder, plan)
     if not quiet:
         _describe(folder, plan)
     return folder, plan
+
+
+def check_room_here(folder: RunFolder, plan: Plan) -> None:
+    """The preflight of a run on this machine, reduced to what can differ on one machine (the
+    versions, the folder and the links are the same for every process): room for checkpoints.
+    Less than one planned checkpoint stops the launch; less than two (the new one is written
+    before the previous one goes) is said."""
+    size = checkpoint_bytes(plan)
+    free = shutil.disk_usage(folder.checkpoints).free
+    where = f"{free / 2**20:,.0f} MiB free where checkpoints go ({folder.checkpoints})"
+    estimate = f"one checkpoint of this model is about {size / 2**20:,.0f} MiB"
+    if size and free < size:
+        raise UsageError(f"{where}: {estimate}; make room or choose another --run-dir")
+    if size and free < CHECKPOINTS_NEEDED * size:
+        console.print(f"warning: {where}: {estimate}, and a checkpoint is written before the "
+                      "previous one is removed; a checkpoint that finds no room stops the run "
+                      "cleanly (resumable)")
 
 
 def _describe(folder: RunFolder, plan: Plan) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -78,18 +79,35 @@ def test_background_checkpoints_resume_to_the_weights_of_foreground_ones(
         r.final_weights_sha256 for r in rank_reports(reference)}
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real filesystem of 3 MiB (tmpfs), mounted where the run's checkpoints go."""
+@contextmanager
+def tmpfs_checkpoints(run_dir: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (tmpfs), mounted where the run's checkpoints go."""
     if os.geteuid() != 0:
         pytest.fail("mounting a tmpfs needs root (as CI and the Slurm tests have)")
-    mount = tmp_path / "run" / "checkpoints"
+    mount = run_dir / "checkpoints"
     mount.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mount], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mount], check=True)
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", mount], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """3 MiB where the run's checkpoints go: room for one checkpoint, not two."""
+    with tmpfs_checkpoints(tmp_path / "run", "3m") as mount:
+        yield mount
+
+
+def test_no_room_for_one_checkpoint_stops_the_launch(tiny_llama: Path, tmp_path: Path) -> None:
+    with tmpfs_checkpoints(tmp_path / "run", "1m"):
+        done = launch(tmp_path / "run", tiny_llama, f"train.save_every={SAVE_EVERY}")
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert " MiB free where checkpoints go" in said and "one checkpoint of this model is about" \
+        in said, said
+    assert "Traceback" not in said and not RunFolder(tmp_path / "run").events.exists()
 
 
 def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(reference: Path,
@@ -104,6 +122,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(reference: Pat
     done = launch(run_dir, tiny_llama, *args)
     said = done.stdout + done.stderr
     assert done.returncode == 1, said
+    assert "a checkpoint is written before the previous one is removed" in said, said  # warned
     (failed,) = of_kind(events(run_dir), CheckpointFailed)
     assert failed.step == 2 * SAVE_EVERY and " MiB free where checkpoints go" in failed.reason
     assert float(failed.reason.split("; ")[-1].split()[0]) < 1.0, failed.reason
