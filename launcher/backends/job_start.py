@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,9 @@ from launcher.contract.checkpoints import newest_step
 from launcher.contract.job import Allocation, JobRecord, Requeue, utc_now
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind
+
+# Node states (Slurm's words) of a node that failed, not one merely left out of the new allocation.
+UNWELL = re.compile(r"DOWN|DRAIN|FAIL|NOT_RESPONDING|unknown to Slurm")
 
 
 def record_start(folder: RunFolder, restart: int, nodes: tuple[str, ...],
@@ -29,9 +33,10 @@ def record_start(folder: RunFolder, restart: int, nodes: tuple[str, ...],
     requeues, said = record.requeues, None
     if restart > 0 and not any(r.restart == restart - 1 for r in requeues):
         before = record.allocations[-1].nodes if record.allocations else ()
-        lost = [node for node in before if node not in nodes]
+        said_of = {node: node_said(node) for node in before if node not in nodes}
+        lost = [node for node, state in said_of.items() if UNWELL.search(state)]
         cause = ("Slurm requeued the job after " + ", ".join(
-            f"node {node} failed ({node_said(node)})" for node in lost) if lost else
+            f"node {node} failed ({said_of[node]})" for node in lost) if lost else
             "Slurm requeued the job (a node failure, or a requeue by hand)")
         step = newest_step(folder.checkpoints)
         requeues = (*requeues, Requeue(restart=restart - 1, time=utc_now(),

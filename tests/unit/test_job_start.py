@@ -11,7 +11,8 @@ from launcher.contract.vocabulary import BackendKind
 
 
 def down(node: str) -> str:
-    return "DOWN+NOT_RESPONDING: Not responding"
+    """n2 failed; the other nodes of the allocation before are merely busy or idle."""
+    return "DOWN+NOT_RESPONDING: Not responding" if node == "n2" else "IDLE"
 
 
 def folder_with(tmp_path: Path, record: JobRecord) -> RunFolder:
@@ -35,13 +36,13 @@ def test_the_first_start_is_recorded_and_says_nothing(tmp_path: Path) -> None:
 
 def test_slurms_own_requeue_names_the_node_lost(tmp_path: Path) -> None:
     folder = folder_with(tmp_path, submitted(
-        allocations=(Allocation(restart=0, time="t", nodes=("n1", "n2")),)))
-    said = record_start(folder, 1, ("n1", "n3"), down)
+        allocations=(Allocation(restart=0, time="t", nodes=("n1", "n2", "n4")),)))
+    said = record_start(folder, 1, ("n1", "n3", "n5"), down)
     (requeue,) = JobRecord.read(folder.job).requeues
     assert requeue.signal == "NODE_FAIL" and requeue.restart == 0
     assert requeue.cause == ("Slurm requeued the job after node n2 failed "
                              "(DOWN+NOT_RESPONDING: Not responding)")
-    assert said == f"{requeue.cause}; resuming from step 0 on n1, n3"
+    assert said == f"{requeue.cause}; resuming from step 0 on n1, n3, n5"  # n4: idle, not named
 
 
 def test_a_requeue_sft_launch_asked_for_is_not_recorded_twice(tmp_path: Path) -> None:
