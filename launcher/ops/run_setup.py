@@ -59,9 +59,9 @@ def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_d
     folder_path = run_dir or Path("runs") / f"{plan.recipe_name}{kind}-{_utc_stamp()}"
     if resume:
         plan = resumed_plan(RunFolder(folder_path), plan)
-    folder = write_run_folder(folder_path, recipe, plan)
     if backend is BackendKind.LOCAL and lr_find is None:
-        check_room_here(folder, plan)
+        check_room_here(RunFolder(folder_path), plan)
+    folder = write_run_folder(folder_path, recipe, plan)
     if not quiet:
         _describe(folder, plan)
     return folder, plan
@@ -69,11 +69,12 @@ def write_new_run(recipe: Recipe, recipe_file: Path, backend: BackendKind, run_d
 
 def check_room_here(folder: RunFolder, plan: Plan) -> None:
     """The preflight of a run on this machine, reduced to what can differ on one machine (the
-    versions, the folder and the links are the same for every process): room for checkpoints.
-    Less than one planned checkpoint stops the launch; less than two (the new one is written
-    before the previous one goes) is said."""
+    versions, the folder and the links are the same for every process): room for checkpoints,
+    checked before the run folder is written. Less than one planned checkpoint stops the
+    launch; less than two (the new one is written before the previous one goes) is said."""
     size = checkpoint_bytes(plan)
-    free = shutil.disk_usage(folder.checkpoints).free
+    existing = next(p for p in (folder.checkpoints, *folder.checkpoints.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
     where = f"{free / 2**20:,.0f} MiB free where checkpoints go ({folder.checkpoints})"
     estimate = f"one checkpoint of this model is about {size / 2**20:,.0f} MiB"
     if size and free < size:
