@@ -19,6 +19,8 @@ any process starts. Readers, chosen by file extension unless named explicitly:
 - ``conll``: one ``token<TAB or space>tag`` per line (extra middle columns are ignored), sentences
   split by blank or whitespace-only lines, ``-DOCSTART-`` lines skipped. A record is
   ``{"tokens": [...], "tags": [...]}`` whose origin is the line of its first token.
+- ``json`` holding a COCO document (images, annotations, categories): one record per image,
+  ``{"image": path, "mask": PNG bytes}``, its polygons rasterised (`launcher.data.coco_masks`).
 - ``maskfolder`` (a folder): images and their segmentation masks in two subfolders (`MASK_FOLDERS`:
   VOC's ``JPEGImages`` and ``SegmentationClass``, or ``images`` and ``masks``), paired by file
   stem; a record is ``{"image": path, "mask": path}`` whose origin is the image (or the mask with
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.data.coco_masks import coco_document, coco_mask_records
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
 from launcher.data.hub_data import HubData, is_hub_data
 
@@ -143,6 +146,10 @@ def _read_json_lines(path: str) -> Iterator[Record | DataError]:
 
 def _read_json(path: str) -> Iterator[Record | DataError]:
     text = "".join(_text_lines(path))
+    if (coco := coco_document(text)) is not None:  # images with polygons: masks
+        yield from (item if isinstance(item, DataError) else Record(*item)
+                    for item in coco_mask_records(path, coco))
+        return
     if not text.lstrip().startswith("["):
         yield from _read_json_lines(path)
         return

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from launcher.data.coco_masks import coco_document, coco_names
 from launcher.data.encode.images import Augmentation, augment, crop_box
 from launcher.data.encode.sources import open_source
 
@@ -131,8 +132,12 @@ def mask_png(mask: np.ndarray, palette: list[int] | None) -> bytes:
 
 def class_names_beside(source: str) -> list[str] | None:
     """The lines of `class_names.txt` in the data folder `source` (or beside the data file),
-    as labelme2voc writes it; None when there is none."""
+    as labelme2voc writes it, or a COCO file's categories (`coco_names`); None when there are
+    none."""
     path = Path(source)
+    if path.suffix.lower() == ".json" and path.is_file() and (
+            coco := coco_document(path.read_text(encoding="utf-8"))) is not None:
+        return coco_names(coco)
     found = (path if path.is_dir() else path.parent) / "class_names.txt"
     if not found.is_file():
         return None
