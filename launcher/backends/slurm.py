@@ -142,7 +142,8 @@ class SlurmBackend:
         if record and record.prep_job_id and info.job_state is not JobState.RUNNING:
             detail = _prep_said(folder, record.prep_job_id, info) or detail
         if record and record.exclusions:
-            detail = "; ".join(filter(None, [detail, record.exclusions[-1].describe() + " them"]))
+            detail = "; ".join(filter(None, [detail, record.exclusions[-1].describe() +
+                                             ", submitted again without"]))
         if record and record.requeues:
             last = record.requeues[-1].cause
             detail = "; ".join(filter(None, [detail, f"requeued {len(record.requeues)} time(s)"

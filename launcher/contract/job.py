@@ -96,9 +96,22 @@ class Allocation:
 
 
 @dataclass(frozen=True)
+class AttemptVerdict(JsonRecord):
+    """What node 0's supervisor decided after an attempt's workers died, for every node:
+    restart them, or end (as `code`), or leave the node `exclude` behind (its workers died
+    first twice: the job is submitted again without it)."""
+
+    attempt: int
+    restart: bool
+    code: int
+    exclude: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Exclusion:
-    """A job the preflight ended, resubmitted without the nodes it named
-    (slurm.exclude_bad_nodes): which job, which nodes, why."""
+    """A job submitted again without nodes: those the preflight named (slurm.exclude_bad_nodes)
+    or one whose workers died first twice; which job left them behind, which nodes, why."""
 
     job_id: str
     nodes: tuple[str, ...]
@@ -106,8 +119,8 @@ class Exclusion:
     time: str
 
     def describe(self) -> str:
-        return (f"job {self.job_id}'s preflight named {', '.join(self.nodes)} ({self.reason}): "
-                "resubmitted without")
+        """"job 12 left n2 behind (node 1 (n2): bandwidth: ...)"."""
+        return f"job {self.job_id} left {', '.join(self.nodes)} behind ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,6 @@ class JobRecord(JsonRecord):
     requeues: tuple[Requeue, ...] = ()
     allocations: tuple[Allocation, ...] = ()  # Slurm: every start of the job
     restarts: tuple[Restart, ...] = ()
-    exclusions: tuple[Exclusion, ...] = ()  # resubmissions without nodes the preflight named
+    exclusions: tuple[Exclusion, ...] = ()  # submitted again without these nodes
     final_state: FinalState | None = None
     final_reason: str | None = None

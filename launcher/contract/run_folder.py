@@ -98,6 +98,11 @@ class RunFolder:
         """Slurm: the batch script that runs only the preflight (`sft-launch doctor`)."""
         return self.path / "preflight.sbatch"
 
+    def attempt_verdict(self, attempt: int) -> Path:
+        """Node 0's supervisor's decision after the workers of `attempt` died (`AttemptVerdict`),
+        which every node's follows."""
+        return self.logs / "attempts" / f"attempt-{attempt}.json"
+
     def heartbeat(self, rank: int) -> Path:
         return self.logs / "heartbeat" / f"rank-{rank}.json"
 

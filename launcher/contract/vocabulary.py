@@ -154,6 +154,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad recipe, arguments or data; nothing launched
     REFUSED = 3  # a worker refused a launch that differs from plan.json
     NOT_SAVED = 74  # a worker could not write a checkpoint (a full disk): make room, resume
+    NODE_FAILED = 76  # a node's workers died first twice: the Slurm job goes on without it
     STOPPED = 75  # a worker stopped on a signal after a complete checkpoint: resume it
     HUNG = 124  # a worker saw a rank make no progress for train.hang_timeout_s
     INTERRUPTED = 130  # sft-launch was stopped by a signal (after the workers checkpointed)

@@ -31,6 +31,7 @@ from launcher.contract.checkpoints import newest_step
 from launcher.contract.events import EventLog, Stopped, WorkersDied, read_events
 from launcher.contract.job import (
     VICTIM_SIGNAL,
+    AttemptVerdict,
     FinalState,
     JobRecord,
     Restart,
@@ -51,6 +52,7 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # shutting down: a stop was asked for, nothing crashed.
 STOP_SIGNAL_NAMES = frozenset({"SIGUSR1", "SIGINT"})
 REPORT_WAIT_S = 30.0  # node 0 waits this long for the other nodes' reports of an attempt
+VERDICT_WAIT_S = 15.0  # and the others as long again, and this, for node 0's verdict
 
 
 @dataclass(frozen=True)
@@ -103,16 +105,20 @@ class Supervisor:
                 return attempt.code
             if self.folder.summary.exists():  # a worker died on its way out: the run is done
                 return ExitCode.OK
-            step = newest_step(self.folder.checkpoints)  # the same on every node: so is the
-            decided = verdict(restarts, self.max_restarts, step, step_at_restart)  # verdict
+            step = newest_step(self.folder.checkpoints)  # the same on every node
+            decided = verdict(restarts, self.max_restarts, step, step_at_restart)
             self.events.write(WorkersDied(node=self.node, attempt=restarts,
                                           deaths=attempt.deaths, restart=decided.restart,
                                           checkpoint_step=step, reason=decided.reason))
             if self.node == 0:
                 deaths = self.every_nodes_deaths(restarts, started)
                 print(f"sft-launch supervisor: {first_death(deaths).describe()}", flush=True)
-                self.record(restarts, step, deaths, decided)
-            if not decided.restart:
+                followed = self.decide(restarts, step, deaths, decided, attempt.code)
+            else:
+                followed = self.node_0s_verdict(restarts)
+            if followed is not None and not followed.restart:
+                return followed.code
+            if followed is None and not decided.restart:
                 return attempt.code
             restarts, step_at_restart = restarts + 1, step
 
@@ -173,13 +179,46 @@ class Supervisor:
                            exit_code=128 - returncode if returncode < 0 else returncode,
                            signal=name, time=when)
 
-    def record(self, restarts: int, step: int, deaths: tuple[WorkerDeath, ...],
-               decided: Verdict) -> None:
-        """job.json: one more restart, or the final state and why (node 0 only)."""
-        folder = self.folder
-        record = JobRecord.read_if_exists(folder.job) or JobRecord(
+    def decide(self, restarts: int, step: int, deaths: tuple[WorkerDeath, ...],
+               decided: Verdict, code: int) -> AttemptVerdict:
+        """Node 0: the verdict every node follows (logs/attempts/), and job.json's record of
+        it. A node whose workers died first a second time in a job of several nodes on Slurm
+        is left behind: the job is submitted again without it (`launcher.backends.bad_nodes`)
+        instead of restarting here."""
+        record = JobRecord.read_if_exists(self.folder.job) or JobRecord(
             backend=BackendKind.SLURM if "SLURM_JOB_ID" in os.environ else BackendKind.LOCAL,
             submitted=True, time=utc_now())  # started by hand
+        host = first_death(deaths).host
+        if (self.nodes > 1 and "SLURM_JOB_ID" in os.environ
+                and host in {r.cause.host for r in record.restarts}):
+            said = AttemptVerdict(attempt=restarts, restart=False, code=ExitCode.NODE_FAILED,
+                                  exclude=host, reason=f"the workers of {host} died first a "
+                                  "second time: the job goes on without it")
+        else:
+            said = AttemptVerdict(attempt=restarts, restart=decided.restart, code=code,
+                                  reason=decided.reason)
+        path = self.folder.attempt_verdict(restarts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        said.write(path)
+        if said.exclude is None:
+            self.record(record, restarts, step, deaths, decided)
+        return said
+
+    def node_0s_verdict(self, restarts: int) -> AttemptVerdict | None:
+        """Node 0's verdict on attempt `restarts`, once written (None: none came in time, and
+        this node follows its own, the same but for a node left behind)."""
+        path = self.folder.attempt_verdict(restarts)
+        deadline = time.monotonic() + REPORT_WAIT_S + VERDICT_WAIT_S
+        while time.monotonic() < deadline:
+            if path.exists():
+                return AttemptVerdict.read(path)
+            time.sleep(0.5)
+        return None
+
+    def record(self, record: JobRecord, restarts: int, step: int,
+               deaths: tuple[WorkerDeath, ...], decided: Verdict) -> None:
+        """job.json: one more restart, or the final state and why (node 0 only)."""
+        folder = self.folder
         cause = first_death(deaths)
         if decided.restart:
             restart = Restart(attempt=restarts + 1, time=utc_now(), checkpoint_step=step,

@@ -3,9 +3,29 @@ on (the restarts themselves run for real in tests/e2e/test_restarts.py)."""
 
 from __future__ import annotations
 
-from launcher.contract.job import FinalState, WorkerDeath, first_death
-from launcher.contract.vocabulary import ExitCode
-from launcher.worker.supervisor import Attempt, _attempt_code, _own_port, _settled, verdict
+from pathlib import Path
+
+import pytest
+
+from launcher.backends.bad_nodes import NOTHING_TO_DO, after_failures
+from launcher.contract.job import (
+    AttemptVerdict,
+    FinalState,
+    JobRecord,
+    Restart,
+    WorkerDeath,
+    first_death,
+)
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import BackendKind, ExitCode
+from launcher.worker.supervisor import (
+    Attempt,
+    Supervisor,
+    _attempt_code,
+    _own_port,
+    _settled,
+    verdict,
+)
 
 
 def death(rank: int, code: int, signal: str | None = None, time: float = 100.0) -> WorkerDeath:
@@ -60,3 +80,42 @@ def test_an_attempt_is_restarted_only_after_a_crash() -> None:
     # one process killed by Ctrl-C before its handler was in place: a stop, not a crash
     assert _settled((death(0, 130, "SIGINT"),)) == Attempt(ExitCode.STOPPED)
     assert _settled((death(0, ExitCode.NOT_SAVED),)) == Attempt(ExitCode.NOT_SAVED)
+
+
+def on(host: str, rank: int = 1) -> WorkerDeath:
+    return WorkerDeath(rank=rank, host=host, pid=4242, exit_code=137, signal="SIGKILL",
+                       time=100.0)
+
+
+def test_a_node_whose_workers_die_first_twice_is_left_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Slurm, with several nodes: the second first death on n2 is no restart but a verdict
+    that every node follows, and that job.sbatch turns into a job without n2."""
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    folder = RunFolder(tmp_path)
+    folder.logs.mkdir(parents=True)
+    once = Restart(attempt=1, time="t", checkpoint_step=2, cause=on("n2"))
+    JobRecord(backend=BackendKind.SLURM, submitted=True, time="t", job_id="7",
+              restarts=(once,)).write(folder.job)
+    supervisor = Supervisor(folder, [], max_restarts=3, node=0, nodes=2)
+    elsewhere = supervisor.decide(1, 4, (on("n1", 0),), verdict(1, 3, 4, 2), 137)
+    assert elsewhere.restart and elsewhere.exclude is None
+    assert len(JobRecord.read(folder.job).restarts) == 2
+    again = supervisor.decide(2, 6, (on("n2"),), verdict(2, 3, 6, 4), 137)
+    assert (again.restart, again.code, again.exclude) == (False, ExitCode.NODE_FAILED, "n2")
+    assert "died first a second time" in again.reason
+    assert AttemptVerdict.read(folder.attempt_verdict(2)) == again  # what the other nodes read
+    record = JobRecord.read(folder.job)
+    assert len(record.restarts) == 2 and record.final_state is None
+    follower = Supervisor(folder, [], max_restarts=3, node=1, nodes=2)
+    assert follower.node_0s_verdict(2) == again
+    one_node = Supervisor(folder, [], max_restarts=3, node=0, nodes=1)
+    assert one_node.decide(3, 8, (on("n2"),), verdict(2, 3, 8, 6), 137).restart
+
+
+def test_no_node_left_behind_is_nothing_to_resubmit(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    assert after_failures(folder, "7")[0] == NOTHING_TO_DO
+    folder.attempt_verdict(0).parent.mkdir(parents=True)
+    AttemptVerdict(attempt=0, restart=True, code=137).write(folder.attempt_verdict(0))
+    assert after_failures(folder, "7")[0] == NOTHING_TO_DO
