@@ -1,10 +1,14 @@
 """Object detection and semantic segmentation under every strategy, 2 processes over gloo: a tiny
-random-init YOLOS on the raccoon photos and a tiny SegFormer on labelme's VOC masks end with the
-same weights under FSDP (sharded), ZeRO-2 and ZeRO-3 as under DDP, and training moved them."""
+random-init YOLOS on the raccoon photos and a tiny SegFormer on labelme's VOC masks (no dropout
+nor stochastic depth, whose random draws are not what is compared) end with the same weights
+under FSDP, ZeRO-2 and ZeRO-3 as under DDP, training moved them, and the sharded strategies hold
+about half the parameters on each rank (FSDP shards block by block: within 10%)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,10 +20,15 @@ from tests.helpers.tiny_models import build_tiny_segformer, build_tiny_yolos
 pytestmark = pytest.mark.slow
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 WEIGHT_TOLERANCE = 1e-4
+# SegFormer's parameters that only add a per-channel constant in front of its decode head's batch
+# norm, which takes it away: their gradient is rounding noise, which AdamW's normalised step turns
+# into +-lr whatever its size, so they differ between any two runs; the output does not.
+NO_GRADIENT = re.compile(r"decode_head\.linear_projections\.\d+\.proj\.bias|"
+                         r"segformer\.stages\.3\.layer_norm\.bias")
 TASKS = {  # recipe, model builder, its Auto class, settings
     "detection": ("detect-raccoons.toml", build_tiny_yolos, "AutoModelForObjectDetection",
                   ["train.lr=1e-2", "data.max_eval_samples=4"]),
-    "segmentation": ("segment-voc.toml", build_tiny_segformer,
+    "segmentation": ("segment-voc.toml", partial(build_tiny_segformer, random_layers=False),
                      "AutoModelForSemanticSegmentation", ["train.lr=5e-3"]),
 }
 
@@ -58,7 +67,8 @@ def test_final_weights_agree_with_ddp(runs: tuple[str, dict[str, Path]], strateg
     reference, found = weights(kind, folders["ddp"] / "final"), weights(
         kind, folders[strategy] / "final")
     assert found.keys() == reference.keys()
-    floats = [k for k in reference if reference[k].is_floating_point()]
+    floats = [k for k in reference if reference[k].is_floating_point()
+              and not NO_GRADIENT.fullmatch(k)]
     worst = max((found[k] - reference[k]).abs().max().item() for k in floats)
     assert worst < WEIGHT_TOLERANCE, f"{kind} {strategy}: max |w - w_ddp| = {worst}"
     start = weights(kind, folders["start"])
@@ -68,4 +78,4 @@ def test_final_weights_agree_with_ddp(runs: tuple[str, dict[str, Path]], strateg
     if strategy in ("fsdp", "zero3"):  # sharded: each rank holds about half
         total = rank_reports(folders["ddp"])[0].local_param_numel
         for report in rank_reports(folders[strategy]):
-            assert report.local_param_numel == pytest.approx(total / 2, rel=0.05)
+            assert report.local_param_numel == pytest.approx(total / 2, rel=0.1)

@@ -137,10 +137,12 @@ def build_tiny_detr(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_tiny_segformer(out: Path, image_size: int = 64, labels: int = 21, seed: int = 0
-                         ) -> Path:
+def build_tiny_segformer(out: Path, image_size: int = 64, labels: int = 21, seed: int = 0,
+                         random_layers: bool = True) -> Path:
     """A SegFormer of one block per stage (hidden 8..32, 48k parameters) and its processor,
-    `image_size` square: what `nvidia/segformer-b0-*` checkpoints load as, tiny."""
+    `image_size` square: what `nvidia/segformer-b0-*` checkpoints load as, tiny. Without
+    `random_layers`, no dropout nor stochastic depth: runs that differ only in how they are
+    distributed then compute the same thing."""
     import torch
     from transformers import (
         SegformerConfig,
@@ -151,7 +153,10 @@ def build_tiny_segformer(out: Path, image_size: int = 64, labels: int = 21, seed
     torch.manual_seed(seed)
     config = SegformerConfig(depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1],
                              hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 2, 2],
-                             mlp_ratios=[2, 2, 2, 2], decoder_hidden_size=32, num_labels=labels)
+                             mlp_ratios=[2, 2, 2, 2], decoder_hidden_size=32, num_labels=labels,
+                             **({} if random_layers else dict(
+                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                 classifier_dropout_prob=0.0, drop_path_rate=0.0)))
     SegformerForSemanticSegmentation(config).save_pretrained(out)
     SegformerImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(out)
     return out
