@@ -250,8 +250,10 @@ def _attempt_code(deaths: tuple[WorkerDeath, ...]) -> int:
     """The exit code an attempt's end is passed on with. Workers the launcher terminated once
     another had ended (SIGTERM) say nothing; of the others: a hang's code, or a code they all
     agree on that ends the job as it is (a stop, also when its signal killed the worker; a
-    refusal; no room for a checkpoint); else the code of the first death among the crashes
-    (a crash during a stop is a crash)."""
+    refusal; no room for a checkpoint), or the first death's such code when every other came
+    after it (the launcher killed the rest: a rank waiting in a collective does not stop on
+    TERM); else the code of the first death among the crashes (a crash during a stop is a
+    crash)."""
     telling = tuple(d for d in deaths if d.signal != VICTIM_SIGNAL) or deaths
     codes = {ExitCode.STOPPED if death.signal in STOP_SIGNAL_NAMES else death.exit_code
              for death in telling}
@@ -259,6 +261,10 @@ def _attempt_code(deaths: tuple[WorkerDeath, ...]) -> int:
         return ExitCode.HUNG
     if len(codes) == 1 and codes <= FINAL_CODES:
         return codes.pop()
+    first = first_death(telling)
+    if first.signal is None and first.exit_code in FINAL_CODES and all(
+            d.time > first.time for d in telling if d is not first):
+        return first.exit_code  # the others were taken down after it (SIGKILL: no stop in time)
     crashes = tuple(d for d in telling if d.exit_code not in FINAL_CODES) or telling
     return first_death(crashes).exit_code or ExitCode.FAILED
 

@@ -54,6 +54,16 @@ def test_restarts_are_bounded_and_need_progress() -> None:
     assert not verdict(0, 0, step=4, step_at_restart=None).restart
 
 
+def test_a_refusal_the_launcher_killed_the_others_after_is_passed_on() -> None:
+    """Rank 0 refuses bad data; rank 1, waiting in a barrier, ignores TERM (a stop request)
+    and is killed 30 s later: the attempt is the refusal, not a crash to restart."""
+    refused, killed = death(0, ExitCode.REFUSED, time=100.0), death(1, 137, "SIGKILL", 131.0)
+    assert _attempt_code((refused, killed)) == ExitCode.REFUSED
+    assert _settled((refused, killed)).deaths == ()
+    assert _attempt_code((death(0, ExitCode.REFUSED, time=131.0),
+                          death(1, 137, "SIGKILL", 100.0))) == 137  # killed first: a crash
+
+
 def test_a_stop_or_a_refusal_is_passed_on_a_death_as_its_code() -> None:
     assert _attempt_code((death(0, ExitCode.STOPPED), death(1, ExitCode.STOPPED))) == 75
     assert _attempt_code((death(0, ExitCode.HUNG), death(1, 143, "SIGTERM"))) == 124
