@@ -27,10 +27,12 @@ from launcher.contract.heartbeat import Phase
 from launcher.contract.plan import Plan
 from launcher.contract.records import JsonRecord
 from launcher.contract.reports import DataStats
+from launcher.contract.vocabulary import ExitCode
 from launcher.data.cache_entry import COMPLETE_MARK, cache_entry, is_complete
 from launcher.recipe.schema import Recipe
 from launcher.tasks.base import EncodedData, Task
 from launcher.worker.arrow_rows import ArrowRows
+from launcher.worker.stopping import REQUEST
 from launcher.worker.watchdog import Watchdog
 
 PREPROCESS_WAIT = timedelta(hours=24)  # others wait for rank 0's tokenization this long at most
@@ -56,17 +58,31 @@ def encode_cached(task: Task, tokenizer: Any, recipe: Recipe, plan: Plan,
     # Hashing the data files is I/O over all of them: rank 0 does it and tells the others.
     entry = broadcast_object_list([cache_entry(recipe, plan) if accelerator.is_main_process
                                    else None])[0]
+    # The group is made before rank 0 encodes: making it is a collective that would block the
+    # others in C++, deaf to the launcher's TERM should rank 0 fail.
+    group = (torch.distributed.new_group(backend="gloo", timeout=PREPROCESS_WAIT)
+             if plan.world_size > 1 else None)
     encoded = None
     tick = functools.partial(watchdog.progress, Phase.PREPROCESS)
     if accelerator.is_main_process:
         encoded = encode_or_load(task, tokenizer, entry, events, tick, save=True)
-    if plan.world_size > 1:
-        group = torch.distributed.new_group(backend="gloo", timeout=PREPROCESS_WAIT)
-        torch.distributed.barrier(group=group)
+    if group is not None:
+        _wait_for_all(torch.distributed.barrier(group=group, async_op=True))
         torch.distributed.destroy_process_group(group)
     if encoded is None:
         encoded = encode_or_load(task, tokenizer, entry, events, tick, save=False)
     return encoded
+
+
+def _wait_for_all(barrier: Any, poll_s: float = 0.2) -> None:
+    """Wait for the other ranks, leaving on a stop request: the launcher TERMs the ranks still
+    waiting when rank 0 ended (bad data), and a blocking barrier would hold this one until its
+    SIGKILL 30 s later (a signal's Python handler runs only between calls)."""
+    while not barrier.is_completed():
+        if REQUEST.requested:
+            raise SystemExit(ExitCode.STOPPED)
+        time.sleep(poll_s)
+    barrier.wait()
 
 
 def encode_or_load(task: Task, tokenizer: Any, entry: Path, events: EventLog,
