@@ -12,18 +12,17 @@ import torch.nn.functional as F
 
 from launcher.contract.errors import UsageError
 from launcher.data.errors import BadRowPolicy, DataError, Origin, handle_bad_row
-from launcher.data.splits import load_splits
-from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
+from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row
+from launcher.tasks.file_task import FileTask
 from launcher.tasks.pretrained import pretrained
 
 TOP5 = "top5_hits"  # eval rows whose label is among the 5 highest logits
 
-class DecodedClassification(Task):
+class DecodedClassification(FileTask):
     """One label per decoded file. A subclass names its row field (`field`), its transformers
     Auto class (`auto_model`) and model input (`model_input`), and how a file is checked
     (`check`, returning what an example keeps of it) and batched (`collate`)."""
 
-    decodes = True
     field: str  # the canonical row's file field: "image", "audio"
     auto_model: Any  # e.g. AutoModelForImageClassification
     model_input: str  # the model's keyword for the batch: "pixel_values", "input_features"
@@ -34,19 +33,6 @@ class DecodedClassification(Task):
     def check(self, source: str | bytes, origin: str) -> dict[str, Any]:
         """Decode (or probe) one file; raise `invalid` if it cannot be used. The fields it
         returns are kept in the example (a duration, say)."""
-
-    def encode_data(self, tokenizer: Any) -> EncodedData:
-        """Rows whose file is usable (each checked once now: a bad file is named here, or
-        skipped and counted under `data.on_bad_row = "skip"`, never met mid-training)."""
-        self.tokenizer = tokenizer
-        splits = load_splits(self.recipe)
-        skipped: list[DataError] = []
-        train = self.encode(splits.train, skipped)
-        evaluation = self.encode(splits.eval, skipped)
-        names = list(splits.label_map.names) if splits.label_map is not None else None
-        stats = type(splits.stats)(train_rows=len(train), eval_rows=len(evaluation),
-                                   skipped_rows=splits.stats.skipped_rows + len(skipped))
-        return EncodedData(train=train, eval=evaluation, label_names=names, stats=stats)
 
     def encode(self, rows: list[Row], skipped: list[DataError] | None = None) -> list[Example]:
         """Where each file is (a path, or its bytes), what `check` keeps of it, and the label
@@ -81,15 +67,6 @@ class DecodedClassification(Task):
     def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The model on every input of the batch (features, a mask) but the labels."""
         return model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
-
-    def tokens_in(self, example: dict[str, Any]) -> int:
-        return 1  # a file is one unit of work
-
-    def computed_in(self, batch: Batch) -> int:
-        return int(batch[self.model_input].shape[0])
-
-    def computed_tokens(self, examples: Any) -> int:
-        return len(examples)
 
     def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,
                 synced: bool = False) -> list[str]:

@@ -21,21 +21,20 @@ from launcher.data.encode.images import (
 )
 from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.data.errors import DataError
-from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
+from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row
 from launcher.tasks.box_metrics import Detection, coco_scores
 from launcher.tasks.decoded_classification import file_example, origin, refuse_or_skip
+from launcher.tasks.file_task import FileTask
 from launcher.tasks.pretrained import pretrained
 
 PREDICT_THRESHOLD = 0.5  # `predict` keeps the detections scored at least this
 MODEL_INPUTS = ("pixel_values", "pixel_mask")  # what a detector may take of a batch
 
 
-class ObjectDetection(Task):
+class ObjectDetection(FileTask):
     """Images -> boxes with labels, any checkpoint `AutoModelForObjectDetection` loads."""
 
-    decodes = True
     collective_forward = True  # the loss all-reduces the batch's box count over the ranks
     accepts: frozenset[str] = frozenset(MODEL_INPUTS)  # set by `load_model`
 
@@ -80,19 +79,6 @@ class ObjectDetection(Task):
             captions.append(counted(len(boxes)))
         contact_sheet(pictures, captions, out, (side, side))
         return True
-
-    def encode_data(self, tokenizer: Any) -> EncodedData:
-        """Rows whose image decodes (each checked once now: a bad file is named here, or
-        skipped and counted under `data.on_bad_row = "skip"`)."""
-        self.tokenizer = tokenizer
-        splits = load_splits(self.recipe)
-        skipped: list[DataError] = []
-        train = self.encode(splits.train, skipped)
-        evaluation = self.encode(splits.eval, skipped)
-        names = list(splits.label_map.names) if splits.label_map is not None else None
-        stats = type(splits.stats)(train_rows=len(train), eval_rows=len(evaluation),
-                                   skipped_rows=splits.stats.skipped_rows + len(skipped))
-        return EncodedData(train=train, eval=evaluation, label_names=names, stats=stats)
 
     def encode(self, rows: list[Row], skipped: list[DataError] | None = None) -> list[Example]:
         """Where each image is, its size, and its boxes and label ids when it has them."""
@@ -155,15 +141,6 @@ class ObjectDetection(Task):
         """The model on the inputs it takes (and the boxes, when the batch has them)."""
         inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch and k in self.accepts}
         return model(**inputs, **({"labels": batch["labels"]} if "labels" in batch else {}))
-
-    def tokens_in(self, example: dict[str, Any]) -> int:
-        return 1  # an image is one unit of work
-
-    def computed_in(self, batch: Batch) -> int:
-        return int(batch["pixel_values"].shape[0])
-
-    def computed_tokens(self, examples: Any) -> int:
-        return len(examples)
 
     def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         """The model's loss (normalised by the boxes of the batch, averaged over the ranks)

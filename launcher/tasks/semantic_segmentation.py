@@ -44,18 +44,18 @@ from launcher.data.errors import DataError
 from launcher.data.hub_data import is_hub_data
 from launcher.data.splits import load_splits
 from launcher.recipe.schema import Recipe
-from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row, Task
+from launcher.tasks.base import Batch, EncodedData, EvalOutput, Example, Row
 from launcher.tasks.decoded_classification import file_example, origin, refuse_or_skip
+from launcher.tasks.file_task import FileTask
 from launcher.tasks.pixel_scores import confusion, image_loss, scores, upsampled
 from launcher.tasks.pretrained import pretrained
 
 
-class SemanticSegmentation(Task):
+class SemanticSegmentation(FileTask):
     """An image -> a class id per pixel. Label names: `task.label_names`, else the
     `class_names.txt` beside the data, else "0".."n-1" (`task.num_labels`, or the largest mask
     value + 1)."""
 
-    decodes = True
     augments = True  # training rows come with an "augment_seed" (augmented or not): resized
     names: list[str]
     palette: list[int] | None = None  # the training masks' palette: predicted PNGs get it
@@ -216,15 +216,6 @@ class SemanticSegmentation(Task):
 
     def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         return model(pixel_values=batch["pixel_values"]).logits.float()
-
-    def tokens_in(self, example: dict[str, Any]) -> int:
-        return 1  # an image is one unit of work
-
-    def computed_in(self, batch: Batch) -> int:
-        return int(batch["pixel_values"].shape[0])
-
-    def computed_tokens(self, examples: Any) -> int:
-        return len(examples)
 
     def loss_sum(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         """Each image's mean pixel loss, summed; the number of images."""
