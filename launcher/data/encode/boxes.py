@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from launcher.data.encode.images import ENHANCERS, Augmentation, crop_box
+from launcher.data.encode.images import Augmentation, crop_box, jittered
 
 MIN_KEPT = 0.25  # share of a box's area that must stay inside the crop for it to be kept
 Box = list[float]  # [xmin, ymin, xmax, ymax] in pixels
@@ -34,12 +34,7 @@ def augment_boxes(image: Image.Image, boxes: list[Box], classes: list[int],
     if settings.hflip and rng.random() < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         kept = [[out.width - x1, y0, out.width - x0, y1] for x0, y0, x1, y1 in kept]
-    if settings.color_jitter > 0:
-        jitter = settings.color_jitter
-        order = rng.permutation(len(ENHANCERS))
-        factors = rng.uniform(max(0.0, 1.0 - jitter), 1.0 + jitter, size=len(ENHANCERS))
-        for which in order:
-            out = ENHANCERS[which](out).enhance(float(factors[which]))
+    out = jittered(out, settings.color_jitter, rng)
     return (out.copy() if out is image else out), kept, labels
 
 

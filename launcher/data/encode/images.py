@@ -204,13 +204,20 @@ def augment(image: Image.Image, settings: Augmentation, seed: int) -> Image.Imag
                                 settings.crop_ratio, rng))
     if settings.hflip and rng.random() < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if settings.color_jitter > 0:
-        jitter = settings.color_jitter
-        order = rng.permutation(len(ENHANCERS))
-        factors = rng.uniform(max(0.0, 1.0 - jitter), 1.0 + jitter, size=len(ENHANCERS))
-        for which in order:
-            out = ENHANCERS[which](out).enhance(float(factors[which]))
+    out = jittered(out, settings.color_jitter, rng)
     return out.copy() if out is image else out
+
+
+def jittered(image: Image.Image, jitter: float, rng: np.random.Generator) -> Image.Image:
+    """Brightness, contrast and colour each scaled by a factor in [1 - jitter, 1 + jitter], in
+    a random order drawn from `rng` (nothing drawn, `image` itself, when `jitter` is 0)."""
+    if jitter <= 0:
+        return image
+    order = rng.permutation(len(ENHANCERS))
+    factors = rng.uniform(max(0.0, 1.0 - jitter), 1.0 + jitter, size=len(ENHANCERS))
+    for which in order:
+        image = ENHANCERS[which](image).enhance(float(factors[which]))
+    return image
 
 
 def contact_sheet(images: list[Image.Image], captions: list[str], out: Path,
