@@ -29,7 +29,7 @@ from launcher.contract.job import (
 from launcher.contract.preflight import PreflightResult
 from launcher.contract.records import ContractError
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind, ExitCode
+from launcher.contract.vocabulary import ExitCode
 from launcher.recipe.load import load_recipe
 
 NOTHING_TO_DO = 3
@@ -49,11 +49,6 @@ def verdict(folder: RunFolder, code: int) -> tuple[PreflightResult | None, str]:
                              for f in result.findings)
 
 
-def _record(folder: RunFolder, job_id: str) -> JobRecord:
-    return JobRecord.read_if_exists(folder.job) or JobRecord(
-        backend=BackendKind.SLURM, submitted=True, time=utc_now(), job_id=job_id)  # by hand
-
-
 def resubmitted(folder: RunFolder, record: JobRecord, excluded: Exclusion,
                 resume: bool) -> str:
     """Submit job.sbatch again without the nodes of `excluded` (and of earlier exclusions);
@@ -70,7 +65,7 @@ def after_preflight(folder: RunFolder, code: int, job_id: str) -> tuple[ExitCode
     """Resubmit without the named nodes (OK) or end the job (USAGE); job.json records which,
     and the line returned says it."""
     result, why = verdict(folder, code)
-    record = _record(folder, job_id)
+    record = JobRecord.of_job(folder.job, job_id=job_id)
     nodes = tuple(sorted({f.host for f in result.findings})) if result else ()
     if nodes and load_recipe(folder.recipe).slurm.exclude_bad_nodes and not record.exclusions:
         excluded = Exclusion(job_id=job_id, nodes=nodes, reason=why, time=utc_now())
@@ -91,7 +86,7 @@ def after_failures(folder: RunFolder, job_id: str) -> tuple[int, str]:
     if not verdicts or verdicts[-1].exclude is None:
         return NOTHING_TO_DO, "no node was left behind"
     last = verdicts[-1]
-    record = _record(folder, job_id)
+    record = JobRecord.of_job(folder.job, job_id=job_id)
     excluded = Exclusion(job_id=job_id, nodes=(last.exclude,), reason=last.reason,
                          time=utc_now())
     try:

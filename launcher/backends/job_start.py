@@ -18,7 +18,6 @@ import launcher.backends.slurm_commands as slurm
 from launcher.contract.checkpoints import newest_step
 from launcher.contract.job import Allocation, JobRecord, Requeue, utc_now
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind
 
 # Node states (Slurm's words) of a node that failed, not one merely left out of the new allocation.
 UNWELL = re.compile(r"DOWN|DRAIN|FAIL|NOT_RESPONDING|unknown to Slurm")
@@ -28,8 +27,7 @@ def record_start(folder: RunFolder, restart: int, nodes: tuple[str, ...],
                  node_said: Callable[[str], str]) -> str | None:
     """Record this allocation; Slurm's own requeue before it too, in the line returned (None
     when sft-launch asked for the requeue, or on the first start)."""
-    record = JobRecord.read_if_exists(folder.job) or JobRecord(
-        backend=BackendKind.SLURM, submitted=True, time=utc_now())  # submitted by hand
+    record = JobRecord.of_job(folder.job)
     requeues, said = record.requeues, None
     if restart > 0 and not any(r.restart == restart - 1 for r in requeues):
         before = record.allocations[-1].nodes if record.allocations else ()

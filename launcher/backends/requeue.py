@@ -19,7 +19,6 @@ from pathlib import Path
 from launcher.contract.checkpoints import newest_step
 from launcher.contract.job import FinalState, JobRecord, Requeue, utc_now
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind
 from launcher.recipe.load import load_recipe
 
 
@@ -34,8 +33,7 @@ def decide(folder: RunFolder, signal: str, restart: int) -> tuple[Decision, str]
     if folder.summary.exists():
         return Decision.COMPLETED, "the run completed: nothing to requeue"
     recipe = load_recipe(folder.recipe)
-    record = JobRecord.read_if_exists(folder.job) or JobRecord(
-        backend=BackendKind.SLURM, submitted=True, time=utc_now())  # submitted by hand
+    record = JobRecord.of_job(folder.job)
     step = newest_step(folder.checkpoints)
     previous = record.requeues[-1].checkpoint_step if record.requeues else record.start_step
     final, reason = None, ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 
 from launcher.contract.records import JsonRecord
 from launcher.contract.vocabulary import BackendKind
@@ -144,3 +145,11 @@ class JobRecord(JsonRecord):
     exclusions: tuple[Exclusion, ...] = ()  # submitted again without these nodes
     final_state: FinalState | None = None
     final_reason: str | None = None
+
+    @classmethod
+    def of_job(cls, path: Path, backend: BackendKind = BackendKind.SLURM,
+               job_id: str | None = None) -> JobRecord:
+        """job.json at `path`, or the record of a job submitted (or started) by hand, which
+        sft-launch never wrote one for."""
+        return cls.read_if_exists(path) or cls(backend=backend, submitted=True, time=utc_now(),
+                                               job_id=job_id)

@@ -185,9 +185,8 @@ class Supervisor:
         it. A node whose workers died first a second time in a job of several nodes on Slurm
         is left behind: the job is submitted again without it (`launcher.backends.bad_nodes`)
         instead of restarting here."""
-        record = JobRecord.read_if_exists(self.folder.job) or JobRecord(
-            backend=BackendKind.SLURM if "SLURM_JOB_ID" in os.environ else BackendKind.LOCAL,
-            submitted=True, time=utc_now())  # started by hand
+        record = JobRecord.of_job(self.folder.job, BackendKind.SLURM
+                                  if "SLURM_JOB_ID" in os.environ else BackendKind.LOCAL)
         host = first_death(deaths).host
         if (self.nodes > 1 and "SLURM_JOB_ID" in os.environ
                 and host in {r.cause.host for r in record.restarts}):
