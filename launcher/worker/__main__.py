@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from launcher.worker.allocator import return_freed_blocks
+from launcher.worker.exiting import exit_now
 from launcher.worker.stopping import REQUEST
 
 
@@ -39,4 +40,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

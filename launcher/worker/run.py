@@ -29,6 +29,7 @@ from launcher.worker.loop import RunServices, TrainLoop
 from launcher.worker.lr_find import run_lr_range
 from launcher.worker.metrics import Metrics, scalars, tables
 from launcher.worker.preprocess import encode_cached
+from launcher.worker.report_drawing import start_drawing, wait_drawn
 from launcher.worker.startup import verify_launch, verify_strategy, verify_world
 from launcher.worker.stopping import StopTraining
 from launcher.worker.trainable import TrainingSpec
@@ -149,14 +150,17 @@ def _train_and_save(loop: TrainLoop, state: TrainerState, report: RankReport) ->
     loop.watchdog.progress(Phase.SAVE)
     trained_rss = peak_rss_bytes()
     engine, folder = loop.engine, loop.folder
+    main = loop.acc.is_main_process
+    drawing = start_drawing(folder, f"{loop.plan.recipe_name}: {folder.path.name}") if main \
+        else None
     engine.drop_optimizer_state()
     save_final(engine, loop.task.tokenizer, folder, loop.recipe.model.max_shard_size)
     report = dataclasses.replace(_finished(report, engine, loop), trained_rss_bytes=trained_rss)
     report.write(folder.rank_report(report.rank))
-    if loop.acc.is_main_process:
+    if drawing is not None:
         summary = _summary(loop, state, report, eval_metrics)
         summary.write(folder.summary)
-        _draw_report(folder, loop.plan, loop.events)
+        wait_drawn(drawing, loop.events)
         loop.events.write(Ended(summary=summary))
 
 
@@ -182,16 +186,6 @@ def _summary(loop: TrainLoop, state: TrainerState, report: RankReport,
         eval=scalars(eval_metrics),
         eval_tables=tables(eval_metrics),
     )
-
-
-def _draw_report(folder: RunFolder, plan: Plan, events: EventLog) -> None:
-    """report.png: a picture that fails to draw is a message, never a failed run."""
-    from launcher.ui.pictures import write_report
-
-    try:
-        write_report(folder, f"{plan.recipe_name}: {folder.path.name}")
-    except Exception as err:  # matplotlib, fonts, a full disk: the run itself is done
-        events.message(f"report.png could not be drawn ({type(err).__name__}: {err})")
 
 
 def peak_rss_bytes() -> int:

@@ -42,6 +42,7 @@ from launcher.contract.job import (
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import BackendKind, ExitCode
+from launcher.worker.exiting import exit_now
 
 # Worker exit codes that end the job as they are: asked to stop, a refused launch or input, a
 # hang that the watchdog already diagnosed, a checkpoint that found no room.
@@ -288,4 +289,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
