@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
 from launcher.data.encode.boxes import augment_boxes, drawn
@@ -19,6 +20,7 @@ from launcher.data.encode.images import (
     contact_sheet,
     open_rgb,
 )
+from launcher.data.encode.masks import model_size
 from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.data.errors import DataError
 from launcher.recipe.schema import Recipe
@@ -115,7 +117,7 @@ class ObjectDetection(FileTask):
         settings = self.recipe.data.augment
         augmentation = Augmentation(**settings.model_dump()) if settings is not None else None
         images, annotations = [], []
-        for index, example in enumerate(examples):
+        for example in examples:
             source = example["path"] or example["bytes"]
             image = open_rgb(source, origin(source))
             boxes, classes = example.get("boxes", []), example.get("classes", [])
@@ -123,19 +125,32 @@ class ObjectDetection(FileTask):
                 image, boxes, classes = augment_boxes(image, boxes, classes, augmentation,
                                                       example["augment_seed"])
             images.append(image)
-            annotations.append({"image_id": index, "annotations": [
-                {"bbox": [x0, y0, x1 - x0, y1 - y0], "category_id": c,
-                 "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
-                for (x0, y0, x1, y1), c in zip(boxes, classes, strict=True)]})
-        labelled = "boxes" in examples[0]
-        out = self.tokenizer(images=images, annotations=annotations if labelled else None,
-                             return_tensors="pt")
+            annotations.append((boxes, classes))
+        return self.processed(images, annotations if "boxes" in examples[0] else None)
+
+    def processed(self, images: list[Any],
+                  boxed: list[tuple[list[list[float]], list[int]]] | None) -> Batch:
+        """The processor's batch of these images and, when given, their boxes ([x0, y0, x1, y1]
+        pixels) and class ids."""
+        annotations = None if boxed is None else [{"image_id": index, "annotations": [
+            {"bbox": [x0, y0, x1 - x0, y1 - y0], "category_id": c,
+             "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
+            for (x0, y0, x1, y1), c in zip(boxes, classes, strict=True)]}
+            for index, (boxes, classes) in enumerate(boxed)]
+        out = self.tokenizer(images=images, annotations=annotations, return_tensors="pt")
         batch: Batch = {k: out[k] for k in MODEL_INPUTS if k in out}
         batch["target_sizes"] = target_sizes(images, out)
-        if labelled:
+        if annotations is not None:
             batch["labels"] = [{"class_labels": t["class_labels"], "boxes": t["boxes"]}
                                for t in out["labels"]]
         return batch
+
+    def example_batch(self, rows: int) -> Batch:
+        """`rows` blank images of the largest canvas the processor makes (its shortest edge by
+        its longest), a box on each, as training batches them."""
+        width, height = largest_canvas(self.tokenizer)
+        box = ([[0.0, 0.0, width / 2, height / 2]], [0])
+        return self.processed([Image.new("RGB", (width, height))] * rows, [box] * rows)
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> Any:
         """The model on the inputs it takes (and the boxes, when the batch has them)."""
@@ -200,6 +215,16 @@ class ObjectDetection(FileTask):
 
 def counted(boxes: int) -> str:
     return f"{boxes} box" if boxes == 1 else f"{boxes} boxes"
+
+
+def largest_canvas(processor: Any) -> tuple[int, int]:
+    """(width, height) of the largest image the processor makes: its longest edge by its
+    shortest (DETR's 1333 x 800), or its fixed size."""
+    size = processor.size
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    if get("shortest_edge") and get("longest_edge"):
+        return int(get("longest_edge")), int(get("shortest_edge"))
+    return model_size(processor)
 
 
 def target_sizes(images: list[Any], processed: Any) -> torch.Tensor:

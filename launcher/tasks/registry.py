@@ -75,7 +75,7 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
         head=Head.NONE, architectures=("ForObjectDetection",),
         peft_task_type=None, lora_head=("class_labels_classifier", "bbox_predictor"),
         predicts="COCO detections: label, category_id, bbox [x, y, w, h], score",
-        labelled=True, groups_by_length=False, counts_tokens=False),
+        labelled=True, groups_by_length=False, probed=True, counts_tokens=False),
     TaskSpec(
         kind="semantic_segmentation",
         summary="an image -> a class per pixel: any transformers segmenter (SegFormer, "

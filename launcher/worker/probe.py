@@ -19,6 +19,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
@@ -95,14 +96,25 @@ def measure(recipe: Recipe, plan: Plan) -> ModelProbe:
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         model.to_empty(device="cpu")
         model.train()
-        activations = saved_bytes(task, model, {k: mode.from_tensor(v) for k, v in batch.items()},
-                                  plan.precision)
+        activations = saved_bytes(task, model, _fake(batch, mode), plan.precision)
     return ModelProbe(parameters=sum(p.numel() for p in parameters),
                       block_parameters=max(*blocks, outside) if blocks else 0,
                       largest_parameter=max((p.numel() for p in parameters), default=0),
                       activations_bytes=activations, hidden_size=width,
                       trainable=(sum(p.numel() for p in parameters if p.requires_grad)
                                  if recipe.model.lora else None))
+
+
+def _fake(value: Any, mode: FakeTensorMode) -> Any:
+    """The batch with each tensor on the fake device, however nested (a detector's boxes: a
+    dict of tensors per image)."""
+    if isinstance(value, torch.Tensor):
+        return mode.from_tensor(value)
+    if isinstance(value, dict):
+        return {key: _fake(item, mode) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_fake(item, mode) for item in value)
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

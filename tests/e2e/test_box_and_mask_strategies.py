@@ -2,7 +2,8 @@
 random-init YOLOS on the raccoon photos and a tiny SegFormer on labelme's VOC masks (no dropout
 nor stochastic depth, whose random draws are not what is compared) end with the same weights
 under FSDP, ZeRO-2 and ZeRO-3 as under DDP, training moved them, and the sharded strategies hold
-about half the parameters on each rank (FSDP shards block by block: within 10%)."""
+about half the parameters on each rank (FSDP shards block by block: within 10%); each rank's
+peak memory is within 20% of the plan's."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.contract.plan import Plan
+from launcher.contract.run_folder import RunFolder
+from launcher.contract.vocabulary import Strategy
 from tests.conftest import REPO, SFT_LAUNCH, cli_env
 from tests.helpers.run_folder import rank_reports
 from tests.helpers.tiny_models import build_tiny_segformer, build_tiny_yolos
@@ -79,3 +83,19 @@ def test_final_weights_agree_with_ddp(runs: tuple[str, dict[str, Path]], strateg
         total = rank_reports(folders["ddp"])[0].local_param_numel
         for report in rank_reports(folders[strategy]):
             assert report.local_param_numel == pytest.approx(total / 2, rel=0.1)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_ranks_peak_memory_is_within_20_percent_of_the_plan(
+        runs: tuple[str, dict[str, Path]], strategy: str) -> None:
+    """plan.json's `peak_bytes` (the model and one micro-batch of the largest images the
+    processor makes, measured on the fake device by the probe) vs each rank's RSS high-water
+    mark (tiny models: the runtime is most of it)."""
+    kind, folders = runs
+    memory = Plan.read(RunFolder(folders[strategy]).plan).memory
+    assert memory is not None and not memory.approximate, kind
+    estimate = memory.estimate_for(Strategy(strategy), ())
+    assert estimate.activations_bytes > 0
+    measured = [report.peak_rss_bytes for report in rank_reports(folders[strategy])]
+    assert all(measured)
+    assert max(measured) == pytest.approx(estimate.peak_bytes, rel=0.2), (measured, estimate)

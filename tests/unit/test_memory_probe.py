@@ -19,13 +19,17 @@ from tests.conftest import REPO
 from tests.helpers.plans import planned
 from tests.helpers.tiny_models import (
     build_tiny_efficientnet,
+    build_tiny_segformer,
     build_tiny_wav2vec2_ctc,
     build_tiny_whisper,
+    build_tiny_yolos,
 )
 
 IMAGES = REPO / "recipes" / "image-ants-bees.toml"
 SPEECH = REPO / "recipes" / "speech-digits.toml"
 ASR = REPO / "recipes" / "asr-digits.toml"
+DETECTION = REPO / "recipes" / "detect-raccoons.toml"
+SEGMENTATION = REPO / "recipes" / "segment-voc.toml"
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +77,21 @@ def test_a_ctc_model_is_measured_without_the_values_its_loss_reads(tmp_path: Pat
     assert plan.memory.estimates[0].activations_bytes == pytest.approx(activations, rel=0.1)
 
 
+@pytest.mark.parametrize(("recipe_file", "build"), [(DETECTION, build_tiny_yolos),
+                                                    (SEGMENTATION, build_tiny_segformer)])
+def test_boxes_and_masks_are_measured_at_the_largest_canvas(tmp_path: Path, recipe_file: Path,
+                                                            build) -> None:
+    """A detector's boxes reach the fake device as a dict of tensors per image; its matcher
+    reads their values, so its inputs alone are measured (within a few percent of a real
+    forward with its loss). Images at the processor's largest canvas."""
+    model = build(tmp_path / "model")
+    recipe, plan = planned(recipe_file, model, "train.global_batch_size=4")
+    assert plan.memory is not None and not plan.memory.approximate
+    activations, parameters = real_saved_bytes(recipe, plan)
+    assert plan.memory.model_parameters == parameters
+    assert plan.memory.estimates[0].activations_bytes == pytest.approx(activations, rel=0.05)
+
+
 def test_activations_follow_the_micro_batch_and_precision(tmp_path: Path) -> None:
     model = build_tiny_efficientnet(tmp_path / "model")
     _, three = planned(IMAGES, model, "train.global_batch_size=6")
@@ -112,3 +131,12 @@ def test_a_model_the_probe_cannot_build_is_a_plan_without_an_estimate_that_says_
                       "RuntimeError: .*negative dimension"):
         _, plan = planned(IMAGES, model)
     assert plan.memory is None
+
+
+def test_the_largest_canvas_is_the_longest_edge_by_the_shortest() -> None:
+    from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
+
+    from launcher.tasks.object_detection import largest_canvas
+
+    assert largest_canvas(DetrImageProcessorPil()) == (1333, 800)
+    assert largest_canvas(DetrImageProcessorPil(size={"height": 512, "width": 640})) == (640, 512)
