@@ -33,6 +33,7 @@ from launcher.contract.job import JobRecord, LocalProcess, utc_now
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.sweep import SweepFolder
 from launcher.contract.vocabulary import BackendKind, ExitCode, JobState
+from launcher.render.run_folder import default_port
 
 if TYPE_CHECKING:
     from launcher.contract.plan import Plan
@@ -59,13 +60,14 @@ class LocalBackend:
 
     def submit(self, folder: RunFolder, *, resume: bool) -> str:
         args = ["bash", str(folder.launch_script), *(["--resume"] if resume else [])]
-        proc = self._start_recorded(args, folder.path, folder.launch_log, folder.job)
+        proc = self._start_recorded(args, folder.path, folder.launch_log, folder.job,
+                                    _port_env(folder))
         return f"process group {proc.pid}"
 
-    def _start_recorded(self, args: list[str], key: Path, log: Path,
-                        job: Path) -> subprocess.Popen:
+    def _start_recorded(self, args: list[str], key: Path, log: Path, job: Path,
+                        env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start `args` (output to `log`), keep it under `key` and record it in `job`."""
-        proc = _start(args, log)
+        proc = _start(args, log, env)
         self.procs[key.resolve()] = proc
         JobRecord(backend=self.kind, submitted=True, time=utc_now(),
                   process=LocalProcess(host=socket.gethostname(), pid=proc.pid)).write(job)
@@ -183,11 +185,33 @@ class LocalBackend:
         return f"stopping the sweep (pid {runner.pid})"
 
 
-def _start(args: list[str], log_path: Path) -> subprocess.Popen:
+def _start(args: list[str], log_path: Path,
+           env: dict[str, str] | None = None) -> subprocess.Popen:
     """`args` in a session (and process group) of their own, output appended to `log_path`."""
     with log_path.open("ab") as log:
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _port_env(folder: RunFolder) -> dict[str, str] | None:
+    """The environment of a launch whose rendezvous port in launch.sh (derived from the
+    folder's name) is taken on this machine: the same with another port (SFT_LAUNCH_PORT), so
+    runs in folders of the same name elsewhere run at once. None where the port is free or the
+    user chose one."""
+    if "SFT_LAUNCH_PORT" in os.environ or _bindable(default_port(folder.path)):
+        return None
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return {**os.environ, "SFT_LAUNCH_PORT": str(sock.getsockname()[1])}
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
 
 
 def signal_group(pgid: int, signum: int) -> None:

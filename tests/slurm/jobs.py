@@ -20,6 +20,9 @@ SHORT = ["--set", "data.max_train_samples=192", "--set", "data.max_eval_samples=
          "--set", "train.log_every=1", "--set", 'slurm.time="00:10:00"',
          "--set", "slurm.cpus_per_task=1", "--quiet"]
 TWO_NODES = ["--nodes", "2", "--procs-per-node", "1"]
+# For tests of something else: the preflight (~9 s of each multi-node job here) is tested in
+# test_preflight_on_slurm.py and stays on, as by default, in the launch and lost-node tests.
+NO_PREFLIGHT = ["--set", "slurm.preflight=false"]
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 # Shell that must never run: no whitespace, quotes or '#', so a run folder may be named so.
 HOSTILE = "$(touch${IFS}pwned-a);`touch${IFS}pwned-b`&&touch${IFS}pwned-c"

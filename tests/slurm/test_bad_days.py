@@ -19,6 +19,7 @@ from tests.helpers.processes import processes_in, wait_for_event, wait_gone
 from tests.helpers.run_folder import events, job, of_kind, rank_reports, summary
 from tests.helpers.wandb_file import find_run_files, logged_steps, read_run_id
 from tests.slurm.jobs import (
+    NO_PREFLIGHT,
     QUICKSTART,
     REPO,
     SHORT,
@@ -37,7 +38,7 @@ KEY = "0123456789abcdef" * 2 + "01234567"  # a well-formed W&B key that no serve
 LONG = ["--set", "data.max_train_samples=4000", "--set", "data.max_eval_samples=64",
         "--set", "data.group_by_length=false",  # the step times measured below
         "--set", "train.log_every=1", "--set", "slurm.cpus_per_task=1",
-        "--set", 'slurm.time="00:10:00"', "--quiet"]
+        "--set", 'slurm.time="00:10:00"', "--quiet", *NO_PREFLIGHT]
 # 80 steps, more than what one 2-minute allocation trains between its start-up and Slurm's
 # USR1, 30 s (Slurm checks limits every 30 s) ahead of the limit (~47 steps in 79 s measured,
 # up to ~75 seen): one requeue, and a second allocation that ends by itself.

@@ -12,10 +12,19 @@ import pytest
 from launcher.contract.events import Message, Started
 from launcher.contract.run_folder import RunFolder
 from tests.helpers.run_folder import events, job, of_kind, summary
-from tests.slurm.jobs import QUICKSTART, SHORT, TWO_NODES, assert_ok, job_log, sft, status
+from tests.slurm.jobs import (
+    NO_PREFLIGHT,
+    QUICKSTART,
+    SHORT,
+    TWO_NODES,
+    assert_ok,
+    job_log,
+    sft,
+    status,
+)
 
 pytestmark = pytest.mark.slurm
-OWN_DATA = ["--set", "data.max_train_samples=160"]  # an entry no other test has cached
+OWN_DATA = ["--set", "data.max_train_samples=160", *NO_PREFLIGHT]  # an entry no other test has
 
 
 def test_the_prep_job_runs_first_and_a_second_submission_skips_it(env, tmp_path) -> None:

@@ -19,6 +19,7 @@ from launcher.contract.run_folder import RunFolder
 from tests.helpers.processes import processes_in, wait_for_event, wait_gone
 from tests.helpers.run_folder import events, job, of_kind, rank_reports, summary
 from tests.slurm.jobs import (
+    NO_PREFLIGHT,
     QUICKSTART,
     REPO,
     SHORT,
@@ -39,7 +40,8 @@ SAVING = ["--set", f"train.save_every={SAVE_EVERY}", "--set", "train.keep_checkp
 def reference(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same 2-node job, never interrupted."""
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, "--wait", *SHORT, *SAVING))
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, "--wait", *SHORT, *SAVING,
+                  *NO_PREFLIGHT))
     return run_dir
 
 
@@ -50,7 +52,8 @@ def test_a_worker_killed_on_node_2_is_restarted_and_the_job_completes(
         env: dict[str, str], reference: Path, tmp_path: Path, trained: int) -> None:
     """kill -9 once the job logged step `trained` (a step or so later: the kill is real)."""
     run_dir = tmp_path / "run"
-    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *SAVING))
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *SAVING,
+                  *NO_PREFLIGHT))
     wait_for_event(run_dir, lambda e: isinstance(e, TrainLogged) and e.step >= trained)
     victim = Heartbeat.read(RunFolder(run_dir).heartbeat(1))
     os.kill(victim.pid, signal.SIGKILL)
@@ -114,7 +117,8 @@ def test_a_node_whose_worker_dies_twice_is_left_behind(
     first is restarted in place, the second leaves n2 behind: the job is submitted again
     without it, resumes, and completes with the weights of the job never interrupted."""
     run_dir = tmp_path / "run"
-    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *SAVING))
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *SAVING,
+                  *NO_PREFLIGHT))
     first_job = job(run_dir).job_id
     for attempt, after in enumerate((SAVE_EVERY + 1, SAVE_EVERY + 3)):
         wait_for(lambda a=attempt, s=after: trained_in(run_dir, a, s), 300,

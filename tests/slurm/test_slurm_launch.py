@@ -18,6 +18,7 @@ from launcher.contract.events import TrainLogged
 from tests.helpers.run_folder import events, job, rank_reports, summary
 from tests.slurm.jobs import (
     HOSTILE,
+    NO_PREFLIGHT,
     QUICKSTART,
     REPO,
     SHORT,
@@ -106,7 +107,7 @@ def test_two_jobs_on_the_same_nodes_at_once(env, tmp_path) -> None:
 
 def test_status_logs_and_cancel_of_a_running_job(env, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT,
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *NO_PREFLIGHT,
                   "--set", "data.max_train_samples=4000"))
     follower = sft_popen(env, "logs", run_dir, "--follow")
     try:
