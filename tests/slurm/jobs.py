@@ -23,6 +23,8 @@ TWO_NODES = ["--nodes", "2", "--procs-per-node", "1"]
 # For tests of something else: the preflight (~9 s of each multi-node job here) is tested in
 # test_preflight_on_slurm.py and stays on, as by default, in the launch and lost-node tests.
 NO_PREFLIGHT = ["--set", "slurm.preflight=false"]
+# For tests of something else than tracking: W&B's start costs node 0 ~5 s of its one CPU.
+NO_TRACKING = ["--set", "tracking.mode=disabled"]
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 # Shell that must never run: no whitespace, quotes or '#', so a run folder may be named so.
 HOSTILE = "$(touch${IFS}pwned-a);`touch${IFS}pwned-b`&&touch${IFS}pwned-c"

@@ -20,6 +20,7 @@ from tests.helpers.run_folder import events, job, of_kind, rank_reports, summary
 from tests.helpers.wandb_file import find_run_files, logged_steps, read_run_id
 from tests.slurm.jobs import (
     NO_PREFLIGHT,
+    NO_TRACKING,
     QUICKSTART,
     REPO,
     SHORT,
@@ -102,7 +103,7 @@ def test_a_requeue_without_progress_ends_the_job(env, slurm_cluster, tmp_path) -
 
 def test_max_requeues_ends_the_job(env, slurm_cluster, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *LONG,
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *LONG, *NO_TRACKING,
                   "--set", "slurm.max_requeues=0"))
     wait_for_event(run_dir, lambda e: isinstance(e, TrainLogged) and e.step >= 2)
     signal_batch(slurm_cluster, run_dir, "USR1")
@@ -115,7 +116,7 @@ def test_max_requeues_ends_the_job(env, slurm_cluster, tmp_path) -> None:
 
 def test_a_stopped_worker_ends_the_job_on_every_node(env, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *LONG,
+    assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *LONG, *NO_TRACKING,
                   "--set", "train.hang_timeout_s=30"))
     wait_for_event(run_dir, lambda e: isinstance(e, TrainLogged) and e.step >= 2)
     victim = Heartbeat.read(RunFolder(run_dir).heartbeat(1))

@@ -14,6 +14,7 @@ from launcher.contract.run_folder import RunFolder
 from tests.helpers.run_folder import events, job, of_kind, summary
 from tests.slurm.jobs import (
     NO_PREFLIGHT,
+    NO_TRACKING,
     QUICKSTART,
     SHORT,
     TWO_NODES,
@@ -24,7 +25,8 @@ from tests.slurm.jobs import (
 )
 
 pytestmark = pytest.mark.slurm
-OWN_DATA = ["--set", "data.max_train_samples=160", *NO_PREFLIGHT]  # an entry no other test has
+# an entry no other test has cached
+OWN_DATA = ["--set", "data.max_train_samples=160", *NO_PREFLIGHT, *NO_TRACKING]
 
 
 def test_the_prep_job_runs_first_and_a_second_submission_skips_it(env, tmp_path) -> None:

@@ -20,6 +20,7 @@ from tests.helpers.processes import processes_in, wait_for_event, wait_gone
 from tests.helpers.run_folder import events, job, of_kind, rank_reports, summary
 from tests.slurm.jobs import (
     NO_PREFLIGHT,
+    NO_TRACKING,
     QUICKSTART,
     REPO,
     SHORT,
@@ -33,7 +34,8 @@ from tests.slurm.jobs import (
 
 pytestmark = pytest.mark.slurm
 SAVE_EVERY = 2
-SAVING = ["--set", f"train.save_every={SAVE_EVERY}", "--set", "train.keep_checkpoints=4"]
+SAVING = ["--set", f"train.save_every={SAVE_EVERY}", "--set", "train.keep_checkpoints=4",
+          *NO_TRACKING]
 
 
 @pytest.fixture(scope="module")

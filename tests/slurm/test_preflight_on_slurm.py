@@ -16,7 +16,7 @@ from launcher.contract.job import FinalState
 from launcher.contract.preflight import PreflightResult
 from launcher.contract.run_folder import RunFolder
 from tests.helpers.run_folder import job, rank_reports
-from tests.slurm.jobs import QUICKSTART, SHORT, job_log, sft, status
+from tests.slurm.jobs import NO_TRACKING, QUICKSTART, SHORT, job_log, sft, status
 
 pytestmark = pytest.mark.slurm
 NODES_1_TO_3 = '["--nodelist=n[1-3]"]'
@@ -89,7 +89,8 @@ def test_exclude_bad_nodes_resubmits_without_the_slow_node_and_completes(env, tm
     run_dir = tmp_path / "run"
     with slowed(2, "20mbit", inbound_only=True):  # 2 nodes: n2 receives slowly, n1 does not
         launched = sft(env, QUICKSTART, "--nodes", 2, "--procs-per-node", 1, "--run-dir",
-                       run_dir, "--wait", *SHORT, "--set", "slurm.exclude_bad_nodes=true")
+                       run_dir, "--wait", *SHORT, *NO_TRACKING,
+                       "--set", "slurm.exclude_bad_nodes=true")
     said = launched.stdout + launched.stderr
     assert launched.returncode == 0, said
     record = job(run_dir)

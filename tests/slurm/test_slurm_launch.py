@@ -19,6 +19,7 @@ from tests.helpers.run_folder import events, job, rank_reports, summary
 from tests.slurm.jobs import (
     HOSTILE,
     NO_PREFLIGHT,
+    NO_TRACKING,
     QUICKSTART,
     REPO,
     SHORT,
@@ -91,7 +92,8 @@ def test_four_nodes(env, tmp_path) -> None:
 
 
 def test_two_jobs_on_the_same_nodes_at_once(env, tmp_path) -> None:
-    smaller = ["--set", "data.max_train_samples=96", "--set", "data.max_eval_samples=32"]
+    smaller = ["--set", "data.max_train_samples=96", "--set", "data.max_eval_samples=32",
+               *NO_TRACKING]
     dirs = [tmp_path / "a", tmp_path / "b"]
     procs = [sft_popen(env, QUICKSTART, *TWO_NODES, "--run-dir", d, "--wait", *SHORT, *smaller)
              for d in dirs]
@@ -108,7 +110,7 @@ def test_two_jobs_on_the_same_nodes_at_once(env, tmp_path) -> None:
 def test_status_logs_and_cancel_of_a_running_job(env, tmp_path) -> None:
     run_dir = tmp_path / "run"
     assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *NO_PREFLIGHT,
-                  "--set", "data.max_train_samples=4000"))
+                  *NO_TRACKING, "--set", "data.max_train_samples=4000"))
     follower = sft_popen(env, "logs", run_dir, "--follow")
     try:
         wait_for(lambda: any(isinstance(e, TrainLogged) for e in events(run_dir)), 300,
