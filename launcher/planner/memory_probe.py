@@ -24,7 +24,7 @@ from launcher.recipe.schema import Recipe
 from launcher.tasks.registry import task_spec
 
 PROBE_SECONDS = 300
-PROBE_VERSION = 3  # part of the cache key: raise it when launcher.worker.probe measures otherwise
+PROBE_VERSION = 4  # part of the cache key: raise it when launcher.worker.probe measures otherwise
 # Files of a model or processor folder whose content changes what the probe measures.
 CONFIGS = ("config.json", "preprocessor_config.json", "tokenizer_config.json")
 

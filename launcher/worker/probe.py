@@ -15,6 +15,7 @@ is the same to the byte. DIR holds the request
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import traceback
@@ -91,18 +92,32 @@ def measure(recipe: Recipe, plan: Plan) -> ModelProbe:
     blocks = [sum(p.numel() for p in block.parameters()) for block in transformer_blocks(model)]
     outside = sum(p.numel() for p in parameters) - sum(blocks)  # FSDP's root unit (embeddings)
     config = model.get_base_model().config if recipe.model.lora else model.config
-    width = next((getattr(config, key) for key in WIDTH_KEYS
-                  if isinstance(getattr(config, key, None), int)), None)
+    largest = max((p.numel() for p in parameters), default=0)
+    width = model_width(config, largest)
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         model.to_empty(device="cpu")
         model.train()
         activations = saved_bytes(task, model, _fake(batch, mode), plan.precision)
     return ModelProbe(parameters=sum(p.numel() for p in parameters),
                       block_parameters=max(*blocks, outside) if blocks else 0,
-                      largest_parameter=max((p.numel() for p in parameters), default=0),
+                      largest_parameter=largest,
                       activations_bytes=activations, hidden_size=width,
                       trainable=(sum(p.numel() for p in parameters if p.requires_grad)
                                  if recipe.model.lora else None))
+
+
+def model_width(config: Any, largest_parameter: int) -> int:
+    """The model's width, which sizes DeepSpeed's buckets (width^2 elements each): its hidden
+    size; the widest of its stages (`hidden_sizes`: SegFormer, ResNet, ConvNeXt); else the side
+    of its largest parameter as a square. Never unknown: DeepSpeed's own defaults would allocate
+    a 2 GB reduce bucket per rank whatever the model."""
+    for key in WIDTH_KEYS:
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    stages = getattr(config, "hidden_sizes", None)
+    if isinstance(stages, list | tuple) and stages and all(isinstance(n, int) for n in stages):
+        return max(stages)
+    return max(math.isqrt(largest_parameter), 1)
 
 
 def _fake(value: Any, mode: FakeTensorMode) -> Any:

@@ -140,3 +140,21 @@ def test_the_largest_canvas_is_the_longest_edge_by_the_shortest() -> None:
 
     assert largest_canvas(DetrImageProcessorPil()) == (1333, 800)
     assert largest_canvas(DetrImageProcessorPil(size={"height": 512, "width": 640})) == (640, 512)
+
+
+def test_a_model_without_a_hidden_size_still_sizes_deepspeeds_buckets(tmp_path: Path) -> None:
+    """SegFormer has stages (`hidden_sizes`), no `hidden_size`: its widest stage sizes ZeRO's
+    buckets, which DeepSpeed's defaults would make 5e8 elements (2 GB) on every rank; a config
+    with neither falls back to its largest parameter's side."""
+    from transformers import SegformerConfig
+
+    from launcher.planner.memory import deepspeed_buckets
+    from launcher.worker.probe import model_width
+
+    model = build_tiny_segformer(tmp_path / "model")
+    _, plan = planned(SEGMENTATION, model, "train.global_batch_size=4")
+    widest = max(SegformerConfig.from_pretrained(model).hidden_sizes)
+    assert plan.memory is not None and plan.memory.hidden_size == widest
+    buckets = deepspeed_buckets(plan.memory.hidden_size, plan.memory.block_parameters)
+    assert buckets["reduce_bucket_size"] == widest**2
+    assert model_width(object(), 1_000_000) == 1000
