@@ -1,5 +1,6 @@
 """The pictures people look at instead of reading: `report.png` of a run (train loss, eval
-metrics, lr, tokens/s against steps; the confusion matrix of a classification run) and
+metrics, lr, tokens/s against steps; the confusion matrix of a classification run; a row of eval
+images with their boxes or masks, true beside predicted, of a detection or segmentation run) and
 `sweep.png` of a sweep (the metric against each swept setting). Each is drawn from a JSON file
 beside it, so what it shows can be checked. matplotlib, no torch."""
 
@@ -14,11 +15,13 @@ from launcher.contract.reports import Confusion, LabelNames, LrFindResult, Repor
 from launcher.contract.run_folder import RunFolder
 
 FIGURE_DPI = 100
+SPAN = 12  # grid columns of report.png: 2 or 3 curve panels, 1 to 4 pictures, each an equal part
 
 
 def report_data(folder: RunFolder) -> ReportData:
-    """The run's curves from its event log (a step logged again after a resume: its last value)
-    and the confusion matrix from its final eval predictions (classification runs)."""
+    """The run's curves from its event log (a step logged again after a resume: its last value),
+    the confusion matrix from its final eval predictions (classification runs), and the final
+    eval's pictures with boxes or masks (detection, segmentation runs)."""
     train: dict[int, TrainLogged] = {}
     evals: dict[str, dict[int, float]] = {}
     for event in read_events(folder.events):
@@ -39,6 +42,8 @@ def report_data(folder: RunFolder) -> ReportData:
         tokens_per_s=series({s: train[s].tokens_per_s for s in steps}),
         eval={name: series(values) for name, values in evals.items()},
         confusion=_confusion(folder),
+        examples=tuple(folder.named(path) for path in sorted(
+            folder.eval_examples.glob("*.png"), key=lambda path: int(path.stem))),
     )
 
 
@@ -56,7 +61,8 @@ def _confusion(folder: RunFolder) -> Confusion | None:
 
 
 def draw_report(data: ReportData, path: Path, title: str) -> None:
-    """report.png: one panel per curve, and the confusion matrix when there is one."""
+    """report.png: one panel per curve, the confusion matrix when there is one, and a row of
+    the eval pictures (`data.examples`, in the run folder beside `path`) when there are some."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,8 +72,11 @@ def draw_report(data: ReportData, path: Path, title: str) -> None:
               ("learning rate", {"lr": data.lr}),
               ("real tokens/s", {"tokens/s": data.tokens_per_s})]
     columns = 3 if data.confusion else 2
-    figure, axes = plt.subplots(2, columns, figsize=(5 * columns, 7), dpi=FIGURE_DPI,
-                                squeeze=False)
+    shown = [path.parent / name for name in data.examples]
+    figure = plt.figure(figsize=(5 * columns, 10.5 if shown else 7), dpi=FIGURE_DPI)
+    grid = figure.add_gridspec(3 if shown else 2, SPAN)
+    axes = [[figure.add_subplot(grid[row, c * SPAN // columns:(c + 1) * SPAN // columns])
+             for c in range(columns)] for row in range(2)]
     cells = [axes[0][0], axes[0][1], axes[1][0], axes[1][1]]
     for axis, (name, curves) in zip(cells, panels, strict=True):
         for label, curve in curves.items():
@@ -83,6 +92,10 @@ def draw_report(data: ReportData, path: Path, title: str) -> None:
     if data.confusion:
         _draw_confusion(axes[0][2], data.confusion)
         axes[1][2].axis("off")
+    for number, picture in enumerate(shown):
+        _draw_example(figure.add_subplot(grid[2, number * SPAN // len(shown):
+                                              (number + 1) * SPAN // len(shown)]),
+                      picture, number)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path)
@@ -102,8 +115,16 @@ def _draw_confusion(axis: object, confusion: Confusion) -> None:
             axis.text(column, row, str(count), ha="center", va="center", fontsize="small")
 
 
+def _draw_example(axis: object, picture: Path, number: int) -> None:
+    from matplotlib import pyplot as plt
+
+    axis.imshow(plt.imread(picture))
+    axis.set_title(f"eval image {number}: true | predicted", fontsize="small")
+    axis.axis("off")
+
+
 def write_report(folder: RunFolder, title: str) -> None:
-    """report.json, then report.png drawn from it."""
+    """report.json, then report.png drawn from it (and the eval pictures it names)."""
     data = report_data(folder)
     data.write(folder.report_data)
     draw_report(data, folder.report, title)
