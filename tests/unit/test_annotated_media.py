@@ -50,13 +50,16 @@ WANDB_RUN = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def wandb_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, dict[str, Path]]:
-    """The table a real offline W&B run logs of one annotated picture and one plain one."""
+    """The table a real offline W&B run logs of an annotated picture, a plain one, and one
+    whose model found nothing."""
     import pickle
 
     root = tmp_path_factory.mktemp("wandb")
     plain = Picture(np.zeros((8, 8, 3), dtype=np.uint8))
+    missed = Picture(plain.pixels, boxes={Layer.TRUE: (Box((1, 1, 4, 4), 0),), Layer.PREDICTED: ()},
+                     class_names=NAMES)
     (root / "rows.pkl").write_bytes(pickle.dumps([[picture(), "1 box", "1 box: cat 0.75"],
-                                                  [plain, "a", "b"]]))
+                                                  [plain, "a", "b"], [missed, "c", "d"]]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(WANDB_DIR=str(root), WANDB_SILENT="true", WANDB_CONFIG_DIR=str(root / "config"),
                WANDB_CACHE_DIR=str(root / "cache"), WANDB_DATA_DIR=str(root / "data"),
@@ -82,6 +85,7 @@ def test_wandb_gets_its_own_boxes_true_and_predicted(wandb_table) -> None:
                          "domain": "pixel", "class_id": 1, "box_caption": "cat",
                          "scores": {"score": 0.75}}]}
     assert set(data[1][0]) & {"boxes", "masks", "classes"} == set()  # a plain picture
+    assert data[2][0]["boxes"]["predictions"] == []  # nothing found: an empty layer
 
 
 def test_wandb_gets_its_own_masks_with_ignored_pixels_named(wandb_table) -> None:
