@@ -258,8 +258,8 @@ class TrainLoop:
         """The first EXAMPLES eval rows predicted (rank 0's; see `predicted_rows`) for a task
         whose evaluation keeps no prediction per row; the model trains on."""
         self.model.eval()
-        rows = predicted_rows(self.task, self.model, self.data.eval[:EXAMPLES], self.acc,
-                              self.plan)
+        shown = [self.data.eval[i] for i in range(min(EXAMPLES, len(self.data.eval)))]
+        rows = predicted_rows(self.task, self.model, shown, self.acc, self.plan)
         self.model.train()
         return rows
 
