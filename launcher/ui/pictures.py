@@ -1,5 +1,5 @@
 """The pictures people look at instead of reading: `report.png` of a run (train loss, eval
-metrics, lr, tokens/s against steps; the confusion matrix of a classification run; a row of eval
+metrics, lr, tokens/s against steps; the confusion matrix of a classification run; rows of eval
 images with their boxes or masks, true beside predicted, of a detection or segmentation run) and
 `sweep.png` of a sweep (the metric against each swept setting). Each is drawn from a JSON file
 beside it, so what it shows can be checked. matplotlib, no torch."""
@@ -15,7 +15,9 @@ from launcher.contract.reports import Confusion, LabelNames, LrFindResult, Repor
 from launcher.contract.run_folder import RunFolder
 
 FIGURE_DPI = 100
-SPAN = 12  # grid columns of report.png: 2 or 3 curve panels, 1 to 4 pictures, each an equal part
+SPAN = 12  # grid columns of report.png: 2 or 3 curve panels, each an equal part
+PICTURES_PER_ROW = 2  # eval pictures (true beside predicted: wide) in a row below the curves
+PICTURE_ROW_INCHES = 2.6
 
 
 def report_data(folder: RunFolder) -> ReportData:
@@ -48,12 +50,15 @@ def report_data(folder: RunFolder) -> ReportData:
 
 
 def _confusion(folder: RunFolder) -> Confusion | None:
+    """Label names and one label predicted per eval row: their counts; None otherwise (no
+    names, no rows: segmentation, tokens or boxes per row)."""
     names = LabelNames.read_if_exists(folder.label_names)
-    if names is None:
+    rows = Prediction.read_lines(folder.predictions)
+    if names is None or not rows:
         return None
     index = {name: i for i, name in enumerate(names.names)}
     counts = [[0] * len(names.names) for _ in names.names]
-    for row in Prediction.read_lines(folder.predictions):
+    for row in rows:
         if not (isinstance(row.prediction, str) and isinstance(row.reference, str)):
             return None  # not one label per row (token classification)
         counts[index[row.reference]][index[row.prediction]] += 1
@@ -61,7 +66,7 @@ def _confusion(folder: RunFolder) -> Confusion | None:
 
 
 def draw_report(data: ReportData, path: Path, title: str) -> None:
-    """report.png: one panel per curve, the confusion matrix when there is one, and a row of
+    """report.png: one panel per curve, the confusion matrix when there is one, and rows of
     the eval pictures (`data.examples`, in the run folder beside `path`) when there are some."""
     import matplotlib
 
@@ -73,8 +78,10 @@ def draw_report(data: ReportData, path: Path, title: str) -> None:
               ("real tokens/s", {"tokens/s": data.tokens_per_s})]
     columns = 3 if data.confusion else 2
     shown = [path.parent / name for name in data.examples]
-    figure = plt.figure(figsize=(5 * columns, 10.5 if shown else 7), dpi=FIGURE_DPI)
-    grid = figure.add_gridspec(3 if shown else 2, SPAN)
+    below = -(-len(shown) // PICTURES_PER_ROW)  # rows of pictures
+    figure = plt.figure(figsize=(5 * columns, 7 + PICTURE_ROW_INCHES * below), dpi=FIGURE_DPI)
+    grid = figure.add_gridspec(2 + below, SPAN,
+                               height_ratios=[3.5, 3.5] + [PICTURE_ROW_INCHES] * below)
     axes = [[figure.add_subplot(grid[row, c * SPAN // columns:(c + 1) * SPAN // columns])
              for c in range(columns)] for row in range(2)]
     cells = [axes[0][0], axes[0][1], axes[1][0], axes[1][1]]
@@ -92,9 +99,10 @@ def draw_report(data: ReportData, path: Path, title: str) -> None:
     if data.confusion:
         _draw_confusion(axes[0][2], data.confusion)
         axes[1][2].axis("off")
+    width = SPAN // PICTURES_PER_ROW
     for number, picture in enumerate(shown):
-        _draw_example(figure.add_subplot(grid[2, number * SPAN // len(shown):
-                                              (number + 1) * SPAN // len(shown)]),
+        row, place = divmod(number, PICTURES_PER_ROW)
+        _draw_example(figure.add_subplot(grid[2 + row, place * width:(place + 1) * width]),
                       picture, number)
     figure.suptitle(title)
     figure.tight_layout()

@@ -37,7 +37,7 @@ def test_a_picture_that_cannot_be_drawn_is_one_message(tmp_path: Path) -> None:
 
 def test_a_row_of_eval_pictures_is_drawn_below_the_curves(tmp_path: Path) -> None:
     """The final eval's pictures (boxes or masks drawn, true beside predicted) in the run
-    folder: named in report.json, drawn in a third row of report.png; without them, 2 rows."""
+    folder: named in report.json, drawn 2 to a row below the curves; without them, 2 rows."""
     import numpy as np
     from PIL import Image
 
@@ -53,6 +53,19 @@ def test_a_row_of_eval_pictures_is_drawn_below_the_curves(tmp_path: Path) -> Non
         "eval_examples/0.png", "eval_examples/1.png", "eval_examples/10.png")
     with Image.open(folder.report) as report:
         pixels = np.asarray(report.convert("RGB"))
-    assert pixels.shape == (1050, 1000, 3)
+    assert pixels.shape == (700 + 2 * 260, 1000, 3)  # 2 rows of pictures
     magenta = (pixels == (255, 0, 255)).all(-1)
-    assert magenta[:700].sum() == 0 and magenta[700:].sum() > 3 * 1000  # the pictures' row
+    assert magenta[:700].sum() == 0
+    assert magenta[700:960, :500].sum() > 5000 and magenta[700:960, 500:].sum() > 5000
+    assert magenta[960:, :500].sum() > 5000 and magenta[960:, 500:].sum() == 0
+
+
+def test_names_without_a_label_per_row_draw_no_confusion_matrix(tmp_path: Path) -> None:
+    """Segmentation writes label names but no eval predictions (its pixels are summed): no
+    matrix of zeros."""
+    from launcher.contract.reports import LabelNames
+
+    folder, events = logged_run(tmp_path)
+    LabelNames(names=("background", "cat")).write(folder.label_names)
+    wait_drawn(start_drawing(folder, "demo"), events)
+    assert ReportData.read(folder.report_data).confusion is None
