@@ -57,10 +57,10 @@ def predicted_rows(task: Task, model: torch.nn.Module, examples: Sequence[Exampl
     parameters: FSDP, ZeRO-3): then every rank runs the same ones; the other ranks get []."""
     if not (acc.is_main_process or collective(task, plan)):
         return []
-    predicted: list[Any] = []
+    model, predicted = unwrapped(model), []
     for batch in batches(task, examples, plan.batch.micro, acc.device):
         with acc.autocast():
-            predicted.extend(task.predict(unwrapped(model), batch, 0))
+            predicted.extend(task.predict(model, batch, 0))
     return [(index, found, None) for index, found in enumerate(predicted)] \
         if acc.is_main_process else []
 
