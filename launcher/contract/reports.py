@@ -121,6 +121,9 @@ class ReportData(JsonRecord):
     tokens_per_s: Series
     eval: dict[str, Series]
     confusion: Confusion | None = None
+    # The final eval's first pictures with boxes or masks drawn, true beside predicted
+    # (detection, segmentation): their paths in the run folder (`RunFolder.eval_examples`).
+    examples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

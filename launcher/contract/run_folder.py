@@ -152,6 +152,12 @@ class RunFolder:
         return self.path / "eval_predictions.jsonl"
 
     @property
+    def eval_examples(self) -> Path:
+        """The final eval's first pictures with their boxes or masks drawn, true beside
+        predicted (detection, segmentation): 0.png, 1.png, ... that report.png shows."""
+        return self.path / "eval_examples"
+
+    @property
     def label_names(self) -> Path:
         """The label names of a classification run, in id order (`LabelNames`)."""
         return self.path / "label_names.json"

@@ -55,6 +55,9 @@ class Task(ABC):
     # The model's forward reduces over ranks (DETR-style detectors' loss sums the box count):
     # in evaluation every rank runs as many forwards as the busiest.
     collective_forward = False
+    # Evaluation keeps no prediction per row (segmentation sums a confusion matrix): the rows
+    # the trackers show are predicted again (`launcher.worker.evaluation.predicted_rows`).
+    predicts_shown = False
 
     def __init__(self, recipe: Recipe, plan: Plan) -> None:
         self.recipe = recipe
@@ -110,6 +113,12 @@ class Task(ABC):
         """What trackers show of an eval example beside its reference and prediction: its
         picture or sound (None: text, shown by the reference alone)."""
         return None
+
+    def shown(self, example: Example, reference: Any, prediction: Any) -> list[Any] | None:
+        """The eval examples table's row of one eval example (input, reference, prediction):
+        its `media` beside the two as they are (label ids named); None: no table (text)."""
+        media = self.media(example)
+        return None if media is None else [media, reference, prediction]
 
     @abstractmethod
     def predict(self, model: torch.nn.Module, batch: Batch, max_new_tokens: int,

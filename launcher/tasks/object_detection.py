@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
+from launcher.data.encode.annotated import annotated
 from launcher.data.encode.boxes import augment_boxes, drawn
 from launcher.data.encode.images import (
     Augmentation,
@@ -21,6 +22,7 @@ from launcher.data.encode.images import (
     open_rgb,
 )
 from launcher.data.encode.masks import model_size
+from launcher.data.encode.media import Box, Layer
 from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.data.errors import DataError
 from launcher.recipe.schema import Recipe
@@ -184,6 +186,16 @@ class ObjectDetection(FileTask):
         """Each image's detections scored PREDICT_THRESHOLD or more."""
         return self.detections(self.forward(model, batch), batch, PREDICT_THRESHOLD)
 
+    def shown(self, example: Example, reference: list[Detection],
+              prediction: list[Detection]) -> list[Any]:
+        """The image with its true boxes and its detections scored PREDICT_THRESHOLD or more
+        (W&B's two layers; the other trackers draw them side by side); both as text."""
+        source = example["path"] or example["bytes"]
+        kept = [d for d in prediction if d["score"] >= PREDICT_THRESHOLD]
+        picture = annotated(open_rgb(source, origin(source)), getattr(self, "names", []),
+                            boxes={Layer.TRUE: boxed(reference), Layer.PREDICTED: boxed(kept)})
+        return [picture, described(reference), described(kept)]
+
     def reference(self, row: Row) -> list[Detection]:
         return [self.detection(box, c) for box, c in zip(row["boxes"], row["label"],
                                                            strict=True)]
@@ -215,6 +227,18 @@ class ObjectDetection(FileTask):
 
 def counted(boxes: int) -> str:
     return f"{boxes} box" if boxes == 1 else f"{boxes} boxes"
+
+
+def boxed(detections: list[Detection]) -> tuple[Box, ...]:
+    """COCO detections ([x, y, width, height] pixels) as boxes on their image."""
+    return tuple(Box((x, y, x + w, y + h), d["category_id"], d.get("score"))
+                 for d in detections for x, y, w, h in [d["bbox"]])
+
+
+def described(detections: list[Detection]) -> str:
+    """"2 boxes: raccoon 0.91, raccoon 0.62": the count, each box's class (and score)."""
+    named = [d["label"] + (f" {d['score']:.2f}" if "score" in d else "") for d in detections]
+    return counted(len(detections)) + (": " + ", ".join(named) if named else "")
 
 
 def largest_canvas(processor: Any) -> tuple[int, int]:

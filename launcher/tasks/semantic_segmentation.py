@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
 
+from launcher.data.encode.annotated import annotated
 from launcher.data.encode.images import (
     Augmentation,
     ImageError,
@@ -33,12 +34,14 @@ from launcher.data.encode.masks import (
     augment_pair,
     check_mask,
     class_names_beside,
+    classes_in,
     mask_png,
     model_size,
     open_mask,
     overlay,
     resize_pair,
 )
+from launcher.data.encode.media import Layer
 from launcher.data.encode.preview import Preview, Segment
 from launcher.data.errors import DataError
 from launcher.data.hub_data import is_hub_data
@@ -57,6 +60,7 @@ class SemanticSegmentation(FileTask):
     value + 1)."""
 
     augments = True  # training rows come with an "augment_seed" (augmented or not): resized
+    predicts_shown = True  # eval sums pixels: the rows the trackers show are predicted again
     names: list[str]
     palette: list[int] | None = None  # the training masks' palette: predicted PNGs get it
 
@@ -76,10 +80,8 @@ class SemanticSegmentation(FileTask):
         image, names = open_rgb(row["image"], origin(row["image"])), names or named_classes(recipe)
         note = f"{image.width}x{image.height}"
         if "mask" in row:
-            mask, _ = open_mask(row["mask"], origin(row["mask"]))
-            found = [int(v) for v in np.unique(mask) if v != IGNORE]
-            note += ", classes: " + ", ".join(names[v] if v < len(names) else str(v)
-                                              for v in found)
+            mask = open_mask(row["mask"], origin(row["mask"]))[0]
+            note += f", classes: {classes_in(mask, names)}"
         return Preview([Segment(origin(row["image"]), False)], 0, None, note)
 
     @classmethod
@@ -97,8 +99,7 @@ class SemanticSegmentation(FileTask):
                                            augmentation_seed(recipe.train.seed, 0, index))
             image, mask = resize_pair(image, mask, size)
             pictures.append(overlay(image, mask, palette))
-            captions.append(", ".join(names[v] if v < len(names) else str(v)
-                                      for v in np.unique(mask) if v != IGNORE))
+            captions.append(classes_in(mask, names))
         contact_sheet(pictures, captions, out, size)
         return True
 
@@ -158,8 +159,7 @@ class SemanticSegmentation(FileTask):
         training masks' palette (`mask_palette` in the config, for `predict`'s PNGs)."""
         self.names = names = list(encoded.label_names or [])
         model = pretrained(AutoModelForSemanticSegmentation, self.recipe, self.plan, meta,
-                           new_head=True, num_labels=len(names),
-                           id2label=dict(enumerate(names)),
+                           new_head=True, num_labels=len(names), id2label=dict(enumerate(names)),
                            label2id={n: i for i, n in enumerate(names)})
         if encoded.train and (palette := open_mask(*mask_source(encoded.train[0]))[1]):
             model.config.mask_palette = palette  # saved with the config; `predict` reads it
@@ -257,6 +257,14 @@ class SemanticSegmentation(FileTask):
                 synced: bool = False) -> list[np.ndarray]:
         """Each image's mask of class ids, at the image's size."""
         return [m.to(torch.uint8).cpu().numpy() for m in self.masks(model, batch)]
+
+    def shown(self, example: Example, reference: Any, prediction: np.ndarray) -> list[Any]:
+        """The image with its true mask and the predicted one (W&B's two layers; the other
+        trackers tint them side by side); the classes each holds."""
+        source, truth = example["path"] or example["bytes"], open_mask(*mask_source(example))[0]
+        picture = annotated(open_rgb(source, origin(source)), self.names,
+                            masks={Layer.TRUE: truth, Layer.PREDICTED: prediction})
+        return [picture, classes_in(truth, self.names), classes_in(prediction, self.names)]
 
     def reference(self, row: Row) -> Any:
         return row["mask"] if isinstance(row.get("mask"), str) else None

@@ -144,11 +144,14 @@ def start_mlflow(recipe: Recipe, plan: Plan, folder: RunFolder,
 
 
 def _saved(value: Any, folder: Path, number: int) -> Any:
-    """A table cell: a picture or sound written to `folder` (its file name in the cell)."""
+    """A table cell: a picture (its boxes and masks drawn in, true beside predicted) or a
+    sound written to `folder` (its file name in the cell)."""
     if isinstance(value, Picture):
         from PIL import Image
 
-        Image.fromarray(value.pixels).save(folder / f"{number}.png")
+        from launcher.data.encode.annotated import flattened
+
+        Image.fromarray(flattened(value)).save(folder / f"{number}.png")
         return f"{number}.png"
     if isinstance(value, Sound):
         import soundfile

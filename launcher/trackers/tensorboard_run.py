@@ -44,8 +44,11 @@ class TensorBoardTracker:
         self.writer.add_text(key, "\n".join(lines), global_step=step)
 
     def _media(self, tag: str, media: Picture | Sound, step: int) -> None:
+        """A picture (its boxes and masks drawn in, true beside predicted), or a sound."""
         if isinstance(media, Picture):
-            self.writer.add_image(tag, media.pixels, global_step=step, dataformats="HWC")
+            from launcher.data.encode.annotated import flattened
+
+            self.writer.add_image(tag, flattened(media), global_step=step, dataformats="HWC")
         else:
             import torch
 

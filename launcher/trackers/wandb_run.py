@@ -17,12 +17,17 @@ from launcher.contract.events import EventLog, TrackingOffline
 from launcher.contract.plan import Plan
 from launcher.contract.run_folder import RunFolder
 from launcher.contract.vocabulary import JobState, TrackingMode
-from launcher.data.encode.media import Picture, Sound
+from launcher.data.encode.masks import IGNORE
+from launcher.data.encode.media import Box, Layer, Picture, Sound
+from launcher.data.encode.preview import label_name
 from launcher.recipe.schema import Recipe
 from launcher.trackers.base import error_line
 
 # W&B debug logging writes the API key into its log files, in plain text.
 KEY_LEAKING_DEBUG = ("WANDB_DEBUG", "WANDB_CORE_DEBUG")
+# W&B's names of a picture's layers of boxes and masks (it toggles each in its viewer).
+WANDB_LAYERS = {Layer.TRUE: "ground_truth", Layer.PREDICTED: "predictions"}
+IGNORED = "ignore"  # W&B's class name of a mask's IGNORE pixels
 
 
 class WandbTracker:
@@ -35,12 +40,13 @@ class WandbTracker:
         self.run.log(metrics, step=step)
 
     def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
-        """A W&B table; pictures and sounds as W&B images and audio."""
+        """A W&B table; pictures and sounds as W&B images (their boxes and masks W&B's own)
+        and audio."""
         import wandb
 
         def cell(value: Any) -> Any:
             if isinstance(value, Picture):
-                return wandb.Image(value.pixels)
+                return wandb_image(value)
             if isinstance(value, Sound):
                 return wandb.Audio(value.samples, sample_rate=value.rate)
             return value
@@ -52,6 +58,28 @@ class WandbTracker:
         for path in files:
             self.run.save(str(path), base_path=str(path.parent), policy="now")
         self.run.finish(exit_code=1 if ended is JobState.FAILED else 0)  # W&B: "failed"
+
+
+def wandb_image(picture: Picture) -> Any:
+    """A W&B image of the picture, each layer's boxes and mask as W&B's ("ground_truth",
+    "predictions"), in pixels, with the class names (IGNORE pixels: the class "ignore")."""
+    import wandb
+
+    classes = dict(enumerate(picture.class_names))
+    boxes = {WANDB_LAYERS[layer]: {"box_data": [_box(box, picture.class_names) for box in found],
+                                   "class_labels": classes}
+             for layer, found in picture.boxes.items()}
+    masks = {WANDB_LAYERS[layer]: {"mask_data": mask, "class_labels": {**classes, IGNORE: IGNORED}}
+             for layer, mask in picture.masks.items()}
+    return wandb.Image(picture.pixels, boxes=boxes or None, masks=masks or None)
+
+
+def _box(box: Box, names: tuple[str, ...]) -> dict[str, Any]:
+    """One box as W&B takes it: its corners, its class and caption, and its score."""
+    x0, y0, x1, y1 = box.corners
+    found = {"position": {"minX": x0, "maxX": x1, "minY": y0, "maxY": y1}, "domain": "pixel",
+             "class_id": box.class_id, "box_caption": label_name(list(names), box.class_id)}
+    return found if box.score is None else {**found, "scores": {"score": box.score}}
 
 
 def run_id(folder: RunFolder) -> str:

@@ -1,5 +1,6 @@
 """The pictures people look at instead of reading: `report.png` of a run (train loss, eval
-metrics, lr, tokens/s against steps; the confusion matrix of a classification run) and
+metrics, lr, tokens/s against steps; the confusion matrix of a classification run; rows of eval
+images with their boxes or masks, true beside predicted, of a detection or segmentation run) and
 `sweep.png` of a sweep (the metric against each swept setting). Each is drawn from a JSON file
 beside it, so what it shows can be checked. matplotlib, no torch."""
 
@@ -14,11 +15,15 @@ from launcher.contract.reports import Confusion, LabelNames, LrFindResult, Repor
 from launcher.contract.run_folder import RunFolder
 
 FIGURE_DPI = 100
+SPAN = 12  # grid columns of report.png: 2 or 3 curve panels, each an equal part
+PICTURES_PER_ROW = 2  # eval pictures (true beside predicted: wide) in a row below the curves
+PICTURE_ROW_INCHES = 2.6
 
 
 def report_data(folder: RunFolder) -> ReportData:
-    """The run's curves from its event log (a step logged again after a resume: its last value)
-    and the confusion matrix from its final eval predictions (classification runs)."""
+    """The run's curves from its event log (a step logged again after a resume: its last value),
+    the confusion matrix from its final eval predictions (classification runs), and the final
+    eval's pictures with boxes or masks (detection, segmentation runs)."""
     train: dict[int, TrainLogged] = {}
     evals: dict[str, dict[int, float]] = {}
     for event in read_events(folder.events):
@@ -39,16 +44,21 @@ def report_data(folder: RunFolder) -> ReportData:
         tokens_per_s=series({s: train[s].tokens_per_s for s in steps}),
         eval={name: series(values) for name, values in evals.items()},
         confusion=_confusion(folder),
+        examples=tuple(folder.named(path) for path in sorted(
+            folder.eval_examples.glob("*.png"), key=lambda path: int(path.stem))),
     )
 
 
 def _confusion(folder: RunFolder) -> Confusion | None:
+    """Label names and one label predicted per eval row: their counts; None otherwise (no
+    names, no rows: segmentation, tokens or boxes per row)."""
     names = LabelNames.read_if_exists(folder.label_names)
-    if names is None:
+    rows = Prediction.read_lines(folder.predictions)
+    if names is None or not rows:
         return None
     index = {name: i for i, name in enumerate(names.names)}
     counts = [[0] * len(names.names) for _ in names.names]
-    for row in Prediction.read_lines(folder.predictions):
+    for row in rows:
         if not (isinstance(row.prediction, str) and isinstance(row.reference, str)):
             return None  # not one label per row (token classification)
         counts[index[row.reference]][index[row.prediction]] += 1
@@ -56,7 +66,8 @@ def _confusion(folder: RunFolder) -> Confusion | None:
 
 
 def draw_report(data: ReportData, path: Path, title: str) -> None:
-    """report.png: one panel per curve, and the confusion matrix when there is one."""
+    """report.png: one panel per curve, the confusion matrix when there is one, and rows of
+    the eval pictures (`data.examples`, in the run folder beside `path`) when there are some."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,8 +77,13 @@ def draw_report(data: ReportData, path: Path, title: str) -> None:
               ("learning rate", {"lr": data.lr}),
               ("real tokens/s", {"tokens/s": data.tokens_per_s})]
     columns = 3 if data.confusion else 2
-    figure, axes = plt.subplots(2, columns, figsize=(5 * columns, 7), dpi=FIGURE_DPI,
-                                squeeze=False)
+    shown = [path.parent / name for name in data.examples]
+    below = -(-len(shown) // PICTURES_PER_ROW)  # rows of pictures
+    figure = plt.figure(figsize=(5 * columns, 7 + PICTURE_ROW_INCHES * below), dpi=FIGURE_DPI)
+    grid = figure.add_gridspec(2 + below, SPAN,
+                               height_ratios=[3.5, 3.5] + [PICTURE_ROW_INCHES] * below)
+    axes = [[figure.add_subplot(grid[row, c * SPAN // columns:(c + 1) * SPAN // columns])
+             for c in range(columns)] for row in range(2)]
     cells = [axes[0][0], axes[0][1], axes[1][0], axes[1][1]]
     for axis, (name, curves) in zip(cells, panels, strict=True):
         for label, curve in curves.items():
@@ -83,6 +99,11 @@ def draw_report(data: ReportData, path: Path, title: str) -> None:
     if data.confusion:
         _draw_confusion(axes[0][2], data.confusion)
         axes[1][2].axis("off")
+    width = SPAN // PICTURES_PER_ROW
+    for number, picture in enumerate(shown):
+        row, place = divmod(number, PICTURES_PER_ROW)
+        _draw_example(figure.add_subplot(grid[2 + row, place * width:(place + 1) * width]),
+                      picture, number)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path)
@@ -102,8 +123,16 @@ def _draw_confusion(axis: object, confusion: Confusion) -> None:
             axis.text(column, row, str(count), ha="center", va="center", fontsize="small")
 
 
+def _draw_example(axis: object, picture: Path, number: int) -> None:
+    from matplotlib import pyplot as plt
+
+    axis.imshow(plt.imread(picture))
+    axis.set_title(f"eval image {number}: true | predicted", fontsize="small")
+    axis.axis("off")
+
+
 def write_report(folder: RunFolder, title: str) -> None:
-    """report.json, then report.png drawn from it."""
+    """report.json, then report.png drawn from it (and the eval pictures it names)."""
     data = report_data(folder)
     data.write(folder.report_data)
     draw_report(data, folder.report, title)

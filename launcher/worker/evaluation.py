@@ -1,5 +1,6 @@
 """Evaluation over every rank: each its share of the eval rows, the sums and predictions
-combined (the rows, by eval index, on rank 0)."""
+combined (the rows, by eval index, on rank 0); and the few rows the trackers show predicted
+again, for a task whose evaluation keeps no prediction per row."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from launcher.contract.plan import Plan
-from launcher.tasks.base import Task, evaluate_examples
+from launcher.tasks.base import Example, Task, batches, evaluate_examples
 from launcher.worker.metrics import Metrics
 
 EvalRow = tuple[int, Any, Any]  # an eval example's index, prediction and reference
@@ -25,17 +26,13 @@ def evaluate_on_ranks(task: Task, model: torch.nn.Module, rows: Sequence[Any],
     """The task's metrics over all `rows`, and every row's prediction (on rank 0, sorted; where
     the task predicts). With sharded parameters (or a loss that reduces over ranks: the task's
     `collective_forward`) every forward is collective, so a rank with fewer rows runs as many
-    forwards as the busiest. A DDP model is evaluated through its module: DDP's forward
-    broadcasts the buffers (batch norm statistics), a collective that a rank with fewer eval
-    batches would never join."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
+    forwards as the busiest. A DDP model is evaluated through its module (`unwrapped`)."""
+    model = unwrapped(model)
     indices = list(range(acc.process_index, len(rows), plan.world_size))
     micro = plan.batch.micro
     out = evaluate_examples(task, model, [rows[j] for j in indices], micro, acc.device,
                             acc.autocast, progress)
-    strategy = plan.active_strategy
-    if task.collective_forward or (strategy is not None and strategy.shards_parameters):
+    if collective(task, plan):
         most = math.ceil(math.ceil(len(rows) / plan.world_size) / micro)
         for _ in range(most - math.ceil(len(indices) / micro)):
             evaluate_examples(task, model, [rows[0]], micro, acc.device, acc.autocast, progress)
@@ -50,3 +47,34 @@ def evaluate_on_ranks(task: Task, model: torch.nn.Module, rows: Sequence[Any],
     sums = dict(zip(task.summed, totals[2:].tolist(), strict=True))
     return task.metrics(float(totals[0]), int(totals[1]), [r[1] for r in predicted],
                         [r[2] for r in predicted], sums), predicted
+
+
+@torch.no_grad()
+def predicted_rows(task: Task, model: torch.nn.Module, examples: Sequence[Example],
+                   acc: Accelerator, plan: Plan) -> list[EvalRow]:
+    """`task.predict` on `examples` (the first eval rows), as rank 0's rows (index, prediction,
+    no reference). Rank 0 alone runs the forwards, unless a forward is collective (sharded
+    parameters: FSDP, ZeRO-3): then every rank runs the same ones; the other ranks get []."""
+    if not (acc.is_main_process or collective(task, plan)):
+        return []
+    model, predicted = unwrapped(model), []
+    for batch in batches(task, examples, plan.batch.micro, acc.device):
+        with acc.autocast():
+            predicted.extend(task.predict(model, batch, 0))
+    return [(index, found, None) for index, found in enumerate(predicted)] \
+        if acc.is_main_process else []
+
+
+def collective(task: Task, plan: Plan) -> bool:
+    """A forward involves every rank: the parameters are sharded, or the task's loss reduces
+    over the ranks (its `collective_forward`)."""
+    strategy = plan.active_strategy
+    return task.collective_forward or (strategy is not None and strategy.shards_parameters)
+
+
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """A DDP model's module: DDP's forward broadcasts the buffers (batch norm statistics), a
+    collective that the ranks not evaluating the same batches would never join."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.module
+    return model

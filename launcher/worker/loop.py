@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -31,7 +30,8 @@ from launcher.tasks.base import on_device
 from launcher.trackers.base import Trackers
 from launcher.worker.checkpoint import CheckpointClock, Checkpointer, TrainerState
 from launcher.worker.engines.base import Engine
-from launcher.worker.evaluation import EvalRow, evaluate_on_ranks
+from launcher.worker.evaluation import EvalRow, evaluate_on_ranks, predicted_rows
+from launcher.worker.examples import EXAMPLES, log_examples, named
 from launcher.worker.faults import FaultPlan
 from launcher.worker.feed import StepInput, StepOrder, step_inputs
 from launcher.worker.generations import PromptGenerator
@@ -39,8 +39,6 @@ from launcher.worker.metrics import Metrics, flatten, scalars
 from launcher.worker.stopping import REQUEST, StopTraining
 from launcher.worker.trainable import Trainable, TrainingSpec
 from launcher.worker.watchdog import Watchdog
-
-EXAMPLES = 16  # eval rows shown to the trackers with their pictures or sounds
 
 
 @dataclass(frozen=True)
@@ -241,8 +239,12 @@ class TrainLoop:
             return {}
         metrics, rows = self.evaluate(predictions_file)
         self.tracker.log(flatten(metrics, "eval/"), step=step)
+        final = predictions_file is not None  # its pictures are kept for report.png
+        if self.task.predicts_shown and (final or self.plan.trackers):
+            rows = self.shown_rows()
         if self.acc.is_main_process:
-            self.log_examples(rows, step)
+            log_examples(self.task, self.data.eval, rows, self.data.label_names, self.tracker,
+                         step, self.folder.eval_examples if final else None)
         self.events.write(Evaluated(step=step, metrics=scalars(metrics)))
         if self.prompt_generator:
             self.watchdog.progress(Phase.EVAL)
@@ -252,19 +254,14 @@ class TrainLoop:
                 self.prompt_generator.log(generations, step, self.events, self.tracker)
         return metrics
 
-    def log_examples(self, rows: list[EvalRow], step: int) -> None:
-        """The first eval rows' pictures or sounds, references and predictions, as a table."""
-        media = [(self.task.media(self.data.eval[index]), reference, prediction)
-                 for index, prediction, reference in rows[:EXAMPLES]]
-        if media and media[0][0] is not None:
-            self.tracker.table("eval/examples", ["input", "reference", "prediction"],
-                               [[cell, self._named(ref), self._named(pred)]
-                                for cell, ref, pred in media], step)
-
-    def _named(self, value: Any) -> Any:
-        """A classification label id as its name; other values as they are."""
-        names = self.data.label_names or []
-        return names[value] if isinstance(value, int) and names else value
+    def shown_rows(self) -> list[EvalRow]:
+        """The first EXAMPLES eval rows predicted (rank 0's; see `predicted_rows`) for a task
+        whose evaluation keeps no prediction per row; the model trains on."""
+        self.model.eval()
+        shown = [self.data.eval[i] for i in range(min(EXAMPLES, len(self.data.eval)))]
+        rows = predicted_rows(self.task, self.model, shown, self.acc, self.plan)
+        self.model.train()
+        return rows
 
     def evaluate(self, predictions_file: Path | None = None) -> tuple[Metrics, list[EvalRow]]:
         """Every rank evaluates its share (see `evaluate_on_ranks`); the model trains on."""
@@ -276,8 +273,9 @@ class TrainLoop:
         if predictions_file is not None and rows and self.acc.is_main_process:
             with predictions_file.open("w", encoding="utf-8") as handle:
                 for index, prediction, reference in rows:
-                    handle.write(Prediction(index=index, prediction=self._named(prediction),
-                                            reference=self._named(reference)).to_line())
+                    names = self.data.label_names
+                    handle.write(Prediction(index=index, prediction=named(prediction, names),
+                                            reference=named(reference, names)).to_line())
         return metrics, rows
 
     def wall_s(self) -> float:

@@ -99,3 +99,24 @@ def test_each_ranks_peak_memory_is_within_20_percent_of_the_plan(
     measured = [report.peak_rss_bytes for report in rank_reports(folders[strategy])]
     assert all(measured)
     assert max(measured) == pytest.approx(estimate.peak_bytes, rel=0.2), (measured, estimate)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES[1:])
+def test_the_final_eval_pictures_agree_with_ddp(runs: tuple[str, dict[str, Path]],
+                                                strategy: str) -> None:
+    """report.png's eval pictures (boxes or masks drawn, true beside predicted) under every
+    strategy: segmentation predicts them again at the final eval, on every rank where a forward
+    is collective (FSDP, ZeRO-3; a hang otherwise), on rank 0 alone elsewhere; the same
+    pictures as DDP's but for the few pixels of the weights' rounding."""
+    import numpy as np
+    from PIL import Image
+
+    from launcher.contract.reports import ReportData
+
+    kind, folders = runs
+    kept = {name: ReportData.read(RunFolder(folders[name]).report_data).examples
+            for name in ("ddp", strategy)}
+    assert kept["ddp"] == kept[strategy] and kept["ddp"], kind
+    for name in kept["ddp"]:
+        ddp, found = (np.asarray(Image.open(folders[s] / name)) for s in ("ddp", strategy))
+        assert ddp.shape == found.shape and (ddp == found).all(-1).mean() > 0.99, (kind, name)

@@ -11,22 +11,13 @@ import pytest
 
 from launcher.contract.events import TrackingOffline
 from launcher.contract.run_folder import RunFolder
-from launcher.contract.vocabulary import BackendKind, JobState, TrackerKind
-from launcher.planner.make import make_plan
-from launcher.recipe.load import load_recipe
+from launcher.contract.vocabulary import JobState, TrackerKind
 from launcher.trackers.base import Trackers, flat_params
 from launcher.trackers.mlflow_run import _reason
 from launcher.trackers.mlflow_sync import bare_uri, server_uri
 from launcher.trackers.tensorboard_run import start_tensorboard
-from tests.conftest import REPO, assert_one_error
-
-QUICKSTART = REPO / "recipes" / "quickstart.toml"
-
-
-def quickstart_plan(*sets: str):
-    recipe = load_recipe(QUICKSTART, list(sets))
-    return recipe, make_plan(recipe, recipe_file=str(QUICKSTART), backend=BackendKind.LOCAL,
-                               gpus_here=0)
+from tests.conftest import assert_one_error
+from tests.helpers.plans import QUICKSTART, quickstart_plan
 
 
 def test_trackers_in_the_plan() -> None:

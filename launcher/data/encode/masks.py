@@ -119,6 +119,12 @@ def overlay(image: Image.Image, mask: np.ndarray, palette: list[int] | None,
     return Image.fromarray(np.where(kept, pixels, tinted).round().astype(np.uint8))
 
 
+def classes_in(mask: np.ndarray, names: list[str]) -> str:
+    """The classes a mask holds (IGNORE aside), by name (by id past the names)."""
+    return ", ".join(names[v] if v < len(names) else str(v)
+                     for v in map(int, np.unique(mask)) if v != IGNORE)
+
+
 def mask_png(mask: np.ndarray, palette: list[int] | None) -> bytes:
     """A class-index PNG of `mask`: a palette PNG with `palette`, else greyscale."""
     values = np.ascontiguousarray(mask, dtype=np.uint8)
