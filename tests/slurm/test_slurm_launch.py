@@ -110,7 +110,7 @@ def test_two_jobs_on_the_same_nodes_at_once(env, tmp_path) -> None:
 def test_status_logs_and_cancel_of_a_running_job(env, tmp_path) -> None:
     run_dir = tmp_path / "run"
     assert_ok(sft(env, QUICKSTART, *TWO_NODES, "--run-dir", run_dir, *SHORT, *NO_PREFLIGHT,
-                  *NO_TRACKING, "--set", "data.max_train_samples=4000"))
+                  "--set", "data.max_train_samples=4000"))
     follower = sft_popen(env, "logs", run_dir, "--follow")
     try:
         wait_for(lambda: any(isinstance(e, TrainLogged) for e in events(run_dir)), 300,
