@@ -21,7 +21,7 @@ from launcher.data.encode.images import (
     contact_sheet,
     open_rgb,
 )
-from launcher.data.encode.masks import model_size
+from launcher.data.encode.masks import model_size, size_field
 from launcher.data.encode.media import Box, Layer
 from launcher.data.encode.preview import Preview, Segment, label_name
 from launcher.data.errors import DataError
@@ -244,10 +244,10 @@ def described(detections: list[Detection]) -> str:
 def largest_canvas(processor: Any) -> tuple[int, int]:
     """(width, height) of the largest image the processor makes: its longest edge by its
     shortest (DETR's 1333 x 800), or its fixed size."""
-    size = processor.size
-    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
-    if get("shortest_edge") and get("longest_edge"):
-        return int(get("longest_edge")), int(get("shortest_edge"))
+    shortest, longest = (size_field(processor.size, key)
+                         for key in ("shortest_edge", "longest_edge"))
+    if shortest and longest:
+        return int(longest), int(shortest)
     return model_size(processor)
 
 

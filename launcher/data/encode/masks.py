@@ -156,8 +156,12 @@ def model_size(processor: Any) -> tuple[int, int]:
     else its size (a shortest edge: a square)."""
     size = (processor.crop_size if getattr(processor, "do_center_crop", False)
             else processor.size)
-    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
-    if get("height") and get("width"):
-        return int(get("width")), int(get("height"))
-    edge = int(get("shortest_edge") or 512)
+    if size_field(size, "height") and size_field(size, "width"):
+        return int(size_field(size, "width")), int(size_field(size, "height"))
+    edge = int(size_field(size, "shortest_edge") or 512)
     return edge, edge
+
+
+def size_field(size: Any, key: str) -> Any:
+    """One entry of a processor's size (a dict, or transformers' SizeDict); None when absent."""
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
